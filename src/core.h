@@ -1,0 +1,179 @@
+/*
+ * core.h — the sans-I/O core of apify.kvs.
+ *
+ * Everything that decides *what* to send and *what a reply means* lives behind
+ * this header, with no transport inside: paging state and cursor checks
+ * (core_listing.c), URL and query building (core_request.c), streaming decoding
+ * of reply bodies with yajl (core_reply.c) and the retry policy
+ * (core_listing.c).  A driver (blocking libcurl, libcurl multi, an OpenResty
+ * cosocket, a game loop's poll) only moves bytes:
+ *
+ *     while (kvs_listing_next_request(l, &req)) {       // URL of the next page
+ *         send GET req.url; then for the reply:
+ *         kvs_listing_reply_begin(l, status);
+ *         kvs_listing_reply_header(l, name, nlen, value, vlen);   // each header
+ *         kvs_listing_reply_body(l, chunk, len);                  // each chunk
+ *         switch (kvs_listing_reply_end(l, fault, msg, &wait)) {
+ *         case KVS_STEP_PAGE:   kvs_listing_take_page(l, &page); hand it out;
+ *         case KVS_STEP_RETRY:  wait `wait` seconds, then loop; break;
+ *         case KVS_STEP_FAILED: report kvs_listing_error(l); stop;
+ *         }
+ *     }
+ *
+ * No function here blocks, sleeps, reads a clock or touches Lua.
+ */
+#ifndef APIFY_KVS_CORE_H
+#define APIFY_KVS_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KVS_MAX_PAGE_SIZE 1000
+
+/* A growable byte buffer.  `data` is kept NUL-terminated when non-NULL. */
+typedef struct kvs_buf {
+    char  *data;
+    size_t len, cap;
+} kvs_buf;
+
+int  kvs_buf_reserve(kvs_buf *b, size_t extra);       /* 0 ok, -1 out of memory */
+int  kvs_buf_append(kvs_buf *b, const void *p, size_t n);
+int  kvs_buf_set(kvs_buf *b, const void *p, size_t n);
+void kvs_buf_free(kvs_buf *b);
+
+/* One key of a page; strings are offsets into the page's byte buffer so a
+ * page is two allocations however many keys it holds. */
+typedef struct kvs_item {
+    size_t    key_off, key_len;
+    size_t    url_off, url_len;   /* url_off == (size_t)-1: no recordPublicUrl */
+    long long size;
+} kvs_item;
+
+#define KVS_NO_URL ((size_t)-1)
+
+/* A decoded page: the reply's "data" object. */
+typedef struct kvs_page {
+    kvs_item *items;
+    size_t    count, cap;
+    kvs_buf   bytes;              /* key and url bytes of all items */
+    long long count_field, limit_field;   /* -1 when absent */
+    int       is_truncated;       /* -1 absent, 0 false, 1 true */
+    int       has_next;           /* nextExclusiveStartKey is a string */
+    kvs_buf   next;
+    int       has_start;          /* exclusiveStartKey echoed as a string */
+    kvs_buf   start;
+} kvs_page;
+
+static inline const char *kvs_item_key(const kvs_page *p, const kvs_item *it)
+{
+    return p->bytes.data + it->key_off;
+}
+static inline const char *kvs_item_url(const kvs_page *p, const kvs_item *it)
+{
+    return it->url_off == KVS_NO_URL ? NULL : p->bytes.data + it->url_off;
+}
+
+/* What went wrong, ready to show a user.  Never holds the token. */
+typedef struct kvs_error {
+    char type[64];        /* API error type, or one of the client's own below */
+    char message[512];
+    int  status;          /* HTTP status, 0 when no reply was had */
+    int  retries;         /* retries made before giving up */
+} kvs_error;
+
+/* The client's own error types (the API's pass through unchanged). */
+#define KVS_ERR_NETWORK   "network-error"       /* connect/reset/DNS/partial body */
+#define KVS_ERR_TIMEOUT   "timeout"             /* one attempt ran past `timeout` */
+#define KVS_ERR_RESPONSE  "invalid-response"    /* 200 body not a valid page */
+#define KVS_ERR_CURSOR    "cursor-not-advancing"
+#define KVS_ERR_HTTP      "http-error"          /* non-2xx without an API error body */
+#define KVS_ERR_MEMORY    "out-of-memory"
+
+/* --- reply decoding (core_reply.c) ------------------------------------- */
+
+typedef struct kvs_reply kvs_reply;   /* opaque: yajl handle and parse state */
+
+kvs_reply *kvs_reply_new(void);
+void       kvs_reply_free(kvs_reply *r);
+/* Starts decoding a reply with HTTP status `status` into `page` (reset first). */
+int        kvs_reply_begin(kvs_reply *r, int status, kvs_page *page);
+/* Feeds a body chunk.  0: go on; -1: the body can no longer be what it should
+ * (the driver may stop reading). */
+int        kvs_reply_body(kvs_reply *r, const char *data, size_t len);
+/* Ends the body.  For 2xx: 0 when `page` holds a complete page, else -1 with
+ * `err` filled (KVS_ERR_RESPONSE).  For other statuses: always -1, with `err`
+ * holding the API's error type and message (or KVS_ERR_HTTP). */
+int        kvs_reply_end(kvs_reply *r, kvs_error *err);
+
+void kvs_page_init(kvs_page *p);
+void kvs_page_reset(kvs_page *p);
+void kvs_page_free(kvs_page *p);
+
+/* --- request building (core_request.c) ---------------------------------- */
+
+/* Appends s percent-encoded (everything but RFC 3986 unreserved bytes). */
+int kvs_url_escape(kvs_buf *out, const char *s, size_t n);
+/* Checks a store id: NULL when fine, else why not. */
+const char *kvs_store_id_problem(const char *id, size_t n);
+
+/* --- listing: paging + retries (core_listing.c) ------------------------- */
+
+typedef struct kvs_listing_config {
+    const char *base_url;       /* "http(s)://host[:port][/path]", no trailing '/' needed */
+    const char *store_id;
+    const char *prefix, *collection, *signature;    /* NULL: not sent */
+    const char *start_key;  size_t start_key_len;   /* NULL: from the first key */
+    int         page_size;      /* 1..1000 */
+    long long   limit;          /* keys in total; -1: all */
+    int         single_page;    /* 1: exactly one page (list_keys) */
+    int         max_retries;
+    double      min_delay;      /* seconds */
+    uint64_t    seed;           /* jitter randomness; any value */
+    /* Optional: seconds from now until an HTTP-date, or < 0 if not a date. */
+    double    (*http_date_delay)(const char *value);
+} kvs_listing_config;
+
+typedef enum kvs_fault {
+    KVS_FAULT_NONE = 0,     /* the whole reply arrived */
+    KVS_FAULT_TIMEOUT,      /* the attempt timed out */
+    KVS_FAULT_NETWORK       /* anything else that cut the exchange short */
+} kvs_fault;
+
+typedef enum kvs_step {
+    KVS_STEP_PAGE,          /* kvs_listing_page() holds a new page */
+    KVS_STEP_RETRY,         /* wait the given seconds, then request again */
+    KVS_STEP_FAILED         /* kvs_listing_error() says why; nothing more to do */
+} kvs_step;
+
+typedef struct kvs_request {
+    const char *url;        /* NUL-terminated, owned by the listing */
+    size_t      url_len;
+    int         attempt;    /* 0 for the first try of this page */
+} kvs_request;
+
+typedef struct kvs_listing kvs_listing;
+
+kvs_listing *kvs_listing_new(const kvs_listing_config *cfg);
+void         kvs_listing_free(kvs_listing *l);
+
+/* Fills `req` with the next request to send; 0 when there is none (done or failed). */
+int  kvs_listing_next_request(kvs_listing *l, kvs_request *req);
+void kvs_listing_reply_begin(kvs_listing *l, int status);
+void kvs_listing_reply_header(kvs_listing *l, const char *name, size_t nlen,
+                              const char *value, size_t vlen);
+int  kvs_listing_reply_body(kvs_listing *l, const char *data, size_t len);
+/* `fault` says whether the exchange completed; `fault_msg` (may be NULL) is the
+ * transport's words for it.  On KVS_STEP_RETRY, *wait is the delay in seconds. */
+kvs_step kvs_listing_reply_end(kvs_listing *l, kvs_fault fault,
+                               const char *fault_msg, double *wait);
+
+/* After KVS_STEP_PAGE: swaps the new page into *mine and takes *mine's old
+ * buffers for reuse, so a driver may hold pages while later ones arrive. */
+void kvs_listing_take_page(kvs_listing *l, kvs_page *mine);
+const kvs_error *kvs_listing_error(const kvs_listing *l);
+int  kvs_listing_finished(const kvs_listing *l);   /* no request left to make */
+int  kvs_listing_failed(const kvs_listing *l);
+/* Marks the listing finished (a consumer stopped early). */
+void kvs_listing_stop(kvs_listing *l);
+
+#endif

@@ -1,0 +1,208 @@
+/*
+ * driver_curl.c — the blocking transport: moves the core's requests and
+ * replies through a libcurl easy handle.  Connections and DNS answers are
+ * shared per client (one CURLSH), so the pages of a listing, and listings
+ * after it, reuse one keep-alive connection.  All policy is in the core.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "kvs.h"
+
+struct kvs_http {
+    CURLSH *share;
+};
+
+struct kvs_conn {
+    CURL              *easy;
+    struct curl_slist *headers;
+    kvs_listing       *listing;    /* the listing of the exchange under way */
+    int                stopped;    /* we cut the body short on purpose */
+    char               errbuf[CURL_ERROR_SIZE];
+};
+
+int kvs_http_global_init(void)
+{
+    static int done = 0;
+    if (!done) {
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+            return -1;
+        done = 1;
+    }
+    return 0;
+}
+
+const char *kvs_http_version(void)
+{
+    static char v[48];
+    if (!v[0])
+        snprintf(v, sizeof v, "libcurl/%s", curl_version_info(CURLVERSION_NOW)->version);
+    return v;
+}
+
+kvs_http *kvs_http_new(const kvs_client *c)
+{
+    kvs_http *h = calloc(1, sizeof *h);
+    (void)c;
+    if (!h) return NULL;
+    h->share = curl_share_init();
+    if (!h->share) { free(h); return NULL; }
+    curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+    curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    return h;
+}
+
+void kvs_http_free(kvs_http *h)
+{
+    if (!h) return;
+    curl_share_cleanup(h->share);
+    free(h);
+}
+
+double kvs_http_date_delay(const char *value)
+{
+    time_t t = curl_getdate(value, NULL);
+    if (t == (time_t)-1) return -1;
+    return difftime(t, time(NULL));
+}
+
+uint64_t kvs_random_seed(const void *salt)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ((uint64_t)ts.tv_sec * 1000000007ull) ^ (uint64_t)ts.tv_nsec
+         ^ ((uint64_t)(uintptr_t)salt << 16) ^ (uint64_t)getpid();
+}
+
+/* --- callbacks --------------------------------------------------------------- */
+
+static size_t on_header(char *buf, size_t size, size_t n, void *ud)
+{
+    kvs_conn *c = ud;
+    size_t len = size * n;
+    if (len > 5 && memcmp(buf, "HTTP/", 5) == 0) {
+        /* a status line: "HTTP/1.1 200 OK"; after a redirect, a new reply */
+        const char *sp = memchr(buf, ' ', len);
+        int status = 0;
+        if (sp) {
+            const char *d = sp + 1, *end = buf + len;
+            while (d < end && *d >= '0' && *d <= '9' && status < 1000)
+                status = status * 10 + (*d++ - '0');
+        }
+        kvs_listing_reply_begin(c->listing, status);
+    } else {
+        const char *colon = memchr(buf, ':', len);
+        if (colon)
+            kvs_listing_reply_header(c->listing, buf, (size_t)(colon - buf), colon + 1,
+                                     len - (size_t)(colon + 1 - buf));
+    }
+    return len;
+}
+
+static size_t on_body(char *buf, size_t size, size_t n, void *ud)
+{
+    kvs_conn *c = ud;
+    size_t len = size * n;
+    if (kvs_listing_reply_body(c->listing, buf, len) != 0) {
+        c->stopped = 1;     /* the rest cannot change the verdict */
+        return 0;
+    }
+    return len;
+}
+
+/* --- connections ------------------------------------------------------------- */
+
+kvs_conn *kvs_conn_new(const kvs_client *cl)
+{
+    kvs_conn *c = calloc(1, sizeof *c);
+    CURL *e;
+    long timeout_ms;
+    if (!c) return NULL;
+    c->easy = e = curl_easy_init();
+    c->headers = curl_slist_append(NULL, "Accept: application/json");
+    if (!e || !c->headers) { kvs_conn_free(c); return NULL; }
+    timeout_ms = (long)(cl->timeout * 1000.0 + 0.5);
+    if (timeout_ms < 1) timeout_ms = 1;
+
+    curl_easy_setopt(e, CURLOPT_SHARE, cl->http->share);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
+    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_UNRESTRICTED_AUTH, 0L);   /* token stays with its host */
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");     /* whatever libcurl can decode */
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);  /* per attempt, never compounded */
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, cl->user_agent);
+    if (cl->token) {
+        curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BEARER);
+        curl_easy_setopt(e, CURLOPT_XOAUTH2_BEARER, cl->token);
+    }
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
+    return c;
+}
+
+void kvs_conn_free(kvs_conn *c)
+{
+    if (!c) return;
+    if (c->easy) curl_easy_cleanup(c->easy);
+    curl_slist_free_all(c->headers);
+    free(c);
+}
+
+static void sleep_seconds(double s)
+{
+    struct timespec ts;
+    if (!(s > 0)) return;
+    ts.tv_sec = (time_t)s;
+    ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+}
+
+int kvs_conn_next_page(kvs_conn *c, kvs_listing *l, kvs_page *page)
+{
+    kvs_request req;
+    while (kvs_listing_next_request(l, &req)) {
+        CURLcode rc;
+        kvs_fault fault = KVS_FAULT_NONE;
+        const char *msg = NULL;
+        double wait;
+        c->listing = l;
+        c->stopped = 0;
+        c->errbuf[0] = '\0';
+        curl_easy_setopt(c->easy, CURLOPT_URL, req.url);
+        rc = curl_easy_perform(c->easy);
+        if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && c->stopped)) {
+            fault = rc == CURLE_OPERATION_TIMEDOUT ? KVS_FAULT_TIMEOUT : KVS_FAULT_NETWORK;
+            msg = c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc);
+        }
+        switch (kvs_listing_reply_end(l, fault, msg, &wait)) {
+        case KVS_STEP_PAGE:
+            kvs_listing_take_page(l, page);
+            return 1;
+        case KVS_STEP_RETRY:
+            sleep_seconds(wait);
+            break;
+        case KVS_STEP_FAILED:
+            return -1;
+        }
+    }
+    return kvs_listing_failed(l) ? -1 : 0;
+}

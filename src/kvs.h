@@ -1,0 +1,77 @@
+/*
+ * kvs.h — what the Lua binding files and the transport drivers share: the
+ * client's settings (reference counted, so stores and listings may outlive
+ * the client object that made them) and the blocking libcurl driver's API.
+ */
+#ifndef APIFY_KVS_H
+#define APIFY_KVS_H
+
+#include "compat.h"
+#include "core.h"
+
+#define KVS_VERSION "0.1.0"
+
+/* The only symbol the shared object exports; everything else is hidden. */
+#define KVS_EXPORT __attribute__((visibility("default")))
+KVS_EXPORT int luaopen_apify_kvs(lua_State *L);
+
+#define KVS_CLIENT_MT  "apify.kvs.client"
+#define KVS_STORE_MT   "apify.kvs.store"
+#define KVS_LISTING_MT "apify.kvs.listing"
+#define KVS_ERROR_MT   "apify.kvs.error"
+
+typedef struct kvs_http kvs_http;   /* a transport's per-client state */
+
+typedef struct kvs_client {
+    int       refs;
+    char     *token;          /* NULL: no Authorization header */
+    char     *base_url;
+    char     *user_agent;
+    double    timeout;        /* seconds per attempt */
+    double    min_delay;      /* seconds */
+    int       max_retries;
+    kvs_http *http;
+} kvs_client;
+
+void kvs_client_release(kvs_client *c);
+
+/* --- the blocking libcurl driver (driver_curl.c) ------------------------- */
+
+int       kvs_http_global_init(void);          /* 0 ok */
+kvs_http *kvs_http_new(const kvs_client *c);   /* NULL: out of memory */
+void      kvs_http_free(kvs_http *h);
+const char *kvs_http_version(void);            /* "libcurl/x.y.z" */
+
+typedef struct kvs_conn kvs_conn;             /* one connection's worth of state */
+kvs_conn *kvs_conn_new(const kvs_client *c);
+void      kvs_conn_free(kvs_conn *c);
+/* Drives `l` until it has a page (1, swapped into *page), is finished (0) or
+ * has failed (-1, see kvs_listing_error).  Blocks; sleeps between retries. */
+int       kvs_conn_next_page(kvs_conn *c, kvs_listing *l, kvs_page *page);
+
+/* The driver's reading of an HTTP-date, for Retry-After. */
+double    kvs_http_date_delay(const char *value);
+uint64_t  kvs_random_seed(const void *salt);
+
+/* --- the Lua side (lua_listing.c) ----------------------------------------- */
+
+void kvs_push_error(lua_State *L, const kvs_error *e);
+int  kvs_store_list_keys(lua_State *L);
+int  kvs_store_keys(lua_State *L);
+void kvs_open_listing(lua_State *L);     /* registers the listing/error metatables */
+kvs_client *kvs_check_store(lua_State *L, int idx, const char **id);
+
+/* Lua helpers (lua_kvs.c) */
+void kvs_new_class(lua_State *L, const char *name, const luaL_Reg *meta,
+                   const luaL_Reg *methods);
+typedef struct kvs_optspec {
+    const char *name;
+    int         type;         /* LUA_TSTRING, LUA_TNUMBER, LUA_TBOOLEAN */
+} kvs_optspec;
+/* Raises on a non-table argument and on option names not in `spec`. */
+void kvs_check_options(lua_State *L, int arg, const kvs_optspec *spec);
+const char *kvs_opt_string(lua_State *L, int arg, const char *name, size_t *len);
+long long   kvs_opt_integer(lua_State *L, int arg, const char *name,
+                            long long min, long long max, long long dflt);
+
+#endif
