@@ -1,0 +1,157 @@
+-- The module's surface: constructors, option checking, tostring, secrecy of the token.
+local T = require "spec.support.env"
+local kvs = T.kvs
+
+describe("apify.kvs module", function()
+  it("has a version and names its transport", function()
+    assert.are.equal("apify.kvs 0.1.0", kvs._VERSION)
+    assert.matches("^libcurl/%d+%.%d+", kvs._TRANSPORT)
+  end)
+
+  it("exposes only the documented functions", function()
+    local names = {}
+    for k in pairs(kvs) do names[#names + 1] = k end
+    table.sort(names)
+    assert.are.same({ "_TRANSPORT", "_VERSION", "new" }, names)
+  end)
+end)
+
+describe("kvs.new", function()
+  it("accepts no arguments and an empty table", function()
+    assert.is_userdata(kvs.new())
+    assert.is_userdata(kvs.new({}))
+  end)
+
+  it("rejects unknown options, naming them", function()
+    local err = T.raised(kvs.new, { tokne = "x" })
+    assert.matches("unknown option 'tokne'", err)
+  end)
+
+  it("rejects options of the wrong type, naming option and type", function()
+    assert.matches("option 'timeout' must be a number, got string", T.raised(kvs.new, { timeout = "5" }))
+    assert.matches("option 'token' must be a string, got number", T.raised(kvs.new, { token = 42 }))
+    assert.matches("option 'base_url' must be a string", T.raised(kvs.new, { base_url = true }))
+    assert.matches("table expected, got string", T.raised(kvs.new, "token"))
+  end)
+
+  it("rejects out-of-range numbers", function()
+    assert.matches("'timeout' must be a number > 0", T.raised(kvs.new, { timeout = 0 }))
+    assert.matches("'timeout' must be a number > 0", T.raised(kvs.new, { timeout = 0 / 0 }))
+    assert.matches("'min_delay' must be a number >= 0", T.raised(kvs.new, { min_delay = -1 }))
+    assert.matches("'max_retries' must be an integer in 0..100", T.raised(kvs.new, { max_retries = -1 }))
+    assert.matches("'max_retries' must be an integer in 0..100", T.raised(kvs.new, { max_retries = 1.5 }))
+  end)
+
+  it("checks base_url", function()
+    assert.matches("must start with http:// or https://", T.raised(kvs.new, { base_url = "ftp://x" }))
+    assert.matches("has no host", T.raised(kvs.new, { base_url = "http://" }))
+    assert.matches("without user, query or fragment",
+      T.raised(kvs.new, { base_url = "https://user:pw@example.com" }))
+    assert.matches("without user, query or fragment",
+      T.raised(kvs.new, { base_url = "https://example.com/?a=1" }))
+    assert.is_userdata(kvs.new({ base_url = "http://127.0.0.1:1/some/prefix/" }))
+  end)
+
+  it("refuses header injection through token or user_agent", function()
+    assert.matches("'token' must not contain control characters",
+      T.raised(kvs.new, { token = "abc\r\nX-Evil: 1" }))
+    assert.matches("'user_agent' must not contain control characters",
+      T.raised(kvs.new, { user_agent = "a\nb" }))
+    assert.matches("'token' must not be empty", T.raised(kvs.new, { token = "" }))
+  end)
+
+  it("never shows the token in tostring", function()
+    local token = "apify_api_SECRET1234567890"
+    local c = kvs.new({ token = token, base_url = "https://api.example.com" })
+    local s = tostring(c)
+    assert.is_nil(s:find(token, 1, true))
+    assert.is_nil(s:find("SECRET", 1, true))
+    assert.matches("token set", s)
+    assert.matches("https://api.example.com", s, 1, true)
+    assert.matches("no token", tostring(kvs.new({ token = false })))
+    local store = c:store("abc")
+    assert.is_nil(tostring(store):find("SECRET", 1, true))
+  end)
+
+  it("locks its metatables", function()
+    local c = kvs.new()
+    assert.are.equal("apify.kvs: metatable is locked", getmetatable(c))
+  end)
+end)
+
+describe("client:store", function()
+  local c = kvs.new({ base_url = "http://127.0.0.1:1" })
+
+  it("takes ids, user~name and ~name", function()
+    assert.are.equal("WkzbQMuFYuamGv3YF", c:store("WkzbQMuFYuamGv3YF"):id())
+    assert.are.equal("jane~my-store", c:store("jane~my-store"):id())
+    assert.are.equal("~my-store", c:store("~my-store"):id())
+  end)
+
+  it("rejects empty, non-string, '.' and '..' ids", function()
+    assert.matches("store id must not be empty", T.raised(c.store, c, ""))
+    assert.matches("store id must be a string, got number", T.raised(c.store, c, 123))
+    assert.matches("store id must be a string, got no value", T.raised(c.store, c))
+    assert.matches("must not be '.' or '..'", T.raised(c.store, c, "."))
+    assert.matches("must not be '.' or '..'", T.raised(c.store, c, ".."))
+    assert.matches("must not contain NUL", T.raised(c.store, c, "a\0b"))
+  end)
+
+  it("needs a client as self", function()
+    assert.has_error(function() c.store({}, "x") end)
+  end)
+
+  it("keeps working after the client object is collected", function()
+    local store = kvs.new({ base_url = "http://127.0.0.1:1" }):store("x")
+    collectgarbage(); collectgarbage()
+    assert.are.equal("x", store:id())
+  end)
+end)
+
+describe("option checks of keys and list_keys (raised before any request)", function()
+  -- port 1 refuses connections: a request would show up as a network error instead
+  local store = kvs.new({ base_url = "http://127.0.0.1:1", max_retries = 0 }):store("s")
+
+  it("rejects unknown options", function()
+    assert.matches("unknown option 'pagesize'", T.raised(store.keys, store, { pagesize = 5 }))
+    assert.matches("unknown option 'page_size'", T.raised(store.list_keys, store, { page_size = 5 }))
+    assert.matches("unknown option 'start'", T.raised(store.keys, store, { start = "a" }))
+  end)
+
+  it("checks page_size", function()
+    for _, bad in ipairs({ 0, 1001, -1, 2.5 }) do
+      assert.matches("option 'page_size' must be an integer in 1..1000",
+        T.raised(store.keys, store, { page_size = bad }))
+    end
+    assert.matches("option 'page_size' must be a number, got string",
+      T.raised(store.keys, store, { page_size = "10" }))
+  end)
+
+  it("checks limit", function()
+    assert.matches("option 'limit' must be an integer >= 0", T.raised(store.keys, store, { limit = -1 }))
+    assert.matches("option 'limit' must be an integer >= 0", T.raised(store.keys, store, { limit = 0.5 }))
+    assert.matches("option 'limit' must be an integer in 1..1000",
+      T.raised(store.list_keys, store, { limit = 1001 }))
+    assert.matches("option 'limit' must be an integer in 1..1000",
+      T.raised(store.list_keys, store, { limit = 0 }))
+  end)
+
+  it("checks string options", function()
+    for _, name in ipairs({ "prefix", "collection", "signature", "exclusiveStartKey" }) do
+      assert.matches("option '" .. name .. "' must be a string, got number",
+        T.raised(store.keys, store, { [name] = 1 }))
+      assert.matches("option '" .. name .. "' must be a string, got boolean",
+        T.raised(store.list_keys, store, { [name] = true }))
+    end
+  end)
+
+  it("rejects a non-table options argument", function()
+    assert.matches("table expected", T.raised(store.keys, store, "prefix"))
+  end)
+
+  it("limit = 0 lists nothing and makes no request", function()
+    local n = 0
+    for _ in store:keys({ limit = 0 }) do n = n + 1 end
+    assert.are.equal(0, n)
+  end)
+end)

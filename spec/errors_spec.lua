@@ -1,0 +1,325 @@
+-- Failures: API errors, retries with backoff, timeouts, broken replies, cursor
+-- faults, redirects.  Every fault is a real reply from the emulator over loopback.
+local T = require "spec.support.env"
+
+local TOKEN = "apify_api_errors_SECRET_51a2"
+
+describe("errors and retries", function()
+  local emu, storage, client, store
+
+  lazy_setup(function()
+    storage = T.tmpdir()
+    T.make_store(storage, "s", T.numbered(30))
+    emu = T.start_emulator({ storage = storage, token = TOKEN })
+    client = T.client(emu, { token = TOKEN })
+    store = client:store("s")
+  end)
+
+  lazy_teardown(function()
+    if emu then emu:stop() end
+    T.rmrf(storage)
+  end)
+
+  before_each(function()
+    emu:clear_faults()
+    emu:clear_requests()
+    emu:config({ delay = 0 })
+  end)
+
+  local function no_token_in(err)
+    assert.is_nil(tostring(err):find(TOKEN, 1, true))
+    assert.is_nil((err.message or ""):find(TOKEN, 1, true))
+  end
+
+  describe("API errors (4xx) are not retried", function()
+    it("surfaces 401 invalid-token from the iterator as a raised error table", function()
+      local bad = T.client(emu, { token = "wrong" })
+      local err = T.raised(T.collect, bad:store("s"))
+      assert.are.equal("invalid-token", err.type)
+      assert.are.equal(401, err.status)
+      assert.are.equal(0, err.retries)
+      assert.matches("%(invalid%-token, HTTP 401%)$", tostring(err))
+      assert.are.equal(1, #emu:requests())
+    end)
+
+    it("surfaces 404 for a missing store", function()
+      local err = T.raised(T.collect, client:store("nope"))
+      assert.are.equal("record-not-found", err.type)
+      assert.are.equal(404, err.status)
+      no_token_in(err)
+    end)
+
+    it("passes an injected 403 error body through", function()
+      emu:faults({ { kind = "status", status = 403,
+        body = '{"error":{"type":"insufficient-permissions","message":"No access to this store"}}' } })
+      local page, err = store:list_keys()
+      assert.is_nil(page)
+      assert.are.equal("insufficient-permissions", err.type)
+      assert.are.equal("No access to this store", err.message)
+      assert.are.equal(403, err.status)
+      assert.are.equal(1, #emu:requests())
+    end)
+
+    it("describes a non-JSON error body by status and a snippet", function()
+      emu:faults({ { kind = "status", status = 418, body = "<html><h1>I'm a teapot</h1></html>" } })
+      local _, err = store:list_keys()
+      assert.are.equal("http-error", err.type)
+      assert.are.equal(418, err.status)
+      assert.matches("HTTP 418: <html><h1>I'm a teapot", err.message, 1, true)
+    end)
+  end)
+
+  describe("retries", function()
+    it("retries 5xx and then lists every key exactly once", function()
+      emu:faults({ { kind = "status", status = 500 }, { kind = "status", status = 503 } })
+      local keys = T.collect(store, { page_size = 7 })
+      assert.are.same(T.numbered(30), keys)
+      assert.are.equal(2 + 5, #emu:requests())
+    end)
+
+    it("a failure on a later page does not yield a key twice", function()
+      -- page 1 fine, then page 2 fails twice (500, truncated), then succeeds
+      local keys = {}
+      local it = store:keys({ page_size = 10 })
+      for _ = 1, 10 do keys[#keys + 1] = it() end
+      emu:faults({ { kind = "status", status = 502 }, { kind = "truncate" }, { kind = "invalid_json" } })
+      for k in it do keys[#keys + 1] = k end
+      assert.are.same(T.numbered(30), keys)
+    end)
+
+    it("retries 429 and honours Retry-After in seconds", function()
+      emu:faults({ { kind = "status", status = 429, retry_after = "1",
+        body = '{"error":{"type":"rate-limit-exceeded","message":"Too many requests"}}' } })
+      local t0 = T.now()
+      assert.are.equal(30, #T.collect(store))
+      local waited = T.now() - t0
+      assert.is_true(waited >= 0.95, "waited " .. waited)
+      assert.is_true(waited < 3 * T.slow, "waited " .. waited)
+    end)
+
+    it("honours Retry-After given as an HTTP date", function()
+      local date = os.date("!%a, %d %b %Y %H:%M:%S GMT", os.time() + 2)
+      emu:faults({ { kind = "status", status = 503, retry_after = date } })
+      local t0 = T.now()
+      assert.are.equal(30, #T.collect(store))
+      local waited = T.now() - t0
+      -- the date has one-second resolution: at least ~1 s, at most ~2 s (+ slack)
+      assert.is_true(waited >= 0.9, "waited " .. waited)
+      assert.is_true(waited < 4 * T.slow, "waited " .. waited)
+    end)
+
+    it("backs off exponentially with jitter in [D, 2D]", function()
+      local c = T.client(emu, { token = TOKEN, min_delay = 0.2, max_retries = 2 })
+      emu:faults({ { kind = "status", status = 500, times = 2 } })
+      local t0 = T.now()
+      assert.are.equal(30, #T.collect(c:store("s")))
+      local waited = T.now() - t0
+      -- D = 0.2 then 0.4: total in [0.6, 1.2]
+      assert.is_true(waited >= 0.6, "waited " .. waited)
+      assert.is_true(waited < 1.2 + 0.8 * T.slow, "waited " .. waited)
+    end)
+
+    it("gives up after max_retries with the last error, counting the retries", function()
+      emu:faults({ { kind = "status", status = 503, times = 10,
+        body = '{"error":{"type":"server-busy","message":"Try later"}}' } })
+      local err = T.raised(T.collect, store)
+      assert.are.equal("server-busy", err.type)
+      assert.are.equal(503, err.status)
+      assert.are.equal(3, err.retries)
+      assert.matches("gave up after 3 retries", err.message)
+      assert.are.equal(4, #emu:requests())
+    end)
+
+    it("re-raises the same error if the iterator is called again", function()
+      emu:faults({ { kind = "status", status = 500, times = 10 } })
+      local it = store:keys()
+      local e1 = T.raised(it)
+      local e2 = T.raised(it)
+      assert.are.equal(e1.type, e2.type)
+      assert.are.equal(4, #emu:requests())
+    end)
+
+    it("list_keys retries too and returns nil, err when it gives up", function()
+      emu:faults({ { kind = "status", status = 500, times = 10, body = "<html>oops</html>" } })
+      local page, err = store:list_keys()
+      assert.is_nil(page)
+      assert.are.equal("http-error", err.type)
+      assert.are.equal(500, err.status)
+      assert.are.equal(3, err.retries)
+    end)
+
+    it("max_retries = 0 fails on the first fault", function()
+      local c = T.client(emu, { token = TOKEN, max_retries = 0 })
+      emu:faults({ { kind = "status", status = 500 } })
+      local err = T.raised(T.collect, c:store("s"))
+      assert.are.equal(0, err.retries)
+      assert.are.equal(1, #emu:requests())
+    end)
+  end)
+
+  describe("broken replies", function()
+    it("retries a truncated body", function()
+      emu:faults({ { kind = "truncate" } })
+      assert.are.same(T.numbered(30), T.collect(store))
+      assert.are.equal(2, #emu:requests())
+    end)
+
+    it("retries a 200 that is not JSON, then reports invalid-response", function()
+      emu:faults({ { kind = "invalid_json", times = 10 } })
+      local err = T.raised(T.collect, store)
+      assert.are.equal("invalid-response", err.type)
+      assert.are.equal(200, err.status)
+      assert.matches("not valid JSON", err.message)
+    end)
+
+    local shapes = {
+      { '[]', "not a JSON object" },
+      { '{"data":[]}', '"data" is not an object' },
+      { '{"data":{"isTruncated":false}}', 'no "items" array' },
+      { '{"data":{"items":{},"isTruncated":false}}', '"items" is not an array' },
+      { '{"data":{"items":[]}}', 'no boolean "isTruncated"' },
+      { '{"data":{"items":[5],"isTruncated":false}}', "an item is not an object" },
+      { '{"data":{"items":[{"size":1}],"isTruncated":false}}', 'no "key" string' },
+      { '{"data":{"items":[{"key":1,"size":1}],"isTruncated":false}}', '"key" is not a string' },
+      { '{"data":{"items":[{"key":"a"}],"isTruncated":false}}', 'no integer "size"' },
+      { '{"data":{"items":[{"key":"a","size":-1}],"isTruncated":false}}', '"size" is not a non%-negative integer' },
+      { '{"data":{"items":[{"key":"a","size":1.5}],"isTruncated":false}}', '"size" is not a non%-negative integer' },
+      { '{"data":{"items":[],"isTruncated":"no"}}', '"isTruncated" is not a boolean' },
+      { '{"data":{"items":[],"isTruncated":true,"nextExclusiveStartKey":5}}', '"nextExclusiveStartKey" is not a string' },
+      { '', "the body is empty" },
+      { '{"data":{"items":[{"key":"a","size":1}', "cut short" },
+      { '{"data":{"items":[]},"isTruncated":false} trailing', "not valid JSON" },
+    }
+    for _, case in ipairs(shapes) do
+      it("rejects a malformed page: " .. case[2]:gsub("%%", ""), function()
+        emu:faults({ { kind = "raw", status = 200, body = case[1], times = 10 } })
+        local page, err = store:list_keys()
+        assert.is_nil(page)
+        assert.are.equal("invalid-response", err.type)
+        assert.matches(case[2], err.message)
+        assert.are.equal(4, #emu:requests())   -- retried like any broken reply
+      end)
+    end
+
+    it("accepts extra fields, nested values and integral floats", function()
+      emu:faults({ { kind = "raw", status = 200, body = [=[
+        {"meta":{"a":[1,{"b":null}]},"data":{"extra":{"x":[[]]},"items":[
+          {"key":"a","size":36.0,"recordPublicUrl":null,"more":{"k":[1,2]}},
+          {"key":"b","size":9007199254740991,"recordPublicUrl":"u"}],
+         "count":2,"limit":1000,"exclusiveStartKey":null,"isTruncated":false}}]=] } })
+      local keys, sizes, urls = T.collect(store)
+      assert.are.same({ "a", "b" }, keys)
+      assert.are.equal(36, sizes[1])
+      assert.are.equal(9007199254740991, sizes[2])
+      assert.are.same({ false, "u" }, urls)
+    end)
+
+    it("passes keys with any bytes through unchanged", function()
+      emu:faults({ { kind = "raw", status = 200,
+        body = '{"data":{"items":[{"key":"nul\\u0000byte","size":1},{"key":"\\u00e9\\ud83d\\ude00","size":2},' ..
+               '{"key":"quote\\"slash\\\\","size":3}],"isTruncated":false}}' } })
+      local keys = T.collect(store)
+      assert.are.same({ "nul\0byte", "\195\169\240\159\152\128", 'quote"slash\\' }, keys)
+    end)
+
+    it("keeps sizes above 2^32 exact", function()
+      emu:faults({ { kind = "raw", status = 200,
+        body = '{"data":{"items":[{"key":"huge","size":6000000000123}],"isTruncated":false}}' } })
+      local _, sizes = T.collect(store)
+      assert.are.equal(6000000000123, sizes[1])
+    end)
+  end)
+
+  describe("paging faults", function()
+    it("fails loudly when the next cursor does not advance", function()
+      emu:faults({ { kind = "cursor_stuck", times = 10 } })
+      local keys = {}
+      local ok, err = pcall(function()
+        for k in store:keys({ page_size = 10, exclusiveStartKey = "k00003" }) do keys[#keys + 1] = k end
+      end)
+      assert.is_false(ok)
+      assert.are.equal("cursor-not-advancing", err.type)
+      assert.is_true(#keys <= 10)
+      assert.is_true(#emu:requests() <= 2)
+    end)
+
+    it("stops when a truncated page has no next cursor field", function()
+      emu:faults({ { kind = "no_next_field" } })
+      local keys = T.collect(store, { page_size = 10 })
+      assert.are.same(T.numbered(10), keys)
+      assert.are.equal(1, #emu:requests())
+    end)
+
+    it("stops on an empty page even if it claims to be truncated", function()
+      emu:faults({ { kind = "raw", status = 200,
+        body = '{"data":{"items":[],"isTruncated":true,"nextExclusiveStartKey":"zzz"}}' } })
+      assert.are.same({}, T.collect(store))
+      assert.are.equal(1, #emu:requests())
+    end)
+
+    it("does not trust a server that returns more than asked", function()
+      emu:faults({ { kind = "raw", status = 200,
+        body = '{"data":{"items":[{"key":"a","size":1},{"key":"b","size":1},{"key":"c","size":1}],' ..
+               '"isTruncated":true,"nextExclusiveStartKey":"c"}}' } })
+      assert.are.same({ "a", "b" }, T.collect(store, { limit = 2 }))
+      assert.are.equal(1, #emu:requests())
+    end)
+  end)
+
+  describe("network", function()
+    it("times out a stalled reply, retries, and lists everything", function()
+      local c = T.client(emu, { token = TOKEN, timeout = 0.5 * T.slow })
+      emu:faults({ { kind = "stall", seconds = 1.5 * T.slow } })
+      local t0 = T.now()
+      assert.are.same(T.numbered(30), T.collect(c:store("s")))
+      assert.is_true(T.now() - t0 < 1.4 * T.slow)
+    end)
+
+    it("reports a timeout once retries are spent, without compounding the timeout", function()
+      local c = T.client(emu, { token = TOKEN, timeout = 0.3 * T.slow, max_retries = 2 })
+      emu:faults({ { kind = "stall_body", seconds = 2 * T.slow, times = 3 } })
+      local t0 = T.now()
+      local err = T.raised(T.collect, c:store("s"))
+      local took = T.now() - t0
+      assert.are.equal("timeout", err.type)
+      assert.are.equal(2, err.retries)
+      -- 3 attempts of 0.3 s + two short waits: far below what compounding would take
+      assert.is_true(took < 1.6 * T.slow, "took " .. took)
+      no_token_in(err)
+    end)
+
+    it("reports a refused connection as network-error", function()
+      local c = T.kvs.new({ base_url = "http://127.0.0.1:1", token = TOKEN, max_retries = 1, min_delay = 0.01 })
+      local err = T.raised(T.collect, c:store("s"))
+      assert.are.equal("network-error", err.type)
+      assert.is_nil(err.status)
+      assert.are.equal(1, err.retries)
+      no_token_in(err)
+    end)
+
+    it("follows a redirect on the same host with the token", function()
+      emu:faults({ { kind = "redirect", status = 307,
+        location = emu.base_url .. "/v2/key-value-stores/s/keys?limit=1000" } })
+      assert.are.equal(30, #T.collect(store))
+      local reqs = emu:requests()
+      assert.are.equal("Bearer " .. TOKEN, reqs[#reqs].headers.authorization)
+    end)
+
+    it("does not send the token to another host after a redirect", function()
+      local other_storage = T.tmpdir()
+      T.make_store(other_storage, "s", T.numbered(3))
+      local other = T.start_emulator({ storage = other_storage })
+      local ok, err = pcall(function()
+        emu:faults({ { kind = "redirect", status = 302,
+          location = other.base_url .. "/v2/key-value-stores/s/keys" } })
+        assert.are.equal(3, #T.collect(store))
+        local reqs = other:requests()
+        assert.are.equal(1, #reqs)
+        assert.is_nil(reqs[1].headers.authorization)
+      end)
+      other:stop()
+      T.rmrf(other_storage)
+      assert(ok, err)
+    end)
+  end)
+end)

@@ -1,0 +1,257 @@
+-- Listing against the local emulator: paging, options, cursors, the wire format.
+local T = require "spec.support.env"
+
+local TOKEN = "apify_api_spec_SECRET_9f8e7d"
+
+local function sorted_copy(list)
+  local copy = {}
+  for i, v in ipairs(list) do copy[i] = v end
+  table.sort(copy)   -- Lua compares strings byte-wise (C locale)
+  return copy
+end
+
+describe("listing keys", function()
+  local emu, storage, client, store
+
+  -- keys in the API's byte order, across the whole allowed alphabet
+  local ALPHABET_KEYS = { "A", "Z", "a", "z", "0", "9", "!", "-", "_", ".x", "'q", "(p)", "ab", "a!", "a(" }
+
+  lazy_setup(function()
+    storage = T.tmpdir()
+    T.make_store(storage, "big", T.numbered(2345))
+    T.make_store(storage, "mixed", ALPHABET_KEYS)
+    T.make_store(storage, "empty", {})
+    T.make_store(storage, "prefixed", { "img-1", "img-2", "img-3", "doc-1", "doc-2", "imgx", "im" })
+    T.make_store(storage, "sizes", { small = "1", medium = ("m"):rep(1000), empty = "" })
+    emu = T.start_emulator({ storage = storage, token = TOKEN })
+    client = T.client(emu, { token = TOKEN })
+    store = client:store("big")
+  end)
+
+  lazy_teardown(function()
+    if emu then emu:stop() end
+    T.rmrf(storage)
+  end)
+
+  before_each(function()
+    emu:clear_faults()
+    emu:clear_requests()
+  end)
+
+  it("yields every key once, in byte order, across pages", function()
+    local keys, sizes, urls = T.collect(store, { page_size = 1000 })
+    assert.are.equal(2345, #keys)
+    assert.are.same(T.numbered(2345), keys)
+    for i = 1, #keys do
+      assert.are.equal(i % 7, sizes[i])
+      assert.are.equal(emu.base_url .. "/v2/key-value-stores/big/records/" .. keys[i], urls[i])
+    end
+    assert.are.equal(3, #emu:requests())
+  end)
+
+  it("returns sizes as integers on Lua 5.3+", function()
+    for _, size in store:keys({ limit = 3 }) do
+      if math.type then assert.are.equal("integer", math.type(size)) end
+      assert.are.equal("number", type(size))
+    end
+  end)
+
+  it("uses the API's byte order for the whole key alphabet", function()
+    local keys = T.collect(client:store("mixed"))
+    assert.are.same(sorted_copy(ALPHABET_KEYS), keys)
+  end)
+
+  it("lists an empty store without yielding", function()
+    local keys = T.collect(client:store("empty"))
+    assert.are.same({}, keys)
+    assert.are.equal(1, #emu:requests())
+  end)
+
+  it("filters by prefix", function()
+    assert.are.same({ "img-1", "img-2", "img-3" }, T.collect(client:store("prefixed"), { prefix = "img-" }))
+    assert.are.same({ "img-1", "img-2", "img-3", "imgx" }, T.collect(client:store("prefixed"), { prefix = "img" }))
+    assert.are.same({}, T.collect(client:store("prefixed"), { prefix = "zzz" }))
+  end)
+
+  it("pages with page_size and asks only for what remains under limit", function()
+    local keys = T.collect(store, { page_size = 100, limit = 250 })
+    assert.are.same(T.numbered(250), keys)
+    local reqs = emu:requests()
+    assert.are.equal(3, #reqs)
+    assert.are.equal("100", reqs[1].args.limit)
+    assert.are.equal("100", reqs[2].args.limit)
+    assert.are.equal("50", reqs[3].args.limit)
+    assert.is_nil(reqs[1].args.exclusiveStartKey)
+    assert.are.equal("k00100", reqs[2].args.exclusiveStartKey)
+    assert.are.equal("k00200", reqs[3].args.exclusiveStartKey)
+  end)
+
+  it("stops at a limit inside a page without another request", function()
+    local keys = T.collect(store, { limit = 5 })
+    assert.are.same(T.numbered(5), keys)
+    assert.are.equal(1, #emu:requests())
+    assert.are.equal("5", emu:requests()[1].args.limit)
+  end)
+
+  it("resumes after the last key seen (exclusiveStartKey)", function()
+    local first, last = {}, nil
+    for key in store:keys({ page_size = 300 }) do
+      first[#first + 1] = key
+      last = key
+      if #first == 1234 then break end
+    end
+    local rest = T.collect(store, { exclusiveStartKey = last })
+    assert.are.equal(2345 - 1234, #rest)
+    assert.are.equal("k01235", rest[1])
+    for _, k in ipairs(rest) do first[#first + 1] = k end
+    assert.are.same(T.numbered(2345), first)
+  end)
+
+  it("reuses one keep-alive connection for all pages of a listing", function()
+    T.collect(store, { page_size = 200 })
+    local reqs = emu:requests()
+    assert.are.equal(12, #reqs)
+    for i = 2, #reqs do
+      assert.are.equal(reqs[1].connection, reqs[i].connection)
+    end
+    -- and the next listing of the same client picks the connection up again
+    T.collect(store, { limit = 1 })
+    reqs = emu:requests()
+    assert.are.equal(reqs[1].connection, reqs[#reqs].connection)
+  end)
+
+  it("asks for gzip and gets it", function()
+    T.collect(store, { limit = 1000 })
+    local req = emu:requests()[1]
+    assert.matches("gzip", req.headers["accept-encoding"])
+    assert.are.equal("gzip", req.content_encoding)
+  end)
+
+  it("sends the token only as a Bearer header, never in the URL", function()
+    T.collect(store, { limit = 10, prefix = "k", signature = "sig" })
+    local req = emu:requests()[1]
+    assert.are.equal("Bearer " .. TOKEN, req.headers.authorization)
+    assert.is_nil(req.uri:find(TOKEN, 1, true))
+    assert.is_nil(req.args.token)
+  end)
+
+  it("sends no Authorization header with token = false", function()
+    local anon = T.client(emu, { token = false })
+    local err = T.raised(T.collect, anon:store("big"))
+    assert.are.equal("token-not-provided", err.type)
+    assert.are.equal(401, err.status)
+    assert.is_nil(emu:requests()[1].headers.authorization)
+  end)
+
+  it("percent-encodes the store id and every query value", function()
+    local odd = "a b&c=d/é?#%+"
+    T.collect(client:store("~big"), { prefix = odd, exclusiveStartKey = odd, collection = "c d", signature = "s+/=" })
+    local req = emu:requests()[1]
+    assert.matches("^/v2/key%-value%-stores/~big/keys%?", req.uri)
+    assert.are.equal(odd, req.args.prefix)
+    assert.are.equal(odd, req.args.exclusiveStartKey)
+    assert.are.equal("c d", req.args.collection)
+    assert.are.equal("s+/=", req.args.signature)
+    assert.is_nil(req.uri:find(" ", 1, true))
+    assert.matches("prefix=a%%20b%%26c%%3Dd%%2F%%C3%%A9%%3F%%23%%25%%2B", req.uri)
+  end)
+
+  it("maps username~name and ~name ids like the API", function()
+    assert.are.equal(2345, #T.collect(client:store("someone~big")))
+    assert.matches("/v2/key%-value%-stores/someone~big/keys", emu:requests()[1].uri)
+  end)
+
+  it("sends a User-Agent naming the module", function()
+    T.collect(store, { limit = 1 })
+    assert.matches("^apify%.kvs/0%.1%.0 %(Lua", emu:requests()[1].headers["user-agent"])
+    local custom = T.client(emu, { token = TOKEN, user_agent = "my-app/2" })
+    T.collect(custom:store("big"), { limit = 1 })
+    local reqs = emu:requests()
+    assert.are.equal("my-app/2", reqs[#reqs].headers["user-agent"])
+  end)
+
+  it("works with a base_url that has a trailing slash", function()
+    local c = T.client(emu, { token = TOKEN, base_url = emu.base_url .. "/" })
+    assert.are.equal(3, #T.collect(c:store("big"), { limit = 3 }))
+    assert.matches("^/v2/", emu:requests()[1].uri)
+  end)
+
+  it("reads the token and base URL from the environment by default", function()
+    -- a child process, so the test does not depend on this process's environment
+    local script = "package.cpath = '" .. T.cpath .. ";' .. package.cpath; " ..
+      "local s = require('apify.kvs').new{ min_delay = 0.01 }:store('big'); " ..
+      "local n = 0; for k in s:keys{ limit = 7 } do n = n + 1 end; io.write(n)"
+    local out = T.read("APIFY_TOKEN='" .. TOKEN .. "' APIFY_API_BASE_URL='" .. emu.base_url ..
+      "' " .. T.lua .. " -e \"" .. script .. "\" 2>&1")
+    assert.are.equal("7", out)
+    assert.are.equal("Bearer " .. TOKEN, emu:requests()[1].headers.authorization)
+  end)
+
+  describe("list_keys", function()
+    it("returns one page as the API's data object", function()
+      local page, err = client:store("sizes"):list_keys()
+      assert.is_nil(err)
+      assert.are.equal(3, #page.items)
+      assert.are.same({ "empty", "medium", "small" },
+        { page.items[1].key, page.items[2].key, page.items[3].key })
+      assert.are.same({ 0, 1000, 1 }, { page.items[1].size, page.items[2].size, page.items[3].size })
+      assert.are.equal(emu.base_url .. "/v2/key-value-stores/sizes/records/medium",
+        page.items[2].recordPublicUrl)
+      assert.are.equal(3, page.count)
+      assert.are.equal(1000, page.limit)
+      assert.is_false(page.isTruncated)
+      assert.is_nil(page.nextExclusiveStartKey)
+      assert.is_nil(page.exclusiveStartKey)
+    end)
+
+    it("makes exactly one request and reports the next cursor", function()
+      local page = assert(store:list_keys({ limit = 10, exclusiveStartKey = "k00005" }))
+      assert.are.equal(1, #emu:requests())
+      assert.are.equal(10, #page.items)
+      assert.are.equal("k00006", page.items[1].key)
+      assert.is_true(page.isTruncated)
+      assert.are.equal("k00015", page.nextExclusiveStartKey)
+      assert.are.equal("k00005", page.exclusiveStartKey)
+      assert.are.equal(10, page.limit)
+    end)
+
+    it("returns nil and an error table for API errors", function()
+      local page, err = client:store("no-such-store"):list_keys()
+      assert.is_nil(page)
+      assert.are.equal(404, err.status)
+      assert.are.equal("record-not-found", err.type)
+      assert.is_string(err.message)
+      assert.matches("^apify%.kvs: .+ %(record%-not%-found, HTTP 404%)$", tostring(err))
+    end)
+  end)
+
+  describe("closing", function()
+    it("close() ends a listing and later calls yield nothing", function()
+      local it, listing = store:keys({ page_size = 10 })
+      assert.is_string((it()))
+      listing:close()
+      assert.is_nil(it())
+      assert.matches("closed", tostring(listing))
+      listing:close()   -- twice is fine
+    end)
+
+    it("a broken loop releases everything at the next collection", function()
+      for _ = 1, 50 do
+        for _ in store:keys({ page_size = 10 }) do break end
+      end
+      collectgarbage(); collectgarbage()
+      assert.are.equal(50, #emu:requests())
+    end)
+
+    if _VERSION == "Lua 5.4" then
+      it("on Lua 5.4, breaking out of a for loop closes the listing at once", function()
+        local f, s, c, listing = store:keys({ page_size = 10 })
+        for _ in f, s, c, listing do break end   -- the 4th value is to-be-closed
+        assert.matches("closed", tostring(listing))
+        local reqs = #emu:requests()
+        assert.is_nil(f())
+        assert.are.equal(reqs, #emu:requests())
+      end)
+    end
+  end)
+end)
