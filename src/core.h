@@ -28,6 +28,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Internal: hidden from the shared object's symbol table even without
+ * -fvisibility=hidden (LuaRocks builds). */
+#pragma GCC visibility push(hidden)
+
 #define KVS_MAX_PAGE_SIZE 1000
 
 /* A growable byte buffer.  `data` is kept NUL-terminated when non-NULL. */
@@ -175,5 +179,7 @@ int  kvs_listing_finished(const kvs_listing *l);   /* no request left to make */
 int  kvs_listing_failed(const kvs_listing *l);
 /* Marks the listing finished (a consumer stopped early). */
 void kvs_listing_stop(kvs_listing *l);
+
+#pragma GCC visibility pop
 
 #endif

@@ -9,6 +9,10 @@
 #include "compat.h"
 #include "core.h"
 
+/* Internal: hidden from the shared object's symbol table even without
+ * -fvisibility=hidden (LuaRocks builds). */
+#pragma GCC visibility push(hidden)
+
 #define KVS_VERSION "0.1.0"
 
 /* The only symbol the shared object exports; everything else is hidden. */
@@ -58,6 +62,7 @@ uint64_t  kvs_random_seed(const void *salt);
 void kvs_push_error(lua_State *L, const kvs_error *e);
 int  kvs_store_list_keys(lua_State *L);
 int  kvs_store_keys(lua_State *L);
+int  kvs_store_listing(lua_State *L);
 void kvs_open_listing(lua_State *L);     /* registers the listing/error metatables */
 kvs_client *kvs_check_store(lua_State *L, int idx, const char **id);
 
@@ -73,5 +78,7 @@ void kvs_check_options(lua_State *L, int arg, const kvs_optspec *spec);
 const char *kvs_opt_string(lua_State *L, int arg, const char *name, size_t *len);
 long long   kvs_opt_integer(lua_State *L, int arg, const char *name,
                             long long min, long long max, long long dflt);
+
+#pragma GCC visibility pop
 
 #endif

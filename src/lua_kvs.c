@@ -134,8 +134,8 @@ static kvs_client **check_client(lua_State *L, int idx)
 static const char *check_base_url(lua_State *L, int arg, const char *u, size_t n, size_t *outlen)
 {
     const char *host;
-    if (n > 8 && memcmp(u, "https://", 8) == 0) host = u + 8;
-    else if (n > 7 && memcmp(u, "http://", 7) == 0) host = u + 7;
+    if (n >= 8 && memcmp(u, "https://", 8) == 0) host = u + 8;
+    else if (n >= 7 && memcmp(u, "http://", 7) == 0) host = u + 7;
     else {
         luaL_argerror(L, arg, "option 'base_url' must start with http:// or https://");
         return NULL;
@@ -333,7 +333,8 @@ KVS_EXPORT int luaopen_apify_kvs(lua_State *L)
         { "__gc", store_gc }, { "__tostring", store_tostring }, { NULL, NULL }
     };
     static const luaL_Reg store_methods[] = {
-        { "list_keys", kvs_store_list_keys }, { "keys", kvs_store_keys }, { "id", store_id },
+        { "list_keys", kvs_store_list_keys }, { "keys", kvs_store_keys },
+        { "listing", kvs_store_listing }, { "id", store_id },
         { NULL, NULL }
     };
     static const luaL_Reg functions[] = { { "new", kvs_new }, { NULL, NULL } };

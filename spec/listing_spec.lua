@@ -1,0 +1,148 @@
+-- The sans-I/O listing (store:listing): the C core decides, a driver of our
+-- own moves bytes.  Here the driver is luasocket, to show that nothing in the
+-- core depends on libcurl.
+local T = require "spec.support.env"
+local http = require "socket.http"
+local ltn12 = require "ltn12"
+
+local TOKEN = "apify_api_listing_SECRET_77"
+
+-- one exchange through luasocket; returns status, headers, body or nil, err
+local function fetch(url, headers)
+  local chunks = {}
+  local ok, status, resp_headers = http.request({ url = url, headers = headers,
+    sink = ltn12.sink.table(chunks) })
+  if not ok then return nil, status end
+  return status, resp_headers, table.concat(chunks)
+end
+
+-- the whole driver: ask the core, fetch, tell the core, wait when it says so
+local function drive(listing)
+  local keys, sizes = {}, {}
+  while true do
+    local url, headers = listing:request()
+    if not url then
+      local err = headers
+      if err then error(err) end
+      return keys, sizes
+    end
+    local status, resp_headers, body = fetch(url, headers)
+    local step, x
+    if status then
+      step, x = listing:reply(status, resp_headers, body)
+    else
+      step, x = listing:finish("network", resp_headers)
+    end
+    if step == "page" then
+      for k, size in listing:page_keys() do keys[#keys + 1] = k; sizes[#sizes + 1] = size end
+    elseif step == "retry" then
+      T.sh("sleep " .. x)
+    else
+      error(x)
+    end
+  end
+end
+
+describe("sans-I/O listing driven by luasocket", function()
+  local emu, storage, store
+
+  lazy_setup(function()
+    storage = T.tmpdir()
+    T.make_store(storage, "s", T.numbered(250))
+    emu = T.start_emulator({ storage = storage, token = TOKEN })
+    store = T.client(emu, { token = TOKEN }):store("s")
+  end)
+
+  lazy_teardown(function()
+    if emu then emu:stop() end
+    T.rmrf(storage)
+  end)
+
+  before_each(function()
+    emu:clear_faults()
+    emu:clear_requests()
+  end)
+
+  it("lists every key with the core doing the paging", function()
+    local listing = store:listing({ page_size = 100 })
+    local keys = drive(listing)
+    assert.are.same(T.numbered(250), keys)
+    assert.is_true(listing:finished())
+    assert.is_nil(listing:error())
+    local reqs = emu:requests()
+    assert.are.equal(3, #reqs)
+    assert.are.equal("k00200", reqs[3].args.exclusiveStartKey)
+    assert.are.equal("Bearer " .. TOKEN, reqs[1].headers.authorization)
+  end)
+
+  it("hands out the request headers a driver must send", function()
+    local url, headers = store:listing({ limit = 5, prefix = "k0" }):request()
+    assert.are.equal(emu.base_url .. "/v2/key-value-stores/s/keys?prefix=k0&limit=5", url)
+    assert.are.equal("application/json", headers.Accept)
+    assert.are.equal("Bearer " .. TOKEN, headers.Authorization)
+    assert.matches("^apify%.kvs/", headers["User-Agent"])
+  end)
+
+  it("tells the driver to wait on 503 with Retry-After, then goes on", function()
+    emu:faults({ { kind = "status", status = 503, retry_after = "0" } })
+    local listing = store:listing({ page_size = 1000 })
+    local url, headers = listing:request()
+    local status, resp_headers, body = fetch(url, headers)
+    assert.are.equal(503, status)
+    local step, wait = listing:reply(status, resp_headers, body)
+    assert.are.equal("retry", step)
+    assert.is_true(wait >= 0.01 and wait <= 0.02 + 1e-9, "wait " .. wait)
+    assert.are.same(T.numbered(250), (drive(listing)))
+  end)
+
+  it("streams a body in chunks", function()
+    local listing = store:listing({ limit = 3 })
+    local url, headers = listing:request()
+    local status, resp_headers, body = fetch(url, headers)
+    listing:begin(status)
+    for name, value in pairs(resp_headers) do listing:header(name, value) end
+    for i = 1, #body, 7 do assert.is_true(listing:body(body:sub(i, i + 6))) end
+    local step, n = listing:finish()
+    assert.are.equal("page", step)
+    assert.are.equal(3, n)
+    assert.is_nil(listing:request())
+  end)
+
+  it("reports transport faults and gives up after max_retries", function()
+    local listing = store:listing()
+    for i = 1, 4 do
+      assert.is_string((listing:request()))
+      local step, x = listing:finish(i == 1 and "timeout" or "network", "connection reset")
+      if i < 4 then
+        assert.are.equal("retry", step)
+      else
+        assert.are.equal("failed", step)
+        assert.are.equal("network-error", x.type)
+        assert.matches("connection reset", x.message)
+        assert.are.equal(3, x.retries)
+      end
+    end
+    local none, err = listing:request()
+    assert.is_nil(none)
+    assert.are.equal("network-error", err.type)
+    assert.are.equal("network-error", listing:error().type)
+  end)
+
+  it("stops the body early when it cannot be a page", function()
+    local listing = store:listing()
+    listing:request()
+    listing:begin(200)
+    assert.is_false(listing:body("<html>"))
+    local step = listing:finish()
+    assert.are.equal("retry", step)
+  end)
+
+  it("checks its arguments", function()
+    local listing = store:listing()
+    listing:request()
+    assert.matches("HTTP status must be in 100..999", T.raised(listing.begin, listing, 42))
+    assert.matches("invalid option 'reset'", T.raised(listing.finish, listing, "reset"))
+    listing:close()
+    assert.matches("listing is closed", T.raised(listing.request, listing))
+  end)
+end)
