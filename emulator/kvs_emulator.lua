@@ -1,0 +1,743 @@
+-- emulator/kvs_emulator.lua
+--
+-- Owns: the request handling of the local Apify API emulator, run by nginx's Lua module (LuaJIT)
+-- with the configuration rendered from emulator/nginx.conf.in by emulator/launch.lua.
+--
+--   GET /v2/key-value-stores/:storeId/keys   the "Get list of keys" endpoint, served from a
+--                                            directory in the Apify CLI local layout:
+--                                            <storage>/key_value_stores/<store>/<key>.<ext>
+--   /_emulator/ping | faults | config | requests   test hooks (fault injection, latency,
+--                                            request log); see the section "Control API" below.
+--
+-- Settings (storage directory, optional token) are read at nginx start from
+-- <nginx prefix>/settings.json, which the launcher writes into the run directory.
+-- State shared between requests (faults, config, request log) lives in the lua_shared_dict
+-- "kvs_emulator"; the sorted key list of each store is cached per worker. A watchdog stops nginx
+-- when the process that launched it (or its run directory) is gone.
+
+local cjson = require "cjson.safe"
+local lfs = require "lfs"
+
+local ngx = ngx
+local M = {}
+
+local DICT_NAME = "kvs_emulator"
+local MAX_LOGGED_REQUESTS = 1000
+local DEFAULT_LIMIT = 1000
+local MAX_LIMIT = 1000
+local JSON_CT = "application/json; charset=utf-8"
+
+-- Filled by M.init() in the nginx master; inherited by the worker.
+local settings = { storage = nil }
+
+-- Per-worker cache: store directory -> { mtime, stable, keys (sorted), files (key -> file name) }
+local key_cache = {}
+
+---------------------------------------------------------------------------------------------------
+-- small helpers
+
+local function dict()
+  return ngx.shared[DICT_NAME]
+end
+
+-- JSON string/number literal without escaping "/" (Debian's lua-cjson 2.1.0 has no
+-- encode_escape_forward_slash). cjson escapes every "/" as "\/" and never emits a bare "/", so
+-- turning each "\/" back into "/" is exact (an escaped backslash is "\\", never followed by "/").
+local function json_value(v)
+  local s = cjson.encode(v)
+  return (s:gsub("\\/", "/"))
+end
+
+-- Any Lua value to JSON; an empty table becomes "[]" when as_array is set ("{}" otherwise).
+local function json_encode(v, as_array)
+  if type(v) == "table" and next(v) == nil then
+    return as_array and "[]" or "{}"
+  end
+  local s = cjson.encode(v)
+  return s and (s:gsub("\\/", "/")) or "null"
+end
+
+local function error_body(err_type, message)
+  return '{"error":{"type":' .. json_value(err_type) .. ',"message":' .. json_value(message) .. '}}'
+end
+
+-- Percent-decoding of one path segment ("+" stays "+", unlike in a query string).
+local function percent_decode(s)
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+-- Same set of unescaped characters as JavaScript's encodeURIComponent.
+local function percent_encode(s)
+  return (s:gsub("[^%w%-_%.!~%*'%(%)]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+
+local function is_integer(n)
+  return type(n) == "number" and n == math.floor(n) and n > -2 ^ 53 and n < 2 ^ 53
+end
+
+local function read_request_body()
+  ngx.req.read_body()
+  local body = ngx.req.get_body_data()
+  if body then return body end
+  local path = ngx.req.get_body_file()
+  if not path then return "" end
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  body = f:read("*a")
+  f:close()
+  return body
+end
+
+-- Sends a complete reply (the normal case; faults use their own delivery below).
+local function send(status, body, content_type)
+  ngx.status = status
+  ngx.header["Content-Type"] = content_type or JSON_CT
+  ngx.header["Content-Length"] = #body
+  ngx.print(body)
+end
+
+local function send_error(status, err_type, message)
+  send(status, error_body(err_type, message))
+end
+
+-- A tiny lock in the shared dict, so faults are consumed exactly once even with several workers.
+local function with_lock(name, fn)
+  local d = dict()
+  for _ = 1, 2000 do
+    if d:add("lock:" .. name, true, 5) then
+      local ok, a, b = pcall(fn)
+      d:delete("lock:" .. name)
+      if not ok then error(a, 0) end
+      return a, b
+    end
+    ngx.sleep(0.001)
+  end
+  error("kvs_emulator: could not take lock " .. name)
+end
+
+---------------------------------------------------------------------------------------------------
+-- settings (nginx master, init_by_lua) and the watchdog (worker, init_worker_by_lua)
+
+-- Start time (field 22 of /proc/PID/stat) of a live process; nil when gone or a zombie.
+-- Together with the pid it names one process, even after the pid is reused.
+local function process_start_time(pid)
+  local f = io.open("/proc/" .. pid .. "/stat", "rb")
+  if not f then return nil end
+  local stat = f:read("*a") or ""
+  f:close()
+  local fields = {}
+  for field in (stat:match("^.*%)%s+(.*)$") or ""):gmatch("%S+") do fields[#fields + 1] = field end
+  if fields[1] == nil or fields[1] == "Z" or fields[1] == "X" then return nil end
+  return fields[20]
+end
+
+function M.init()
+  local prefix = ngx.config.prefix()
+  if prefix:sub(-1) ~= "/" then prefix = prefix .. "/" end
+  local path = prefix .. "settings.json"
+  local f, err = io.open(path, "rb")
+  if not f then error("kvs_emulator: cannot read " .. path .. ": " .. tostring(err)) end
+  local text = f:read("*a")
+  f:close()
+  local conf = cjson.decode(text)
+  if type(conf) ~= "table" or type(conf.storage) ~= "string" or conf.storage == "" then
+    error("kvs_emulator: " .. path .. " must be a JSON object with a \"storage\" string")
+  end
+  settings.storage = conf.storage:gsub("/+$", "")
+  if settings.storage == "" then settings.storage = "/" end
+  settings.rundir = prefix
+  settings.cleanup_rundir = conf.cleanup_rundir == true
+  if is_integer(conf.owner_pid) and conf.owner_pid > 0 then
+    settings.owner_pid = conf.owner_pid
+    settings.owner_start = process_start_time(conf.owner_pid) or "gone"
+  end
+  local d = dict()
+  if not d then error("kvs_emulator: lua_shared_dict " .. DICT_NAME .. " is not configured") end
+  if type(conf.token) == "string" and conf.token ~= "" then
+    d:set("token", conf.token)
+  else
+    d:delete("token")
+  end
+  d:set("faults", "[]")
+  d:set("cfg:delay", 0)
+  d:set("cfg:rate_limit", 0)
+end
+
+-- The emulator must not outlive the test run that started it: once a second the first worker
+-- checks that the owner process (settings.json "owner_pid", the Lua process that called
+-- launch.start) still runs and that the run directory still has its nginx.conf; if not, nginx is
+-- told to stop (and a run directory the launcher created with mktemp is removed).
+local function watchdog_check(premature)
+  if premature then return end
+  local reason
+  if settings.owner_pid and process_start_time(settings.owner_pid) ~= settings.owner_start then
+    reason = "owner process " .. settings.owner_pid .. " is gone"
+  else
+    local f = io.open(settings.rundir .. "nginx.conf", "rb")
+    if f then f:close() else reason = "run directory " .. settings.rundir .. " is gone" end
+  end
+  if not reason then return end
+  ngx.log(ngx.NOTICE, "kvs_emulator: ", reason, "; stopping nginx")
+  if settings.cleanup_rundir and settings.rundir:match("^/tmp/kvs%-emulator%.[%w]+/$") then
+    os.execute("(sleep 2; rm -rf '" .. settings.rundir .. "') </dev/null >/dev/null 2>&1 &")
+  end
+  local ok, ffi = pcall(require, "ffi")
+  if ok then
+    pcall(ffi.cdef, "int kill(int pid, int sig); int getppid(void);")
+    ffi.C.kill(ffi.C.getppid(), 15) -- the worker's parent is the nginx master; SIGTERM = fast stop
+  end
+end
+
+function M.init_worker()
+  if ngx.worker.id() ~= 0 then return end
+  local ok, err = ngx.timer.every(1, watchdog_check)
+  if not ok then ngx.log(ngx.ERR, "kvs_emulator: cannot start the watchdog: ", err) end
+end
+
+---------------------------------------------------------------------------------------------------
+-- stores and keys
+
+-- "name", "username~name" and "~name" all name the directory "name".
+local function store_dir_name(id)
+  local name = id:match("^[^~]*~(.*)$") or id
+  if name == "" or name == "." or name == ".." or name:find("/", 1, true) or name:find("%z") then
+    return nil
+  end
+  return name
+end
+
+-- Key of a record file: the file name without its last ".ext"; a name without a dot (or whose
+-- only dot is the first character) is the key itself. nil for files that are not records.
+local function key_of(file_name)
+  if file_name == "__metadata__.json" or file_name:find("%.__metadata__%.json$") then
+    return nil
+  end
+  local key = file_name:match("^(.+)%.[^.]*$")
+  return key or file_name
+end
+
+local function scan_store(dir)
+  local files, keys = {}, {}
+  for name in lfs.dir(dir) do
+    if name ~= "." and name ~= ".." then
+      local key = key_of(name)
+      if key and lfs.attributes(dir .. "/" .. name, "mode") == "file" then
+        local prev = files[key]
+        if not prev then
+          keys[#keys + 1] = key
+          files[key] = name
+        elseif name < prev then
+          -- two files for one key (e.g. a.json and a.txt): keep one, deterministically
+          files[key] = name
+        end
+      end
+    end
+  end
+  table.sort(keys) -- LuaJIT compares strings byte-wise: the API's UTF-8 binary order
+  return keys, files
+end
+
+-- The sorted key list of a store directory, cached until the directory's mtime changes.
+-- lfs reports mtime in whole seconds, so a listing is only trusted while the directory was last
+-- modified more than a second before the listing was taken; fresher directories are rescanned on
+-- every request (at most ~1 s of rescans after a change). Overwriting a record in place does not
+-- touch the directory: sizes are therefore read per reply, never cached.
+local function store_listing(dir)
+  local mtime = lfs.attributes(dir, "modification")
+  if not mtime then return nil, "store directory vanished" end
+  local cached = key_cache[dir]
+  if cached and cached.stable and cached.mtime == mtime then
+    return cached
+  end
+  ngx.update_time()
+  local started = ngx.now()
+  local ok, keys, files = pcall(scan_store, dir)
+  if not ok then return nil, keys end
+  cached = { mtime = mtime, stable = (started - mtime) > 1.1, keys = keys, files = files }
+  key_cache[dir] = cached
+  return cached
+end
+
+-- First index i with keys[i] > k (strict) or >= k (not strict); #keys + 1 if none.
+local function bound(keys, k, strict)
+  local lo, hi = 1, #keys + 1
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    local v = keys[mid]
+    if v < k or (strict and v == k) then lo = mid + 1 else hi = mid end
+  end
+  return lo
+end
+
+---------------------------------------------------------------------------------------------------
+-- faults
+
+local FAULT_KINDS = {
+  status = true, stall = true, stall_body = true, truncate = true, invalid_json = true,
+  cursor_stuck = true, no_next_field = true, redirect = true, raw = true,
+}
+
+local REDIRECT_STATUS = { [301] = true, [302] = true, [303] = true, [307] = true, [308] = true }
+
+-- Checks and normalises one posted fault; returns it, or nil and a message.
+local function check_fault(f, i)
+  local where = "fault #" .. i .. ": "
+  if type(f) ~= "table" then return nil, where .. "must be an object" end
+  if not FAULT_KINDS[f.kind] then return nil, where .. "unknown kind " .. tostring(f.kind) end
+  if f.store ~= nil and type(f.store) ~= "string" then return nil, where .. "store must be a string" end
+  if f.times == nil then f.times = 1 end
+  if not is_integer(f.times) or f.times < 1 then return nil, where .. "times must be an integer >= 1" end
+  if f.headers ~= nil and type(f.headers) ~= "table" then return nil, where .. "headers must be an object" end
+  if f.body ~= nil and type(f.body) ~= "string" then return nil, where .. "body must be a string" end
+  if f.seconds ~= nil and (type(f.seconds) ~= "number" or f.seconds < 0) then
+    return nil, where .. "seconds must be a number >= 0"
+  end
+  if f.bytes ~= nil and (not is_integer(f.bytes) or f.bytes < 0) then
+    return nil, where .. "bytes must be an integer >= 0"
+  end
+  if f.status ~= nil and (not is_integer(f.status) or f.status < 100 or f.status > 599) then
+    return nil, where .. "status must be an integer 100..599"
+  end
+  if f.retry_after ~= nil and type(f.retry_after) ~= "string" and type(f.retry_after) ~= "number" then
+    return nil, where .. "retry_after must be a string or a number"
+  end
+  if f.kind == "redirect" then
+    f.status = f.status or 302
+    if not REDIRECT_STATUS[f.status] then return nil, where .. "redirect status must be 301/302/303/307/308" end
+    if f.location ~= nil and type(f.location) ~= "string" then return nil, where .. "location must be a string" end
+  elseif f.kind == "cursor_stuck" then
+    if f.mode ~= nil and f.mode ~= "equal" and f.mode ~= "before" then
+      return nil, where .. "mode must be \"equal\" or \"before\""
+    end
+    if f.next ~= nil and type(f.next) ~= "string" then return nil, where .. "next must be a string" end
+  elseif f.kind == "no_next_field" then
+    if f.is_truncated ~= nil and type(f.is_truncated) ~= "boolean" then
+      return nil, where .. "is_truncated must be a boolean"
+    end
+  elseif f.kind == "status" then
+    f.status = f.status or 500
+  elseif f.kind == "raw" then
+    f.status = f.status or 200
+  elseif f.kind == "stall" or f.kind == "stall_body" then
+    f.seconds = f.seconds or 1
+  end
+  return f
+end
+
+local function load_faults()
+  return cjson.decode(dict():get("faults") or "[]") or {}
+end
+
+local function save_faults(list)
+  dict():set("faults", json_encode(list, true))
+end
+
+-- Takes the first pending fault that applies to this store (consuming one of its "times").
+local function take_fault(store_name, store_id)
+  if (dict():get("faults") or "[]") == "[]" then return nil end
+  return with_lock("faults", function()
+    local list = load_faults()
+    for i, f in ipairs(list) do
+      if f.store == nil or f.store == store_name or f.store == store_id then
+        f.times = f.times - 1
+        if f.times <= 0 then table.remove(list, i) end
+        save_faults(list)
+        return f
+      end
+    end
+    return nil
+  end)
+end
+
+local STATUS_ERROR_TYPES = {
+  [400] = { "invalid-input", "Invalid input (emulated fault)" },
+  [401] = { "invalid-token", "User was not found or authentication token is not valid (emulated fault)" },
+  [403] = { "insufficient-permissions", "Insufficient permissions (emulated fault)" },
+  [404] = { "record-not-found", "Key-value store was not found (emulated fault)" },
+  [405] = { "method-not-allowed", "Method not allowed (emulated fault)" },
+  [429] = { "rate-limit-exceeded", "You have exceeded the rate limit (emulated fault)" },
+}
+
+local function default_fault_body(status)
+  local t = STATUS_ERROR_TYPES[status]
+  if not t and status >= 500 then t = { "internal-server-error", "Server error (emulated fault)" } end
+  if not t then t = { "emulated-error", "Emulated error " .. status } end
+  return error_body(t[1], t[2])
+end
+
+local function apply_fault_headers(f)
+  if f and f.headers then
+    for k, v in pairs(f.headers) do
+      if v == cjson.null or v == false then
+        ngx.header[k] = nil
+      else
+        ngx.header[k] = tostring(v)
+      end
+    end
+  end
+end
+
+-- Delivers a reply, possibly broken by a stall_body / truncate fault.
+local function deliver(status, body, fault)
+  ngx.status = status
+  ngx.header["Content-Type"] = ngx.header["Content-Type"] or JSON_CT
+  apply_fault_headers(fault)
+  local kind = fault and fault.kind
+  if kind == "truncate" then
+    -- The full Content-Length is announced, part of the body is sent, then the connection is
+    -- dropped. gzip would replace Content-Length by chunked encoding, so it is switched off here
+    -- (the request log keeps the Accept-Encoding the client actually sent).
+    ngx.req.clear_header("Accept-Encoding")
+    ngx.header["Content-Length"] = #body
+    local cut = fault.bytes or math.floor(#body / 2)
+    if cut >= #body then cut = #body - 1 end
+    if cut < 0 then cut = 0 end
+    ngx.send_headers()
+    if cut > 0 then ngx.print(body:sub(1, cut)) end
+    ngx.flush(true)
+    return ngx.exit(ngx.ERROR)
+  elseif kind == "stall_body" then
+    ngx.header["Content-Length"] = #body
+    local cut = fault.bytes or math.floor(#body / 2)
+    if cut > #body then cut = #body end
+    ngx.send_headers()
+    if cut > 0 then ngx.print(body:sub(1, cut)) end
+    ngx.flush(true)
+    ngx.sleep(fault.seconds)
+    ngx.print(body:sub(cut + 1))
+    return
+  end
+  ngx.header["Content-Length"] = #body
+  ngx.print(body)
+end
+
+---------------------------------------------------------------------------------------------------
+-- GET /v2/key-value-stores/:storeId/keys
+
+local function base_url()
+  local host = ngx.var.http_host
+  if not host or host == "" then
+    host = ngx.var.server_addr .. ":" .. ngx.var.server_port
+  end
+  return ngx.var.scheme .. "://" .. host
+end
+
+-- One query parameter as a string (a repeated parameter: its last value; a bare flag: "").
+local function arg_string(args, name)
+  local v = args[name]
+  if type(v) == "table" then v = v[#v] end
+  if v == true then v = "" end
+  return v
+end
+
+local function check_auth()
+  local token = dict():get("token")
+  if not token then return true end
+  local header = ngx.var.http_authorization
+  if not header or header == "" then
+    return false, "token-not-provided", "Authentication token was not provided"
+  end
+  local given = header:match("^[Bb][Ee][Aa][Rr][Ee][Rr] +(.-)%s*$")
+  if given ~= token then
+    return false, "invalid-token", "User was not found or authentication token is not valid"
+  end
+  return true
+end
+
+-- Builds the 200 body of a keys page; fault may be cursor_stuck or no_next_field.
+local function listing_body(store_id, listing, dir, args, fault)
+  local keys, files = listing.keys, listing.files
+  local limit_s = arg_string(args, "limit")
+  local limit = DEFAULT_LIMIT
+  if limit_s ~= nil then
+    limit = tonumber(limit_s:match("^%s*(%d+)%s*$") or "")
+    if not limit or limit < 1 or limit > MAX_LIMIT then
+      return nil, "Invalid value of query parameter \"limit\": must be an integer between 1 and "
+        .. MAX_LIMIT .. " (got " .. json_value(limit_s) .. ")"
+    end
+  end
+  local esk = arg_string(args, "exclusiveStartKey")
+  local prefix = arg_string(args, "prefix") or ""
+  local signature = arg_string(args, "signature")
+  -- "collection" is accepted and ignored: local stores have no schema, so every key belongs to
+  -- every collection as far as this emulator is concerned.
+
+  local first = 1
+  if esk then first = bound(keys, esk, true) end
+  if prefix ~= "" then first = math.max(first, bound(keys, prefix, false)) end
+
+  local url_prefix = base_url() .. "/v2/key-value-stores/" .. percent_encode(store_id) .. "/records/"
+  local url_suffix = signature and ("?signature=" .. percent_encode(signature)) or ""
+  local items, last = {}, nil
+  local i = first
+  while #items < limit do
+    local key = keys[i]
+    if not key or key:sub(1, #prefix) ~= prefix then break end
+    local size = lfs.attributes(dir .. "/" .. files[key], "size") or 0
+    items[#items + 1] = '{"key":' .. json_value(key) .. ',"size":' .. string.format("%d", size)
+      .. ',"recordPublicUrl":' .. json_value(url_prefix .. percent_encode(key) .. url_suffix) .. '}'
+    last = key
+    i = i + 1
+  end
+  local nxt = keys[i]
+  local truncated = #items > 0 and nxt ~= nil and nxt:sub(1, #prefix) == prefix
+  local next_key = truncated and last or nil
+  local omit_next = false
+
+  if fault and fault.kind == "cursor_stuck" then
+    truncated = true
+    if fault.next then
+      next_key = fault.next
+    elseif fault.mode == "before" and esk then
+      -- the greatest key sorting before the cursor, or "" when there is none
+      local j = bound(keys, esk, false) - 1
+      next_key = keys[j] or ""
+    else
+      next_key = esk or "" -- "" sorts before (and never after) any cursor
+    end
+  elseif fault and fault.kind == "no_next_field" then
+    truncated = fault.is_truncated ~= false
+    omit_next = true
+  end
+
+  local out = {
+    '{"data":{"items":[', table.concat(items, ","), '],"count":', tostring(#items),
+    ',"limit":', string.format("%d", limit),
+    ',"exclusiveStartKey":', esk and json_value(esk) or "null",
+    ',"isTruncated":', truncated and "true" or "false",
+  }
+  if not omit_next then
+    out[#out + 1] = ',"nextExclusiveStartKey":'
+    out[#out + 1] = next_key and json_value(next_key) or "null"
+  end
+  out[#out + 1] = "}}"
+  return table.concat(out)
+end
+
+local function handle_keys(store_id, log)
+  local method = ngx.req.get_method()
+  if method ~= "GET" and method ~= "HEAD" then
+    ngx.header["Allow"] = "GET, HEAD"
+    return send_error(405, "method-not-allowed", "This API endpoint can only be accessed using the following HTTP methods: GET, HEAD")
+  end
+  local store_name = store_dir_name(store_id)
+  log.store = store_id
+
+  local d = dict()
+  local delay = d:get("cfg:delay") or 0
+  if delay > 0 then ngx.sleep(delay) end
+  local rate_limit = d:get("cfg:rate_limit") or 0
+  if rate_limit > 0 then ngx.header["X-RateLimit-Limit"] = string.format("%d", rate_limit) end
+
+  local fault = take_fault(store_name, store_id)
+  if fault then log.fault = fault.kind end
+  local kind = fault and fault.kind
+
+  if kind == "status" then
+    if fault.retry_after ~= nil then ngx.header["Retry-After"] = tostring(fault.retry_after) end
+    return deliver(fault.status, fault.body or default_fault_body(fault.status), fault)
+  elseif kind == "redirect" then
+    ngx.header["Location"] = fault.location or ngx.var.request_uri
+    return deliver(fault.status, '{"redirect":' .. json_value(fault.location or ngx.var.request_uri) .. '}', fault)
+  elseif kind == "raw" then
+    ngx.status = fault.status
+    apply_fault_headers(fault)
+    local body = fault.body or ""
+    if ngx.header["Content-Length"] == nil then ngx.header["Content-Length"] = #body end
+    ngx.print(body)
+    return
+  elseif kind == "invalid_json" then
+    return deliver(200, fault.body or '{"data":{"items":[{"key":"a","size":1,<html>502 Bad Gateway</html>', fault)
+  elseif kind == "stall" then
+    ngx.sleep(fault.seconds)
+  end
+
+  local ok, err_type, message = check_auth()
+  if not ok then return deliver(401, error_body(err_type, message), fault) end
+
+  local not_found = error_body("record-not-found", "Key-value store was not found")
+  if not store_name then return deliver(404, not_found, fault) end
+  local dir = settings.storage .. "/key_value_stores/" .. store_name
+  if lfs.attributes(dir, "mode") ~= "directory" then return deliver(404, not_found, fault) end
+  local listing, scan_err = store_listing(dir)
+  if not listing then
+    ngx.log(ngx.ERR, "kvs_emulator: cannot list ", dir, ": ", scan_err)
+    return deliver(500, error_body("internal-server-error", "Cannot read the store directory"), fault)
+  end
+
+  local body, bad_input = listing_body(store_id, listing, dir, log.args, fault)
+  if not body then return deliver(400, error_body("invalid-input", bad_input), fault) end
+  return deliver(200, body, fault)
+end
+
+---------------------------------------------------------------------------------------------------
+-- Control API (tests only; never needs a token)
+--
+--   GET    /_emulator/ping      {"ok":true,"rundir":...,"storage":...}
+--   GET    /_emulator/faults    pending faults;  POST: append a JSON array (or one object);
+--   DELETE /_emulator/faults    drop all pending faults
+--   GET    /_emulator/config    {"delay":s,"rate_limit":n,"token":...}; POST: change some of them
+--                               ({"delay":0.2}, {"rate_limit":60}, {"token":"t"} / {"token":null})
+--   GET    /_emulator/requests  the last MAX_LOGGED_REQUESTS API requests, oldest first;
+--   DELETE /_emulator/requests  forget them
+
+local function control_config(method)
+  local d = dict()
+  if method == "POST" then
+    local body = cjson.decode(read_request_body())
+    if type(body) ~= "table" then return send_error(400, "invalid-input", "config body must be a JSON object") end
+    for k, v in pairs(body) do
+      if k == "delay" then
+        if type(v) ~= "number" or v < 0 then return send_error(400, "invalid-input", "delay must be a number >= 0") end
+      elseif k == "rate_limit" then
+        if v ~= cjson.null and (not is_integer(v) or v < 0) then
+          return send_error(400, "invalid-input", "rate_limit must be an integer >= 0 or null")
+        end
+      elseif k == "token" then
+        if v ~= cjson.null and v ~= false and type(v) ~= "string" then
+          return send_error(400, "invalid-input", "token must be a string or null")
+        end
+      else
+        return send_error(400, "invalid-input", "unknown config field " .. tostring(k))
+      end
+    end
+    if body.delay ~= nil then d:set("cfg:delay", body.delay) end
+    if body.rate_limit ~= nil then d:set("cfg:rate_limit", body.rate_limit == cjson.null and 0 or body.rate_limit) end
+    if body.token ~= nil then
+      if type(body.token) == "string" and body.token ~= "" then d:set("token", body.token) else d:delete("token") end
+    end
+  elseif method ~= "GET" then
+    ngx.header["Allow"] = "GET, POST"
+    return send_error(405, "method-not-allowed", "use GET or POST")
+  end
+  local rate_limit = d:get("cfg:rate_limit") or 0
+  send(200, json_encode({
+    delay = d:get("cfg:delay") or 0,
+    rate_limit = rate_limit > 0 and rate_limit or cjson.null,
+    token = d:get("token") or cjson.null,
+  }))
+end
+
+local function control_faults(method)
+  if method == "GET" then
+    return send(200, dict():get("faults") or "[]")
+  elseif method == "DELETE" then
+    with_lock("faults", function() save_faults({}) end)
+    return send(200, "[]")
+  elseif method ~= "POST" then
+    ngx.header["Allow"] = "GET, POST, DELETE"
+    return send_error(405, "method-not-allowed", "use GET, POST or DELETE")
+  end
+  local posted = cjson.decode(read_request_body())
+  if type(posted) ~= "table" then
+    return send_error(400, "invalid-input", "body must be a JSON array of faults")
+  end
+  if posted.kind ~= nil then posted = { posted } end
+  local checked = {}
+  for i, f in ipairs(posted) do
+    local ok, err = check_fault(f, i)
+    if not ok then return send_error(400, "invalid-input", err) end
+    checked[#checked + 1] = ok
+  end
+  if next(posted) ~= nil and #checked == 0 then
+    return send_error(400, "invalid-input", "body must be a JSON array of faults")
+  end
+  local pending = with_lock("faults", function()
+    local list = load_faults()
+    for _, f in ipairs(checked) do list[#list + 1] = f end
+    save_faults(list)
+    return dict():get("faults")
+  end)
+  send(200, pending)
+end
+
+local function control_requests(method)
+  local d = dict()
+  if method == "DELETE" then
+    d:set("req:first", (d:get("req:last") or 0) + 1)
+    return send(200, "[]")
+  elseif method ~= "GET" then
+    ngx.header["Allow"] = "GET, DELETE"
+    return send_error(405, "method-not-allowed", "use GET or DELETE")
+  end
+  local last = d:get("req:last") or 0
+  local first = math.max(d:get("req:first") or 1, last - MAX_LOGGED_REQUESTS + 1)
+  local out = {}
+  for seq = first, last do
+    local entry = d:get("req:" .. seq)
+    if entry then out[#out + 1] = entry end
+  end
+  send(200, "[" .. table.concat(out, ",") .. "]")
+end
+
+local function handle_control(path, method)
+  local what = path:match("^/_emulator/([%w_]+)/?$")
+  if what == "ping" then
+    return send(200, json_encode({ ok = true, rundir = settings.rundir, storage = settings.storage, pid = ngx.worker.pid() }))
+  elseif what == "faults" then
+    return control_faults(method)
+  elseif what == "config" then
+    return control_config(method)
+  elseif what == "requests" then
+    return control_requests(method)
+  end
+  send_error(404, "page-not-found", "Unknown emulator control endpoint")
+end
+
+---------------------------------------------------------------------------------------------------
+-- nginx entry points
+
+local function header_value(name)
+  local v = ngx.var["http_" .. name]
+  return v
+end
+
+function M.content()
+  local request_uri = ngx.var.request_uri
+  local path = request_uri:match("^[^?]*")
+  local method = ngx.req.get_method()
+  if path:sub(1, 11) == "/_emulator/" then
+    return handle_control(path, method)
+  end
+
+  -- Everything else is an API request and goes to the request log (written in M.log()).
+  local log = {
+    method = method,
+    uri = request_uri,
+    args = ngx.req.get_uri_args(0),
+    headers = {
+      authorization = header_value("authorization"),
+      ["accept-encoding"] = header_value("accept_encoding"),
+      ["user-agent"] = header_value("user_agent"),
+      host = header_value("host"),
+      accept = header_value("accept"),
+      connection = header_value("connection"),
+    },
+    connection = tonumber(ngx.var.connection),
+    connection_requests = tonumber(ngx.var.connection_requests),
+  }
+  ngx.ctx.kvs_log = log
+
+  local store_id = path:match("^/v2/key%-value%-stores/([^/]+)/keys/?$")
+  if store_id then
+    return handle_keys(percent_decode(store_id), log)
+  end
+  send_error(404, "page-not-found", "We have bad news: there is no API endpoint at this URL. Did you specify it correctly?")
+end
+
+function M.log()
+  local log = ngx.ctx.kvs_log
+  if not log then return end
+  local d = dict()
+  log.status = ngx.status
+  log.content_encoding = ngx.var.sent_http_content_encoding
+  log.body_bytes_sent = tonumber(ngx.var.body_bytes_sent)
+  log.request_time = tonumber(ngx.var.request_time)
+  local seq = d:incr("req:last", 1, 0)
+  log.seq = seq
+  local entry = json_encode(log)
+  d:set("req:" .. seq, entry)
+  d:delete("req:" .. (seq - MAX_LOGGED_REQUESTS))
+end
+
+return M

@@ -1,0 +1,444 @@
+-- emulator/launch.lua
+--
+-- Owns: starting and stopping the local Apify API emulator (nginx + emulator/kvs_emulator.lua,
+-- configured from emulator/nginx.conf.in), and the client side of its /_emulator/ control API.
+-- Runs unchanged under Lua 5.1-5.4 and LuaJIT; needs luasocket (and lua-cjson for the control
+-- calls only).
+--
+-- As a module (from the repository root, where package.path has "./?.lua"):
+--   local launch = require "emulator.launch"
+--   local emu = launch.start{ storage = "storage", token = nil, port = nil, rundir = nil }
+--   (nginx stops by itself when the calling process exits without emu:stop(); watch = false
+--   turns that off)
+--   emu.base_url, emu.port, emu.rundir
+--   emu:faults{ {kind = "status", status = 503} }; emu:clear_faults(); emu:pending_faults()
+--   emu:config{ delay = 0.2, rate_limit = 60 }; emu:requests(); emu:clear_requests()
+--   emu:stop()
+--   launch.stop_rundir(dir)     -- stop the nginx of a run directory and clean it up
+--
+-- As a command:
+--   lua emulator/launch.lua start --storage DIR [--token T] [--port N] [--rundir DIR]
+--       prints the base URL (http://127.0.0.1:PORT) and leaves nginx running
+--   lua emulator/launch.lua stop --rundir DIR
+--   lua emulator/launch.lua url --rundir DIR
+
+local socket = require "socket"
+
+local M = {}
+
+local NGINX = "/usr/sbin/nginx"
+local START_TIMEOUT = 5     -- seconds until the emulator must answer
+local STOP_TIMEOUT = 5      -- seconds until nginx must be gone (then SIGKILL)
+local PORT_ATTEMPTS = 5     -- free-port race: tries with a fresh port when nginx cannot bind
+
+-- Files the launcher (or nginx) creates in a run directory; stop removes exactly these.
+local RUNDIR_FILES = {
+  "nginx.conf", "settings.json", "nginx.pid", "error.log", "access.log", "startup.log", "base_url",
+}
+
+---------------------------------------------------------------------------------------------------
+-- shell and file helpers
+
+local function sh_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+-- os.execute's result as a boolean, for Lua 5.1/LuaJIT (a number) and 5.2+ (true/nil, ...).
+local function run(cmd)
+  local a = os.execute(cmd)
+  if type(a) == "number" then return a == 0 end
+  return a == true
+end
+
+local function capture(cmd)
+  local p = io.popen(cmd, "r")
+  if not p then return nil end
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function write_file(path, content)
+  local f, err = io.open(path, "wb")
+  if not f then error("emulator: cannot write " .. path .. ": " .. tostring(err), 0) end
+  f:write(content)
+  f:close()
+end
+
+local function is_dir(path)
+  return run("test -d " .. sh_quote(path))
+end
+
+local cwd_cache
+local function abspath(path)
+  path = tostring(path)
+  if path:sub(1, 1) ~= "/" then
+    cwd_cache = cwd_cache or (capture("pwd") or ""):gsub("%s+$", "")
+    path = cwd_cache .. "/" .. path
+  end
+  path = path:gsub("/%./", "/"):gsub("/%.$", ""):gsub("//+", "/")
+  if #path > 1 then path = path:gsub("/$", "") end
+  return path
+end
+
+local function tail(path, lines)
+  local text = read_file(path)
+  if not text or text == "" then return "" end
+  local all = {}
+  for line in text:gmatch("[^\n]+") do all[#all + 1] = line end
+  local from = math.max(1, #all - (lines or 15) + 1)
+  local out = {}
+  for i = from, #all do out[#out + 1] = all[i] end
+  return table.concat(out, "\n")
+end
+
+-- Minimal JSON string encoder for settings.json (the launcher must not need cjson to start).
+local function json_string(s)
+  return '"' .. s:gsub('[%c"\\]', function(c)
+    if c == '"' then return '\\"' elseif c == "\\" then return "\\\\" end
+    return string.format("\\u%04x", c:byte())
+  end) .. '"'
+end
+
+-- This file's directory (the emulator directory), absolute.
+local function emulator_dir()
+  local source = debug.getinfo(1, "S").source
+  local dir = source:match("^@(.*)/[^/]*$") or "."
+  return abspath(dir)
+end
+
+-- Paths that go into nginx.conf (quoted there) and lua_package_path must stay simple.
+local function check_conf_path(what, path)
+  if path:find('[%c"\\%$;{}#%?]') then
+    error("emulator: " .. what .. " path may not contain control characters or any of \" \\ $ ; { } # ?: " .. path, 0)
+  end
+end
+
+---------------------------------------------------------------------------------------------------
+-- processes
+
+local function read_pid(rundir)
+  local s = read_file(rundir .. "/nginx.pid")
+  return s and tonumber(s:match("%d+"))
+end
+
+-- true while the process exists and is not a zombie
+local function alive(pid)
+  local stat = read_file("/proc/" .. pid .. "/stat")
+  if stat then
+    return stat:match("^%d+ %b() (%a)") ~= "Z"
+  end
+  if is_dir("/proc/self") then return false end
+  return run("kill -0 " .. pid .. " 2>/dev/null")
+end
+
+local function wait_gone(pid, seconds)
+  local deadline = socket.gettime() + seconds
+  while alive(pid) do
+    if socket.gettime() > deadline then return false end
+    socket.sleep(0.02)
+  end
+  return true
+end
+
+local function free_port()
+  local server = assert(socket.bind("127.0.0.1", 0))
+  local _, port = server:getsockname()
+  server:close()
+  return tonumber(port)
+end
+
+-- GET /_emulator/ping over a raw socket; returns the body when nginx answers 200.
+local function ping(port)
+  local c = socket.tcp()
+  c:settimeout(0.5)
+  if not c:connect("127.0.0.1", port) then c:close() return nil end
+  c:send("GET /_emulator/ping HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+  local reply = c:receive("*a")
+  c:close()
+  if reply and reply:match("^HTTP/1%.%d 200") then
+    return reply:match("\r\n\r\n(.*)$") or ""
+  end
+  return nil
+end
+
+local function remove_rundir_files(rundir)
+  for _, name in ipairs(RUNDIR_FILES) do os.remove(rundir .. "/" .. name) end
+  run("rm -rf " .. sh_quote(rundir .. "/tmp"))
+  run("rmdir " .. sh_quote(rundir) .. " 2>/dev/null")
+end
+
+local function stop_pid(pid)
+  if not pid or not alive(pid) then return true end
+  run("kill -TERM " .. pid .. " 2>/dev/null")
+  if wait_gone(pid, STOP_TIMEOUT) then return true end
+  run("kill -KILL " .. pid .. " 2>/dev/null")
+  return wait_gone(pid, 2)
+end
+
+-- Stops the nginx of a run directory (if running) and removes the files the launcher made there;
+-- the directory itself goes when it is then empty. keep = true leaves the files (for debugging).
+function M.stop_rundir(rundir, keep)
+  rundir = abspath(rundir)
+  local ok = stop_pid(read_pid(rundir))
+  if not ok then error("emulator: nginx of " .. rundir .. " did not stop", 0) end
+  if not keep then remove_rundir_files(rundir) end
+  return true
+end
+
+---------------------------------------------------------------------------------------------------
+-- the emulator object
+
+local Emu = {}
+Emu.__index = Emu
+
+-- One HTTP call to the control API; returns the decoded JSON reply (raises on failure).
+function Emu:control(method, path, body)
+  local http = require "socket.http"
+  local ltn12 = require "ltn12"
+  local cjson = require "cjson"
+  local chunks = {}
+  local req = {
+    url = self.base_url .. path,
+    method = method,
+    sink = ltn12.sink.table(chunks),
+    headers = {},
+  }
+  if body ~= nil then
+    local text = type(body) == "string" and body or cjson.encode(body)
+    if type(body) == "table" and next(body) == nil then text = "[]" end
+    req.source = ltn12.source.string(text)
+    req.headers["content-type"] = "application/json"
+    req.headers["content-length"] = tostring(#text)
+  end
+  local old_timeout = http.TIMEOUT
+  http.TIMEOUT = 10
+  local ok, status = http.request(req)
+  http.TIMEOUT = old_timeout
+  if not ok then error("emulator: " .. method .. " " .. path .. " failed: " .. tostring(status), 2) end
+  local text = table.concat(chunks)
+  if status ~= 200 then
+    error("emulator: " .. method .. " " .. path .. " -> " .. tostring(status) .. " " .. text, 2)
+  end
+  local decoded = cjson.decode(text)
+  return decoded
+end
+
+-- Appends faults (a list of fault objects, see kvs_emulator.lua) to the pending queue.
+function Emu:faults(list)
+  return self:control("POST", "/_emulator/faults", list)
+end
+
+function Emu:clear_faults()
+  return self:control("DELETE", "/_emulator/faults")
+end
+
+function Emu:pending_faults()
+  return self:control("GET", "/_emulator/faults")
+end
+
+-- config{ delay = seconds, rate_limit = n, token = "t" | false }; returns the whole config.
+function Emu:config(tbl)
+  if tbl == nil then return self:control("GET", "/_emulator/config") end
+  local cjson = require "cjson"
+  local body = {}
+  for k, v in pairs(tbl) do body[k] = (v == false and k == "token") and cjson.null or v end
+  if next(body) == nil then return self:control("GET", "/_emulator/config") end
+  return self:control("POST", "/_emulator/config", body)
+end
+
+function Emu:requests()
+  return self:control("GET", "/_emulator/requests")
+end
+
+function Emu:clear_requests()
+  return self:control("DELETE", "/_emulator/requests")
+end
+
+function Emu:stop()
+  if self.stopped then return true end
+  self.stopped = true
+  return M.stop_rundir(self.rundir, self.keep_rundir)
+end
+
+---------------------------------------------------------------------------------------------------
+-- start
+
+local function render_conf(template, vars)
+  return (template:gsub("@([%u_]+)@", function(name)
+    local v = vars[name]
+    if v == nil then error("emulator: nginx.conf.in uses unknown placeholder @" .. name .. "@", 0) end
+    return v
+  end))
+end
+
+-- opts: storage (required), token, port, rundir, keep_rundir (leave files on stop),
+-- watch (default true: nginx stops by itself once the calling Lua process has exited; a pid:
+-- once that process has exited; false: never),
+-- timeout (seconds to wait for the first answer, default 5).
+function M.start(opts)
+  opts = opts or {}
+  if type(opts.storage) ~= "string" or opts.storage == "" then
+    error("emulator: start{ storage = DIR } is required", 2)
+  end
+  local storage = abspath(opts.storage)
+  if not is_dir(storage) then error("emulator: storage directory not found: " .. storage, 2) end
+  if opts.token ~= nil and type(opts.token) ~= "string" then error("emulator: token must be a string", 2) end
+  if opts.port ~= nil and not tonumber(opts.port) then error("emulator: port must be a number", 2) end
+
+  local edir = emulator_dir()
+  local template = read_file(edir .. "/nginx.conf.in")
+  if not template then error("emulator: cannot read " .. edir .. "/nginx.conf.in", 2) end
+  check_conf_path("emulator", edir)
+
+  local rundir
+  if opts.rundir then
+    rundir = abspath(opts.rundir)
+    check_conf_path("run directory", rundir)
+    local pid = read_pid(rundir)
+    if pid and alive(pid) then
+      error("emulator: an nginx (pid " .. pid .. ") is already running in " .. rundir, 2)
+    end
+    if not run("mkdir -p " .. sh_quote(rundir)) then error("emulator: cannot create " .. rundir, 2) end
+  else
+    local made = capture("mktemp -d /tmp/kvs-emulator.XXXXXX 2>/dev/null")
+    rundir = made and made:gsub("%s+$", "")
+    if not rundir or rundir == "" then error("emulator: mktemp -d failed", 2) end
+    check_conf_path("run directory", rundir)
+  end
+  run("mkdir -p " .. sh_quote(rundir .. "/tmp"))
+
+  -- owner_pid: the emulator stops itself when this Lua process is gone (see kvs_emulator.lua);
+  -- "echo $PPID" run through io.popen's shell prints the pid of the process calling popen.
+  local owner_pid = type(opts.watch) == "number" and opts.watch
+    or opts.watch ~= false and tonumber((capture("echo $PPID") or ""):match("%d+")) or nil
+  write_file(rundir .. "/settings.json", '{"storage":' .. json_string(storage)
+    .. ',"token":' .. (opts.token and opts.token ~= "" and json_string(opts.token) or "null")
+    .. ',"owner_pid":' .. (owner_pid and string.format("%d", owner_pid) or "null")
+    .. ',"cleanup_rundir":' .. (opts.rundir and "false" or "true") .. '}\n')
+
+  local is_root = (capture("id -u 2>/dev/null") or ""):match("^%s*0%s*$") ~= nil
+  local attempts = opts.port and 1 or PORT_ATTEMPTS
+  local last_error
+  for _ = 1, attempts do
+    local port = tonumber(opts.port) or free_port()
+    write_file(rundir .. "/nginx.conf", render_conf(template, {
+      RUNDIR = rundir,
+      PORT = string.format("%d", port),
+      EMULATOR_DIR = edir,
+      USER_DIRECTIVE = is_root and "user root;" or "# (not root: nginx keeps the current user)",
+    }))
+    os.remove(rundir .. "/error.log")
+    os.remove(rundir .. "/nginx.pid")
+    -- env -u LD_PRELOAD: a sanitizer preloaded into the test process must not reach nginx
+    local cmd = "env -u LD_PRELOAD " .. NGINX .. " -p " .. sh_quote(rundir .. "/") .. " -c " .. sh_quote(rundir .. "/nginx.conf")
+      .. " -e " .. sh_quote(rundir .. "/error.log")
+      .. " </dev/null >" .. sh_quote(rundir .. "/startup.log") .. " 2>&1"
+    if run(cmd) then
+      -- daemon on: nginx has bound the port and forked; wait for the worker to answer
+      local deadline = socket.gettime() + (opts.timeout or START_TIMEOUT)
+      local answer
+      repeat
+        answer = ping(port)
+        if answer then break end
+        socket.sleep(0.02)
+      until socket.gettime() > deadline
+      if answer and answer:find(json_string(rundir .. "/"), 1, true) then
+        local base_url = "http://127.0.0.1:" .. port
+        write_file(rundir .. "/base_url", base_url .. "\n")
+        return setmetatable({
+          base_url = base_url, port = port, rundir = rundir,
+          storage = storage, token = opts.token, keep_rundir = opts.keep_rundir,
+        }, Emu)
+      end
+      local log = tail(rundir .. "/error.log")
+      stop_pid(read_pid(rundir))
+      last_error = "emulator: nginx did not answer on port " .. port .. " within "
+        .. (opts.timeout or START_TIMEOUT) .. " s; tail of " .. rundir .. "/error.log:\n" .. log
+      break
+    end
+    local log = tail(rundir .. "/error.log") .. "\n" .. tail(rundir .. "/startup.log")
+    last_error = "emulator: nginx failed to start on port " .. port .. "; tail of "
+      .. rundir .. "/error.log:\n" .. log
+    if not log:find("Address already in use", 1, true) then
+      -- nginx binds before it daemonizes, so a master may be running despite a failed command
+      -- only in this case: give it a moment to write its pid file, and stop it
+      local deadline, pid = socket.gettime() + 1, read_pid(rundir)
+      while not pid and socket.gettime() < deadline do
+        socket.sleep(0.05)
+        pid = read_pid(rundir)
+      end
+      stop_pid(pid)
+      break
+    end
+  end
+  if not opts.keep_rundir and not opts.rundir then remove_rundir_files(rundir) end
+  error(last_error, 2)
+end
+
+---------------------------------------------------------------------------------------------------
+-- command line
+
+local function usage(msg)
+  if msg then io.stderr:write("launch.lua: ", msg, "\n") end
+  io.stderr:write([[
+usage: lua emulator/launch.lua start --storage DIR [--token T] [--port N] [--rundir DIR]
+       lua emulator/launch.lua stop --rundir DIR
+       lua emulator/launch.lua url --rundir DIR
+]])
+  os.exit(2)
+end
+
+local function cli(args)
+  local command = args[1]
+  local opts = {}
+  local i = 2
+  while i <= #args do
+    local name, value = args[i], args[i + 1]
+    local key = name:match("^%-%-(%a+)$")
+    if not key or (key ~= "storage" and key ~= "token" and key ~= "port" and key ~= "rundir") then
+      usage("unknown option " .. name)
+    end
+    if value == nil then usage("option " .. name .. " needs a value") end
+    opts[key] = value
+    i = i + 2
+  end
+  if command == "start" then
+    if not opts.storage then usage("start needs --storage DIR") end
+    local auto_rundir = opts.rundir == nil
+    opts.watch = false -- the command exits now; nginx keeps running until "stop"
+    local ok, emu = pcall(M.start, opts)
+    if not ok then io.stderr:write(tostring(emu), "\n") os.exit(1) end
+    if auto_rundir then io.stderr:write("emulator run directory: ", emu.rundir, "\n") end
+    io.stdout:write(emu.base_url, "\n")
+  elseif command == "stop" then
+    if not opts.rundir then usage("stop needs --rundir DIR") end
+    local ok, err = pcall(M.stop_rundir, opts.rundir)
+    if not ok then io.stderr:write(tostring(err), "\n") os.exit(1) end
+  elseif command == "url" then
+    if not opts.rundir then usage("url needs --rundir DIR") end
+    local url = read_file(abspath(opts.rundir) .. "/base_url")
+    if not url then io.stderr:write("launch.lua: no emulator in ", opts.rundir, "\n") os.exit(1) end
+    io.stdout:write(url)
+  else
+    usage(command and ("unknown command " .. command) or nil)
+  end
+end
+
+-- Run as a script (not required as a module): `...` are then the command-line arguments.
+local first_arg = ...
+if type(arg) == "table" and type(arg[0]) == "string" and arg[0]:match("launch%.lua$")
+  and first_arg == arg[1] and not (first_arg or ""):match("launch$") then
+  cli(arg)
+  return M
+end
+
+return M
