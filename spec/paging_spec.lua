@@ -225,6 +225,43 @@ describe("listing keys", function()
     end)
   end)
 
+  describe("prefetch", function()
+    local socket = require "socket"
+    after_each(function() emu:config({ delay = 0 }) end)
+
+    -- 3 pages, the server waits 0.2 s before each, the loop works 0.2 s per page
+    local function timed(prefetch)
+      emu:config({ delay = 0.2 })
+      local t0 = socket.gettime()
+      local n = 0
+      for _ in store:keys({ page_size = 10, limit = 30, prefetch = prefetch }) do
+        n = n + 1
+        socket.sleep(0.02)
+      end
+      assert.are.equal(30, n)
+      return socket.gettime() - t0
+    end
+
+    it("fetches page k+1 while the loop works through page k", function()
+      local with = timed(true)
+      local without = timed(false)
+      -- sequential: 3 x (0.2 fetch + 0.2 work) = 1.2 s; overlapped: 0.2 + 3 x 0.2 = 0.8 s
+      assert.is_true(without >= 1.15, "without prefetch " .. without)
+      assert.is_true(with < 1.05 * T.slow, "with prefetch " .. with)
+      assert.is_true(with < without - 0.15, ("with %.3f s, without %.3f s"):format(with, without))
+    end)
+
+    it("closing a listing cancels the request in flight at once", function()
+      emu:config({ delay = 0.5 })
+      local it, listing = store:keys({ page_size = 10 })
+      assert.is_string(it())       -- page 1 arrived; page 2 is on its way, 0.5 s out
+      local t0 = socket.gettime()
+      listing:close()
+      assert.is_true(socket.gettime() - t0 < 0.2)
+      assert.is_nil(it())
+    end)
+  end)
+
   describe("closing", function()
     it("close() ends a listing and later calls yield nothing", function()
       local it, listing = store:keys({ page_size = 10 })
@@ -236,11 +273,20 @@ describe("listing keys", function()
     end)
 
     it("a broken loop releases everything at the next collection", function()
-      for _ = 1, 50 do
+      for _ = 1, 20 do
+        for _ in store:keys({ page_size = 10, prefetch = false }) do break end
+      end
+      collectgarbage(); collectgarbage()
+      assert.are.equal(20, #emu:requests())
+    end)
+
+    it("with prefetch, a broken loop made at most one request ahead", function()
+      for _ = 1, 20 do
         for _ in store:keys({ page_size = 10 }) do break end
       end
       collectgarbage(); collectgarbage()
-      assert.are.equal(50, #emu:requests())
+      local n = #emu:requests()
+      assert.is_true(n >= 20 and n <= 40, n .. " requests")
     end)
 
     if _VERSION == "Lua 5.4" then

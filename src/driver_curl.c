@@ -166,12 +166,36 @@ void kvs_conn_free(kvs_conn *c)
     free(c);
 }
 
-static void sleep_seconds(double s)
+void *kvs_conn_start(kvs_conn *c, kvs_listing *l, const kvs_request *req)
+{
+    c->listing = l;
+    c->stopped = 0;
+    c->errbuf[0] = '\0';
+    curl_easy_setopt(c->easy, CURLOPT_URL, req->url);
+    return c->easy;
+}
+
+void *kvs_conn_handle(kvs_conn *c)
+{
+    return c->easy;
+}
+
+kvs_fault kvs_conn_fault(kvs_conn *c, int code, const char **msg)
+{
+    CURLcode rc = (CURLcode)code;
+    *msg = NULL;
+    if (rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && c->stopped))
+        return KVS_FAULT_NONE;      /* a whole reply, or one we stopped reading on purpose */
+    *msg = c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc);
+    return rc == CURLE_OPERATION_TIMEDOUT ? KVS_FAULT_TIMEOUT : KVS_FAULT_NETWORK;
+}
+
+void kvs_sleep(double seconds)
 {
     struct timespec ts;
-    if (!(s > 0)) return;
-    ts.tv_sec = (time_t)s;
-    ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+    if (!(seconds > 0)) return;
+    ts.tv_sec = (time_t)seconds;
+    ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
     while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
         ;
 }
@@ -180,25 +204,16 @@ int kvs_conn_next_page(kvs_conn *c, kvs_listing *l, kvs_page *page)
 {
     kvs_request req;
     while (kvs_listing_next_request(l, &req)) {
-        CURLcode rc;
-        kvs_fault fault = KVS_FAULT_NONE;
-        const char *msg = NULL;
+        const char *msg;
         double wait;
-        c->listing = l;
-        c->stopped = 0;
-        c->errbuf[0] = '\0';
-        curl_easy_setopt(c->easy, CURLOPT_URL, req.url);
-        rc = curl_easy_perform(c->easy);
-        if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && c->stopped)) {
-            fault = rc == CURLE_OPERATION_TIMEDOUT ? KVS_FAULT_TIMEOUT : KVS_FAULT_NETWORK;
-            msg = c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc);
-        }
+        CURLcode rc = curl_easy_perform(kvs_conn_start(c, l, &req));
+        kvs_fault fault = kvs_conn_fault(c, rc, &msg);
         switch (kvs_listing_reply_end(l, fault, msg, &wait)) {
         case KVS_STEP_PAGE:
             kvs_listing_take_page(l, page);
             return 1;
         case KVS_STEP_RETRY:
-            sleep_seconds(wait);
+            kvs_sleep(wait);
             break;
         case KVS_STEP_FAILED:
             return -1;

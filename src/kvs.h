@@ -53,6 +53,31 @@ void      kvs_conn_free(kvs_conn *c);
  * has failed (-1, see kvs_listing_error).  Blocks; sleeps between retries. */
 int       kvs_conn_next_page(kvs_conn *c, kvs_listing *l, kvs_page *page);
 
+/* For the multi driver: prepares the easy handle (returned) for `req` of `l`,
+ * and after the transfer says what its CURLcode means for the core. */
+void     *kvs_conn_start(kvs_conn *c, kvs_listing *l, const kvs_request *req);
+void     *kvs_conn_handle(kvs_conn *c);
+kvs_fault kvs_conn_fault(kvs_conn *c, int curl_code, const char **msg);
+void      kvs_sleep(double seconds);
+
+/* --- the non-blocking libcurl multi driver (driver_multi.c) ------------------ */
+
+typedef struct kvs_async kvs_async;
+/* Drives `l` (not owned) without blocking.  With `prefetch`, the next page is
+ * requested as soon as the previous one has been taken. */
+kvs_async *kvs_async_new(const kvs_client *c, kvs_listing *l, int prefetch);
+void       kvs_async_free(kvs_async *a);          /* cancels a request in flight */
+void       kvs_async_poll(kvs_async *a);          /* the work that is ready, no waiting */
+int        kvs_async_take(kvs_async *a, kvs_page *mine);   /* 1: a page swapped into *mine */
+int        kvs_async_finished(const kvs_async *a);         /* nothing ready, nothing coming */
+/* Seconds until poll has work (0: now; < 0: never, finished). */
+double     kvs_async_timeout(kvs_async *a);
+/* Blocks up to `max` seconds until poll may have work. */
+void       kvs_async_wait(kvs_async *a, double max);
+/* Sockets to wait on: fills up to `cap` fds with what they wait for
+ * (1 read, 2 write, 3 both); returns the count. */
+int        kvs_async_sockets(kvs_async *a, int *fds, int *events, int cap);
+
 /* The driver's reading of an HTTP-date, for Retry-After. */
 double    kvs_http_date_delay(const char *value);
 uint64_t  kvs_random_seed(const void *salt);
@@ -63,6 +88,7 @@ void kvs_push_error(lua_State *L, const kvs_error *e);
 int  kvs_store_list_keys(lua_State *L);
 int  kvs_store_keys(lua_State *L);
 int  kvs_store_listing(lua_State *L);
+int  kvs_store_job(lua_State *L);
 void kvs_open_listing(lua_State *L);     /* registers the listing/error metatables */
 kvs_client *kvs_check_store(lua_State *L, int idx, const char **id);
 

@@ -334,7 +334,7 @@ KVS_EXPORT int luaopen_apify_kvs(lua_State *L)
     };
     static const luaL_Reg store_methods[] = {
         { "list_keys", kvs_store_list_keys }, { "keys", kvs_store_keys },
-        { "listing", kvs_store_listing }, { "id", store_id },
+        { "listing", kvs_store_listing }, { "job", kvs_store_job }, { "id", store_id },
         { NULL, NULL }
     };
     static const luaL_Reg functions[] = { { "new", kvs_new }, { NULL, NULL } };

@@ -5,19 +5,7 @@
  */
 #include <string.h>
 
-#include "kvs.h"
-
-typedef enum { L_RUNNING, L_DONE, L_FAILED } run_t;
-
-typedef struct listing_ud {
-    kvs_client  *client;
-    kvs_listing *core;
-    kvs_conn    *conn;
-    kvs_page     page;      /* the page being handed out */
-    size_t       pos;       /* next item of `page` */
-    run_t        run;
-    kvs_error    err;       /* when run == L_FAILED */
-} listing_ud;
+#include "lua_listing.h"
 
 /* --- errors -------------------------------------------------------------------- */
 
@@ -56,6 +44,13 @@ void kvs_push_error(lua_State *L, const kvs_error *e)
 /* --- options -> core config -------------------------------------------------------- */
 
 static const kvs_optspec keys_options[] = {
+    { "prefix", LUA_TSTRING }, { "collection", LUA_TSTRING }, { "signature", LUA_TSTRING },
+    { "exclusiveStartKey", LUA_TSTRING }, { "page_size", LUA_TNUMBER },
+    { "limit", LUA_TNUMBER }, { "prefetch", LUA_TBOOLEAN }, { NULL, 0 }
+};
+
+/* store:listing and store:job: the same without prefetch (theirs is fixed) */
+static const kvs_optspec listing_options[] = {
     { "prefix", LUA_TSTRING }, { "collection", LUA_TSTRING }, { "signature", LUA_TSTRING },
     { "exclusiveStartKey", LUA_TSTRING }, { "page_size", LUA_TNUMBER },
     { "limit", LUA_TNUMBER }, { NULL, 0 }
@@ -162,22 +157,34 @@ int kvs_store_list_keys(lua_State *L)
 
 /* --- keys: the iterator ---------------------------------------------------------------- */
 
-/* Lets go of the connection and the buffers; keeps an error for re-raising. */
-static void listing_release(listing_ud *u)
+void kvs_listing_release(listing_ud *u)
 {
     if (u->core && u->run == L_FAILED && kvs_listing_error(u->core))
         u->err = *kvs_listing_error(u->core);
-    kvs_conn_free(u->conn);
+    kvs_async_free(u->async);           /* first: it drives the core */
     kvs_listing_free(u->core);
     kvs_page_free(&u->page);
     kvs_client_release(u->client);
-    u->conn = NULL;
+    u->async = NULL;
     u->core = NULL;
     u->client = NULL;
     u->pos = 0;
 }
 
-static int push_item(lua_State *L, listing_ud *u)
+void kvs_listing_drive(lua_State *L, listing_ud *u)
+{
+    if (!u->async && !(u->async = kvs_async_new(u->client, u->core, u->prefetch)))
+        luaL_error(L, "apify.kvs: out of memory");
+}
+
+void kvs_listing_settle(listing_ud *u)
+{
+    if (u->run == L_RUNNING)
+        u->run = kvs_listing_failed(u->core) ? L_FAILED : L_DONE;
+    kvs_listing_release(u);
+}
+
+int kvs_push_item(lua_State *L, listing_ud *u)
 {
     const kvs_item *it = &u->page.items[u->pos++];
     lua_pushlstring(L, u->page.bytes.data + it->key_off, it->key_len);
@@ -189,51 +196,64 @@ static int push_item(lua_State *L, listing_ud *u)
     return 3;
 }
 
+/* The current page is used up: wait for the next one (blocking). */
 static int next_page_then_item(lua_State *L, listing_ud *u)
 {
     for (;;) {
-        int rc;
         if (u->run == L_FAILED) {
             kvs_push_error(L, &u->err);
             return lua_error(L);
         }
-        if (u->run == L_DONE || !u->core || kvs_listing_finished(u->core)) {
-            if (u->core) listing_release(u);
-            u->run = L_DONE;
+        if (u->run == L_DONE || !u->core)
             return 0;
+        kvs_listing_drive(L, u);
+        kvs_async_poll(u->async);
+        if (kvs_async_take(u->async, &u->page)) {
+            u->pos = 0;
+            if (u->page.count > 0)
+                return kvs_push_item(L, u);
+        } else if (kvs_async_finished(u->async)) {
+            kvs_listing_settle(u);
+        } else {
+            kvs_async_wait(u->async, 1.0);
         }
-        if (!u->conn && !(u->conn = kvs_conn_new(u->client)))
-            return luaL_error(L, "apify.kvs: out of memory");
-        rc = kvs_conn_next_page(u->conn, u->core, &u->page);
-        if (rc < 0) u->run = L_FAILED;
-        if (rc <= 0) { listing_release(u); continue; }
-        u->pos = 0;
-        if (u->page.count > 0)
-            return push_item(L, u);
     }
 }
+
+#define POLL_EVERY 256   /* keys between two looks at the page in flight */
 
 static int keys_next(lua_State *L)
 {
     listing_ud *u = lua_touserdata(L, lua_upvalueindex(1));
-    if (u->pos < u->page.count)
-        return push_item(L, u);     /* the per-key path: three pushes */
+    if (u->pos < u->page.count) {
+        /* the per-key path: three pushes, and now and then a non-blocking
+         * turn of the transfer that brings the next page */
+        if ((u->pos & (POLL_EVERY - 1)) == POLL_EVERY - 1 && u->async)
+            kvs_async_poll(u->async);
+        return kvs_push_item(L, u);
+    }
     return next_page_then_item(L, u);
 }
 
 /* Checks the options at 2 and pushes a new listing userdata for store 1. */
-static listing_ud *new_listing(lua_State *L)
+static listing_ud *new_listing(lua_State *L, const kvs_optspec *spec)
 {
     const char *id;
     kvs_client *c = kvs_check_store(L, 1, &id);
     kvs_listing_config cfg;
     listing_ud *u;
+    int prefetch = 1;
 
-    kvs_check_options(L, 2, keys_options);
+    kvs_check_options(L, 2, spec);
     read_common(L, c, id, &cfg);
     cfg.page_size = (int)kvs_opt_integer(L, 2, "page_size", 1, KVS_MAX_PAGE_SIZE,
                                          KVS_MAX_PAGE_SIZE);
     cfg.limit = kvs_opt_integer(L, 2, "limit", 0, 0x7fffffffffffffffLL, -1);
+    if (!lua_isnoneornil(L, 2)) {
+        lua_getfield(L, 2, "prefetch");
+        prefetch = lua_isnil(L, -1) || lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
 
     u = kvs_newuserdata(L, sizeof *u);
     memset(u, 0, sizeof *u);
@@ -246,12 +266,13 @@ static listing_ud *new_listing(lua_State *L)
     u->client = c;
     c->refs++;
     u->run = L_RUNNING;
+    u->prefetch = prefetch;
     return u;
 }
 
 int kvs_store_keys(lua_State *L)
 {
-    new_listing(L);
+    new_listing(L, keys_options);
     lua_pushvalue(L, -1);
     lua_pushcclosure(L, keys_next, 1);     /* iterator */
     lua_pushvalue(L, -2);                  /* state: the listing */
@@ -262,208 +283,35 @@ int kvs_store_keys(lua_State *L)
 
 int kvs_store_listing(lua_State *L)
 {
-    new_listing(L);
+    new_listing(L, listing_options);
     return 1;
 }
 
-static listing_ud *check_listing(lua_State *L)
+int kvs_store_job(lua_State *L)
 {
-    return luaL_checkudata(L, 1, KVS_LISTING_MT);
+    listing_ud *u = new_listing(L, listing_options);
+    u->prefetch = 1;
+    u->budget = -1;
+    kvs_listing_drive(L, u);
+    return 1;
+}
+
+listing_ud *kvs_check_listing(lua_State *L, int idx)
+{
+    return luaL_checkudata(L, idx, KVS_LISTING_MT);
 }
 
 static int listing_close(lua_State *L)
 {
-    listing_ud *u = check_listing(L);
+    listing_ud *u = kvs_check_listing(L, 1);
     if (u->run == L_RUNNING) u->run = L_DONE;
-    if (u->core) listing_release(u);
+    if (u->core) kvs_listing_release(u);
     return 0;
-}
-
-/* --- the sans-I/O methods: a driver of its own moves the bytes ----------------------- */
-
-static listing_ud *check_open(lua_State *L)
-{
-    listing_ud *u = check_listing(L);
-    if (!u->core) luaL_argerror(L, 1, "listing is closed");
-    return u;
-}
-
-/* listing:request() -> url, headers | nil (finished) | nil, err (failed) */
-static int listing_request(lua_State *L)
-{
-    listing_ud *u = check_open(L);
-    kvs_request req;
-    if (!kvs_listing_next_request(u->core, &req)) {
-        lua_pushnil(L);
-        if (!kvs_listing_failed(u->core)) return 1;
-        kvs_push_error(L, kvs_listing_error(u->core));
-        return 2;
-    }
-    lua_pushlstring(L, req.url, req.url_len);
-    lua_createtable(L, 0, 3);
-    lua_pushliteral(L, "application/json");
-    lua_setfield(L, -2, "Accept");
-    lua_pushstring(L, u->client->user_agent);
-    lua_setfield(L, -2, "User-Agent");
-    if (u->client->token) {
-        lua_pushfstring(L, "Bearer %s", u->client->token);
-        lua_setfield(L, -2, "Authorization");
-    }
-    return 2;
-}
-
-static int listing_begin(lua_State *L)
-{
-    listing_ud *u = check_open(L);
-    lua_Integer status = luaL_checkinteger(L, 2);
-    luaL_argcheck(L, status >= 100 && status <= 999, 2, "HTTP status must be in 100..999");
-    kvs_listing_reply_begin(u->core, (int)status);
-    return 0;
-}
-
-static void feed_header_value(listing_ud *u, const char *name, size_t nlen, lua_State *L, int idx)
-{
-    size_t vlen;
-    const char *v = lua_tolstring(L, idx, &vlen);
-    if (v) kvs_listing_reply_header(u->core, name, nlen, v, vlen);
-}
-
-/* name, value; value may also be a list of values (as OpenResty gives repeated headers) */
-static void feed_header(lua_State *L, listing_ud *u, int name_idx, int value_idx)
-{
-    size_t nlen;
-    const char *name = lua_tolstring(L, name_idx, &nlen);
-    if (!name) return;
-    if (lua_type(L, value_idx) == LUA_TTABLE) {
-        int i, n = (int)lua_rawlen(L, value_idx);
-        for (i = 1; i <= n; i++) {
-            lua_rawgeti(L, value_idx, i);
-            feed_header_value(u, name, nlen, L, lua_gettop(L));
-            lua_pop(L, 1);
-        }
-    } else {
-        feed_header_value(u, name, nlen, L, value_idx);
-    }
-}
-
-static int listing_header(lua_State *L)
-{
-    listing_ud *u = check_open(L);
-    luaL_checkstring(L, 2);
-    feed_header(L, u, 2, 3);
-    return 0;
-}
-
-/* listing:body(chunk) -> true, or false when the rest of the body cannot matter */
-static int listing_body(lua_State *L)
-{
-    listing_ud *u = check_open(L);
-    size_t n;
-    const char *chunk = luaL_checklstring(L, 2, &n);
-    lua_pushboolean(L, kvs_listing_reply_body(u->core, chunk, n) == 0);
-    return 1;
-}
-
-static int push_step(lua_State *L, listing_ud *u, kvs_step step, double wait)
-{
-    switch (step) {
-    case KVS_STEP_PAGE:
-        kvs_listing_take_page(u->core, &u->page);
-        u->pos = 0;
-        lua_pushliteral(L, "page");
-        lua_pushinteger(L, (lua_Integer)u->page.count);
-        return 2;
-    case KVS_STEP_RETRY:
-        lua_pushliteral(L, "retry");
-        lua_pushnumber(L, wait);
-        return 2;
-    default:
-        u->run = L_FAILED;
-        u->err = *kvs_listing_error(u->core);
-        lua_pushliteral(L, "failed");
-        kvs_push_error(L, &u->err);
-        return 2;
-    }
-}
-
-static kvs_fault check_fault(lua_State *L, int idx)
-{
-    static const char *const kinds[] = { "none", "timeout", "network", NULL };
-    static const kvs_fault faults[] = { KVS_FAULT_NONE, KVS_FAULT_TIMEOUT, KVS_FAULT_NETWORK };
-    return faults[luaL_checkoption(L, idx, "none", kinds)];
-}
-
-/* listing:finish([fault [, message]]) -> "page", n | "retry", seconds | "failed", err */
-static int listing_finish(lua_State *L)
-{
-    listing_ud *u = check_open(L);
-    kvs_fault fault = check_fault(L, 2);
-    const char *msg = luaL_optstring(L, 3, NULL);
-    double wait;
-    kvs_step step = kvs_listing_reply_end(u->core, fault, msg, &wait);
-    return push_step(L, u, step, wait);
-}
-
-/* listing:reply(status, headers, body): a whole reply at once */
-static int listing_reply(lua_State *L)
-{
-    listing_ud *u = check_open(L);
-    lua_Integer status = luaL_checkinteger(L, 2);
-    size_t n = 0;
-    const char *body;
-    double wait;
-    kvs_step step;
-    luaL_argcheck(L, status >= 100 && status <= 999, 2, "HTTP status must be in 100..999");
-    if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
-    body = luaL_optlstring(L, 4, "", &n);
-    kvs_listing_reply_begin(u->core, (int)status);
-    if (lua_istable(L, 3)) {
-        lua_pushnil(L);
-        while (lua_next(L, 3)) {
-            if (lua_type(L, -2) == LUA_TSTRING) feed_header(L, u, lua_gettop(L) - 1, lua_gettop(L));
-            lua_pop(L, 1);
-        }
-    }
-    kvs_listing_reply_body(u->core, body, n);
-    step = kvs_listing_reply_end(u->core, KVS_FAULT_NONE, NULL, &wait);
-    return push_step(L, u, step, wait);
-}
-
-static int page_next(lua_State *L)
-{
-    listing_ud *u = lua_touserdata(L, lua_upvalueindex(1));
-    if (u->pos < u->page.count)
-        return push_item(L, u);
-    return 0;
-}
-
-/* listing:page_keys() -> iterator over the keys of the latest page */
-static int listing_page_keys(lua_State *L)
-{
-    check_listing(L);
-    lua_settop(L, 1);
-    lua_pushcclosure(L, page_next, 1);
-    return 1;
-}
-
-static int listing_finished(lua_State *L)
-{
-    listing_ud *u = check_listing(L);
-    lua_pushboolean(L, !u->core || kvs_listing_finished(u->core));
-    return 1;
-}
-
-static int listing_error(lua_State *L)
-{
-    listing_ud *u = check_listing(L);
-    if (u->run != L_FAILED) return 0;
-    kvs_push_error(L, &u->err);
-    return 1;
 }
 
 static int listing_tostring(lua_State *L)
 {
-    listing_ud *u = check_listing(L);
+    listing_ud *u = kvs_check_listing(L, 1);
     lua_pushfstring(L, "apify.kvs.listing (%s)", u->run == L_RUNNING ? "open"
                     : u->run == L_DONE ? "closed" : "failed");
     return 1;
@@ -479,13 +327,13 @@ void kvs_open_listing(lua_State *L)
         { "__tostring", listing_tostring },
         { NULL, NULL }
     };
-    static const luaL_Reg methods[] = {
-        { "close", listing_close }, { "request", listing_request }, { "begin", listing_begin },
-        { "header", listing_header }, { "body", listing_body }, { "finish", listing_finish },
-        { "reply", listing_reply }, { "page_keys", listing_page_keys },
-        { "finished", listing_finished }, { "error", listing_error }, { NULL, NULL }
-    };
+    static const luaL_Reg methods[] = { { "close", listing_close }, { NULL, NULL } };
     static const luaL_Reg error_meta[] = { { "__tostring", error_tostring }, { NULL, NULL } };
     kvs_new_class(L, KVS_LISTING_MT, meta, methods);
+    luaL_getmetatable(L, KVS_LISTING_MT);
+    lua_getfield(L, -1, "__index");
+    kvs_open_sansio(L, lua_gettop(L));
+    kvs_open_job(L, lua_gettop(L));
+    lua_pop(L, 2);
     kvs_new_class(L, KVS_ERROR_MT, error_meta, NULL);
 }

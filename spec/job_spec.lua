@@ -1,0 +1,139 @@
+-- store:job — the non-blocking listing for frame loops: poll() never waits.
+local T = require "spec.support.env"
+local socket = require "socket"
+
+local TOKEN = "apify_api_job_SECRET_31"
+
+describe("store:job", function()
+  local emu, storage, client, store
+
+  lazy_setup(function()
+    storage = T.tmpdir()
+    T.make_store(storage, "s", T.numbered(2500))
+    emu = T.start_emulator({ storage = storage, token = TOKEN })
+    client = T.client(emu, { token = TOKEN })
+    store = client:store("s")
+  end)
+
+  lazy_teardown(function()
+    if emu then emu:stop() end
+    T.rmrf(storage)
+  end)
+
+  before_each(function()
+    emu:clear_faults()
+    emu:clear_requests()
+    emu:config({ delay = 0 })
+  end)
+
+  -- runs a "frame loop": poll every ~2 ms until the job settles
+  local function frames(job, per_frame)
+    local keys, worst, polls = {}, 0, 0
+    local deadline = socket.gettime() + 20 * T.slow
+    while job:status() == "running" do
+      local t0 = socket.gettime()
+      for key in job:poll(per_frame) do keys[#keys + 1] = key end
+      local dt = socket.gettime() - t0
+      if dt > worst then worst = dt end
+      polls = polls + 1
+      assert(socket.gettime() < deadline, "job did not finish")
+      socket.sleep(0.002)
+    end
+    return keys, worst, polls
+  end
+
+  it("lists every key across polls, in order", function()
+    local job = store:job({ page_size = 1000 })
+    local keys = frames(job)
+    assert.are.same(T.numbered(2500), keys)
+    assert.are.equal("done", job:status())
+    assert.is_nil(job:timeout())
+  end)
+
+  it("never blocks in poll, even when each page takes 0.2 s", function()
+    emu:config({ delay = 0.2 })
+    local job = store:job({ page_size = 1000 })
+    local keys, worst, polls = frames(job)
+    assert.are.equal(2500, #keys)
+    assert.is_true(polls > 50, polls .. " polls")
+    -- far below a 60 Hz frame (16.7 ms); decoding a 1000-key page happens inside one poll
+    assert.is_true(worst < 0.010 * T.slow, ("worst poll %.2f ms"):format(worst * 1000))
+  end)
+
+  it("hands out at most max_keys per poll", function()
+    local job = store:job({ page_size = 100, limit = 250 })
+    local sizes = {}
+    while job:status() == "running" do
+      local n = 0
+      for _ in job:poll(40) do n = n + 1 end
+      if n > 0 then sizes[#sizes + 1] = n end
+      socket.sleep(0.001)
+    end
+    local total = 0
+    for _, n in ipairs(sizes) do
+      assert.is_true(n <= 40)
+      total = total + n
+    end
+    assert.are.equal(250, total)
+    assert.matches("max_keys must be an integer >= 1", T.raised(job.poll, job, 0))
+  end)
+
+  it("waits out retries as deadlines, not sleeps", function()
+    emu:faults({ { kind = "status", status = 503, retry_after = "1" } })
+    local job = store:job({})
+    local t0 = socket.gettime()
+    local keys, worst = frames(job)
+    assert.are.equal(2500, #keys)
+    assert.is_true(socket.gettime() - t0 >= 0.95)
+    assert.is_true(worst < 0.010 * T.slow, ("worst poll %.2f ms"):format(worst * 1000))
+  end)
+
+  it("reports failure through status() with the error table", function()
+    emu:faults({ { kind = "status", status = 500, times = 10 } })
+    local job = store:job({})
+    local keys = frames(job)
+    assert.are.equal(0, #keys)
+    local status, err = job:status()
+    assert.are.equal("failed", status)
+    assert.are.equal(500, err.status)
+    assert.are.equal(3, err.retries)
+    assert.is_nil(job:timeout())
+  end)
+
+  it("tells an event loop when to come back and which sockets to watch", function()
+    emu:config({ delay = 0.3 })
+    local job = store:job({ limit = 5 })
+    assert.are.equal(0, job:timeout())          -- nothing started yet: poll now
+    for _ in job:poll() do end                  -- the request goes out
+    local t = job:timeout()
+    assert.is_number(t)
+    assert.is_true(t > 0 and t <= 30)
+    local r, w = job:sockets()
+    assert.is_true(#r + #w >= 1)
+    assert.is_number(r[1] or w[1])
+    local keys = frames(job)
+    assert.are.equal(5, #keys)
+    local r2, w2 = job:sockets()
+    assert.are.same({}, r2)
+    assert.are.same({}, w2)
+  end)
+
+  it("can be closed while a request is in flight", function()
+    emu:config({ delay = 1 })
+    local job = store:job({})
+    for _ in job:poll() do end
+    local t0 = socket.gettime()
+    job:close()
+    assert.is_true(socket.gettime() - t0 < 0.2)
+    assert.are.equal("done", job:status())
+    for _ in job:poll() do error("no keys after close") end
+  end)
+
+  it("is not a sans-I/O listing, and a listing is not a job", function()
+    local job = store:job({})
+    assert.matches("driven by libcurl", T.raised(job.request, job))
+    local listing = store:listing({})
+    assert.matches("not a job", T.raised(listing.poll, listing))
+    assert.matches("unknown option 'prefetch'", T.raised(store.job, store, { prefetch = false }))
+  end)
+end)

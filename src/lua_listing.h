@@ -1,0 +1,42 @@
+/*
+ * lua_listing.h — the listing userdata shared by the Lua binding files: the
+ * blocking iterator (lua_listing.c), the game-loop job (lua_job.c) and the
+ * sans-I/O methods for drivers of one's own (lua_sansio.c).
+ */
+#ifndef APIFY_KVS_LUA_LISTING_H
+#define APIFY_KVS_LUA_LISTING_H
+
+#include "kvs.h"
+
+#pragma GCC visibility push(hidden)
+
+typedef enum { L_RUNNING, L_DONE, L_FAILED } run_t;
+
+typedef struct listing_ud {
+    kvs_client  *client;
+    kvs_listing *core;
+    kvs_async   *async;     /* libcurl multi driver (keys, job); NULL: sans-I/O */
+    kvs_page     page;      /* the page being handed out */
+    size_t       pos;       /* next item of `page` */
+    run_t        run;
+    kvs_error    err;       /* when run == L_FAILED */
+    int          prefetch;
+    long long    budget;    /* job: keys poll() may still hand out */
+} listing_ud;
+
+listing_ud *kvs_check_listing(lua_State *L, int idx);
+/* Pushes key, size, url of the next item of the current page; returns 3. */
+int  kvs_push_item(lua_State *L, listing_ud *u);
+/* Lets go of driver, core and buffers, keeping a failure's error. */
+void kvs_listing_release(listing_ud *u);
+/* Starts the libcurl multi driver of `u` if it has none; raises on OOM. */
+void kvs_listing_drive(lua_State *L, listing_ud *u);
+/* Records how the driver ended: done, or failed with the core's error. */
+void kvs_listing_settle(listing_ud *u);
+
+void kvs_open_sansio(lua_State *L, int methods_idx);
+void kvs_open_job(lua_State *L, int methods_idx);
+
+#pragma GCC visibility pop
+
+#endif

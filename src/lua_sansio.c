@@ -1,0 +1,200 @@
+/*
+ * lua_sansio.c — the listing's methods for drivers of one's own (OpenResty,
+ * luasocket, any event loop): the C core says what to request and what each
+ * reply means; the driver moves the bytes and does the waiting.
+ */
+#include "lua_listing.h"
+
+static listing_ud *check_open(lua_State *L)
+{
+    listing_ud *u = kvs_check_listing(L, 1);
+    if (!u->core) luaL_argerror(L, 1, "listing is closed");
+    if (u->async) luaL_argerror(L, 1, "listing is driven by libcurl (store:keys or store:job)");
+    return u;
+}
+
+/* listing:request() -> url, headers | nil (finished) | nil, err (failed) */
+static int listing_request(lua_State *L)
+{
+    listing_ud *u = check_open(L);
+    kvs_request req;
+    if (!kvs_listing_next_request(u->core, &req)) {
+        lua_pushnil(L);
+        if (!kvs_listing_failed(u->core)) return 1;
+        kvs_push_error(L, kvs_listing_error(u->core));
+        return 2;
+    }
+    lua_pushlstring(L, req.url, req.url_len);
+    lua_createtable(L, 0, 3);
+    lua_pushliteral(L, "application/json");
+    lua_setfield(L, -2, "Accept");
+    lua_pushstring(L, u->client->user_agent);
+    lua_setfield(L, -2, "User-Agent");
+    if (u->client->token) {
+        lua_pushfstring(L, "Bearer %s", u->client->token);
+        lua_setfield(L, -2, "Authorization");
+    }
+    return 2;
+}
+
+static int listing_begin(lua_State *L)
+{
+    listing_ud *u = check_open(L);
+    lua_Integer status = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, status >= 100 && status <= 999, 2, "HTTP status must be in 100..999");
+    kvs_listing_reply_begin(u->core, (int)status);
+    return 0;
+}
+
+static void feed_header_value(listing_ud *u, const char *name, size_t nlen, lua_State *L, int idx)
+{
+    size_t vlen;
+    const char *v = lua_tolstring(L, idx, &vlen);
+    if (v) kvs_listing_reply_header(u->core, name, nlen, v, vlen);
+}
+
+/* name, value; value may also be a list of values (as OpenResty gives repeated headers) */
+static void feed_header(lua_State *L, listing_ud *u, int name_idx, int value_idx)
+{
+    size_t nlen;
+    const char *name = lua_tolstring(L, name_idx, &nlen);
+    if (!name) return;
+    if (lua_type(L, value_idx) == LUA_TTABLE) {
+        int i, n = (int)lua_rawlen(L, value_idx);
+        for (i = 1; i <= n; i++) {
+            lua_rawgeti(L, value_idx, i);
+            feed_header_value(u, name, nlen, L, lua_gettop(L));
+            lua_pop(L, 1);
+        }
+    } else {
+        feed_header_value(u, name, nlen, L, value_idx);
+    }
+}
+
+static int listing_header(lua_State *L)
+{
+    listing_ud *u = check_open(L);
+    luaL_checkstring(L, 2);
+    feed_header(L, u, 2, 3);
+    return 0;
+}
+
+/* listing:body(chunk) -> true, or false when the rest of the body cannot matter */
+static int listing_body(lua_State *L)
+{
+    listing_ud *u = check_open(L);
+    size_t n;
+    const char *chunk = luaL_checklstring(L, 2, &n);
+    lua_pushboolean(L, kvs_listing_reply_body(u->core, chunk, n) == 0);
+    return 1;
+}
+
+static int push_step(lua_State *L, listing_ud *u, kvs_step step, double wait)
+{
+    switch (step) {
+    case KVS_STEP_PAGE:
+        kvs_listing_take_page(u->core, &u->page);
+        u->pos = 0;
+        lua_pushliteral(L, "page");
+        lua_pushinteger(L, (lua_Integer)u->page.count);
+        return 2;
+    case KVS_STEP_RETRY:
+        lua_pushliteral(L, "retry");
+        lua_pushnumber(L, wait);
+        return 2;
+    default:
+        u->run = L_FAILED;
+        u->err = *kvs_listing_error(u->core);
+        lua_pushliteral(L, "failed");
+        kvs_push_error(L, &u->err);
+        return 2;
+    }
+}
+
+static kvs_fault check_fault(lua_State *L, int idx)
+{
+    static const char *const kinds[] = { "none", "timeout", "network", NULL };
+    static const kvs_fault faults[] = { KVS_FAULT_NONE, KVS_FAULT_TIMEOUT, KVS_FAULT_NETWORK };
+    return faults[luaL_checkoption(L, idx, "none", kinds)];
+}
+
+/* listing:finish([fault [, message]]) -> "page", n | "retry", seconds | "failed", err */
+static int listing_finish(lua_State *L)
+{
+    listing_ud *u = check_open(L);
+    kvs_fault fault = check_fault(L, 2);
+    const char *msg = luaL_optstring(L, 3, NULL);
+    double wait;
+    kvs_step step = kvs_listing_reply_end(u->core, fault, msg, &wait);
+    return push_step(L, u, step, wait);
+}
+
+/* listing:reply(status, headers, body): a whole reply at once */
+static int listing_reply(lua_State *L)
+{
+    listing_ud *u = check_open(L);
+    lua_Integer status = luaL_checkinteger(L, 2);
+    size_t n = 0;
+    const char *body;
+    double wait;
+    kvs_step step;
+    luaL_argcheck(L, status >= 100 && status <= 999, 2, "HTTP status must be in 100..999");
+    if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+    body = luaL_optlstring(L, 4, "", &n);
+    kvs_listing_reply_begin(u->core, (int)status);
+    if (lua_istable(L, 3)) {
+        lua_pushnil(L);
+        while (lua_next(L, 3)) {
+            if (lua_type(L, -2) == LUA_TSTRING) feed_header(L, u, lua_gettop(L) - 1, lua_gettop(L));
+            lua_pop(L, 1);
+        }
+    }
+    kvs_listing_reply_body(u->core, body, n);
+    step = kvs_listing_reply_end(u->core, KVS_FAULT_NONE, NULL, &wait);
+    return push_step(L, u, step, wait);
+}
+
+static int page_next(lua_State *L)
+{
+    listing_ud *u = lua_touserdata(L, lua_upvalueindex(1));
+    if (u->pos < u->page.count)
+        return kvs_push_item(L, u);
+    return 0;
+}
+
+/* listing:page_keys() -> iterator over the keys of the latest page */
+static int listing_page_keys(lua_State *L)
+{
+    kvs_check_listing(L, 1);
+    lua_settop(L, 1);
+    lua_pushcclosure(L, page_next, 1);
+    return 1;
+}
+
+static int listing_finished(lua_State *L)
+{
+    listing_ud *u = kvs_check_listing(L, 1);
+    lua_pushboolean(L, !u->core || kvs_listing_finished(u->core));
+    return 1;
+}
+
+static int listing_error(lua_State *L)
+{
+    listing_ud *u = kvs_check_listing(L, 1);
+    if (u->run != L_FAILED) return 0;
+    kvs_push_error(L, &u->err);
+    return 1;
+}
+
+void kvs_open_sansio(lua_State *L, int methods)
+{
+    static const luaL_Reg fns[] = {
+        { "request", listing_request }, { "begin", listing_begin },
+        { "header", listing_header }, { "body", listing_body }, { "finish", listing_finish },
+        { "reply", listing_reply }, { "page_keys", listing_page_keys },
+        { "finished", listing_finished }, { "error", listing_error }, { NULL, NULL }
+    };
+    lua_pushvalue(L, methods);
+    luaL_setfuncs(L, fns, 0);
+    lua_pop(L, 1);
+}
