@@ -47,7 +47,10 @@ cd "$ROOT"
 # shellcheck disable=SC2016  # $BASE etc. expand when each command runs
 PEER_LIST='
 kvs (lua5.4)             | test -f build/5.4/apify/kvs.so                | lua5.4 bench/kvs.lua $BASE
+kvs gzip=false (lua5.4)  | test -f build/5.4/apify/kvs.so                | env KVS_GZIP=0 lua5.4 bench/kvs.lua $BASE
+kvs prefetch=false (lua5.4) | test -f build/5.4/apify/kvs.so             | env KVS_PREFETCH=0 lua5.4 bench/kvs.lua $BASE
 kvs (luajit)             | test -f build/jit/apify/kvs.so                | luajit bench/kvs.lua $BASE
+kvs gzip=false (luajit)  | test -f build/jit/apify/kvs.so                | env KVS_GZIP=0 luajit bench/kvs.lua $BASE
 apify-client (node)      | command -v node                               | node bench/js/list.mjs $BASE
 luasocket+cjson (lua5.4) | lua5.4 -e "require(\"socket.http\") require(\"cjson\")" | lua5.4 bench/luasocket.lua $BASE
 luasocket+cjson (luajit) | luajit -e "require(\"socket.http\") require(\"cjson\")" | luajit bench/luasocket.lua $BASE

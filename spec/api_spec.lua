@@ -32,6 +32,7 @@ describe("kvs.new", function()
     assert.matches("option 'token' must be a string, got number", T.raised(kvs.new, { token = 42 }))
     assert.matches("option 'base_url' must be a string", T.raised(kvs.new, { base_url = true }))
     assert.matches("table expected, got string", T.raised(kvs.new, "token"))
+    assert.matches("option 'gzip' must be a boolean, got string", T.raised(kvs.new, { gzip = "no" }))
   end)
 
   it("rejects out-of-range numbers", function()

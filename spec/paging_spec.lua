@@ -127,6 +127,14 @@ describe("listing keys", function()
     assert.are.equal("gzip", req.content_encoding)
   end)
 
+  it("asks for identity bodies with gzip = false", function()
+    local plain = T.client(emu, { token = TOKEN, gzip = false })
+    assert.are.equal(1000, #T.collect(plain:store("big"), { limit = 1000 }))
+    local req = emu:requests()[1]
+    assert.is_nil(req.headers["accept-encoding"])
+    assert.is_nil(req.content_encoding)
+  end)
+
   it("sends the token only as a Bearer header, never in the URL", function()
     T.collect(store, { limit = 10, prefix = "k", signature = "sig" })
     local req = emu:requests()[1]

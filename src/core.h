@@ -45,8 +45,9 @@ int  kvs_buf_append(kvs_buf *b, const void *p, size_t n);
 int  kvs_buf_set(kvs_buf *b, const void *p, size_t n);
 void kvs_buf_free(kvs_buf *b);
 
-/* One key of a page; strings are offsets into the page's byte buffer so a
- * page is two allocations however many keys it holds. */
+/* One key of a page; strings are (offset, length) into the page's byte
+ * buffer, back to back and not NUL-terminated, so a page is two allocations
+ * however many keys it holds. */
 typedef struct kvs_item {
     size_t    key_off, key_len;
     size_t    url_off, url_len;   /* url_off == (size_t)-1: no recordPublicUrl */
@@ -67,15 +68,6 @@ typedef struct kvs_page {
     int       has_start;          /* exclusiveStartKey echoed as a string */
     kvs_buf   start;
 } kvs_page;
-
-static inline const char *kvs_item_key(const kvs_page *p, const kvs_item *it)
-{
-    return p->bytes.data + it->key_off;
-}
-static inline const char *kvs_item_url(const kvs_page *p, const kvs_item *it)
-{
-    return it->url_off == KVS_NO_URL ? NULL : p->bytes.data + it->url_off;
-}
 
 /* What went wrong, ready to show a user.  Never holds the token. */
 typedef struct kvs_error {

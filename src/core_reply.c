@@ -232,8 +232,7 @@ static int on_string(void *ud, const unsigned char *us, size_t len)
     if (r->ctx == C_ITEM && (r->field == K_KEY || r->field == K_URL)) {
         kvs_item *it = &p->items[p->count];
         size_t off = p->bytes.len;
-        /* +1 keeps a NUL after every string: keys and urls are C strings too */
-        if (kvs_buf_append(&p->bytes, us, len) != 0 || kvs_buf_append(&p->bytes, "", 1) != 0)
+        if (kvs_buf_append(&p->bytes, us, len) != 0)
             return oom(r);
         if (r->field == K_KEY) {
             it->key_off = off; it->key_len = len;

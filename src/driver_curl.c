@@ -140,7 +140,8 @@ kvs_conn *kvs_conn_new(const kvs_client *cl)
     curl_easy_setopt(e, CURLOPT_UNRESTRICTED_AUTH, 0L);   /* token stays with its host */
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");     /* whatever libcurl can decode */
+    if (cl->gzip)   /* whatever libcurl can decode; off: identity, cheaper on loopback */
+        curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);  /* per attempt, never compounded */
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);

@@ -34,6 +34,7 @@ typedef struct kvs_client {
     double    timeout;        /* seconds per attempt */
     double    min_delay;      /* seconds */
     int       max_retries;
+    int       gzip;           /* ask for compressed replies */
     kvs_http *http;
 } kvs_client;
 

@@ -154,7 +154,7 @@ static const char *check_base_url(lua_State *L, int arg, const char *u, size_t n
 static const kvs_optspec new_options[] = {
     { "token", LUA_TSTRING }, { "base_url", LUA_TSTRING }, { "timeout", LUA_TNUMBER },
     { "max_retries", LUA_TNUMBER }, { "min_delay", LUA_TNUMBER },
-    { "user_agent", LUA_TSTRING }, { NULL, 0 }
+    { "user_agent", LUA_TSTRING }, { "gzip", LUA_TBOOLEAN }, { NULL, 0 }
 };
 
 static int kvs_new(lua_State *L)
@@ -210,6 +210,12 @@ static int kvs_new(lua_State *L)
     c->timeout = opt_number(L, 1, "timeout", 0, 30, 1);
     c->min_delay = opt_number(L, 1, "min_delay", 0, 0.5, 0);
     c->max_retries = (int)kvs_opt_integer(L, 1, "max_retries", 0, 100, 8);
+    c->gzip = 1;
+    if (!lua_isnoneornil(L, 1)) {
+        lua_getfield(L, 1, "gzip");
+        c->gzip = lua_isnil(L, -1) || lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
     c->base_url = dup_bytes(base, blen);
     c->user_agent = dup_bytes(ua, ulen);
     c->token = token ? dup_bytes(token, tlen) : NULL;
