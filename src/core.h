@@ -119,6 +119,8 @@ typedef struct kvs_listing_config {
     const char *store_id;
     const char *prefix, *collection, *signature;    /* NULL: not sent */
     const char *start_key;  size_t start_key_len;   /* NULL: from the first key */
+    const char *upper_key;  size_t upper_key_len;   /* NULL: to the end; else the
+                                                       last key wanted is <= it */
     int         page_size;      /* 1..1000 */
     long long   limit;          /* keys in total; -1: all */
     int         single_page;    /* 1: exactly one page (list_keys) */
@@ -168,6 +170,8 @@ kvs_step kvs_listing_reply_end(kvs_listing *l, kvs_fault fault,
 void kvs_listing_take_page(kvs_listing *l, kvs_page *mine);
 const kvs_error *kvs_listing_error(const kvs_listing *l);
 int  kvs_listing_finished(const kvs_listing *l);   /* no request left to make */
+/* The X-RateLimit-Limit of the latest reply (requests per second), 0 if none. */
+int  kvs_listing_rate_limit(const kvs_listing *l);
 int  kvs_listing_failed(const kvs_listing *l);
 /* Marks the listing finished (a consumer stopped early). */
 void kvs_listing_stop(kvs_listing *l);

@@ -20,6 +20,9 @@ struct kvs_listing {
     kvs_buf   url;             /* the request being made */
     kvs_buf   cursor;          /* exclusiveStartKey of the next request */
     int       has_cursor;
+    kvs_buf   upper;           /* last key wanted (inclusive) */
+    int       has_upper;
+    int       rate_limit;      /* X-RateLimit-Limit seen, 0 none */
     int       page_size;
     long long remaining;       /* keys still wanted; -1: all */
     int       single_page;
@@ -77,6 +80,13 @@ kvs_listing *kvs_listing_new(const kvs_listing_config *cfg)
         }
         l->has_cursor = 1;
     }
+    if (cfg->upper_key) {
+        if (kvs_buf_set(&l->upper, cfg->upper_key, cfg->upper_key_len) != 0) {
+            kvs_listing_free(l);
+            return NULL;
+        }
+        l->has_upper = 1;
+    }
     l->page_size = cfg->page_size;
     l->remaining = cfg->limit;
     l->single_page = cfg->single_page;
@@ -94,6 +104,7 @@ void kvs_listing_free(kvs_listing *l)
     kvs_buf_free(&l->url_base);
     kvs_buf_free(&l->url);
     kvs_buf_free(&l->cursor);
+    kvs_buf_free(&l->upper);
     kvs_reply_free(l->reply);
     kvs_page_free(&l->page);
     free(l);
@@ -174,8 +185,15 @@ void kvs_listing_reply_header(kvs_listing *l, const char *name, size_t nlen,
     while (vlen && (*value == ' ' || *value == '\t')) value++, vlen--;
     while (vlen && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t' ||
                     value[vlen - 1] == '\r' || value[vlen - 1] == '\n')) vlen--;
-    if (nlen == 11 && strncasecmp(name, "Retry-After", 11) == 0)
+    if (nlen == 11 && strncasecmp(name, "Retry-After", 11) == 0) {
         l->retry_after = parse_retry_after(l, value, vlen);
+    } else if (nlen == 17 && strncasecmp(name, "X-RateLimit-Limit", 17) == 0) {
+        int n = 0;
+        size_t i;
+        for (i = 0; i < vlen && value[i] >= '0' && value[i] <= '9' && n < 1000000; i++)
+            n = n * 10 + (value[i] - '0');
+        if (i == vlen && n > 0) l->rate_limit = n;
+    }
 }
 
 int kvs_listing_reply_body(kvs_listing *l, const char *data, size_t len)
@@ -218,11 +236,26 @@ static kvs_step retry_or_fail(kvs_listing *l, const char *type, const char *msg,
     return KVS_STEP_RETRY;
 }
 
+static int bytes_cmp(const char *a, size_t na, const char *b, size_t nb)
+{
+    int c = memcmp(a, b, na < nb ? na : nb);
+    return c ? c : (na < nb ? -1 : na > nb ? 1 : 0);
+}
+
 /* The page decoded fine: check the cursor, trim to the limit, move on. */
 static kvs_step accept_page(kvs_listing *l)
 {
     kvs_page *p = &l->page;
     int more = p->is_truncated == 1 && p->has_next && p->count > 0;
+    if (l->has_upper) {     /* a key range: keys past its upper bound belong to others */
+        size_t n = p->count;
+        while (n > 0 && bytes_cmp(p->bytes.data + p->items[n - 1].key_off, p->items[n - 1].key_len,
+                                  l->upper.data, l->upper.len) > 0)
+            n--;
+        if (n < p->count) { p->count = n; more = 0; }
+        if (more && bytes_cmp(p->next.data, p->next.len, l->upper.data, l->upper.len) >= 0)
+            more = 0;
+    }
     if (l->remaining >= 0) {
         if ((long long)p->count >= l->remaining) {
             p->count = (size_t)l->remaining;
@@ -231,9 +264,7 @@ static kvs_step accept_page(kvs_listing *l)
         l->remaining -= (long long)p->count;
     }
     if (more && l->has_cursor) {
-        size_t a = l->cursor.len, b = p->next.len;
-        int c = memcmp(p->next.data, l->cursor.data, a < b ? a : b);
-        if (c < 0 || (c == 0 && b <= a)) {
+        if (bytes_cmp(p->next.data, p->next.len, l->cursor.data, l->cursor.len) <= 0) {
             char msg[200];
             snprintf(msg, sizeof msg, "the API's next cursor does not sort after the previous "
                      "one (a server or proxy fault); stopped instead of looping");
@@ -300,6 +331,11 @@ void kvs_listing_take_page(kvs_listing *l, kvs_page *mine)
     kvs_page tmp = *mine;
     *mine = l->page;
     l->page = tmp;
+}
+
+int kvs_listing_rate_limit(const kvs_listing *l)
+{
+    return l->rate_limit;
 }
 
 const kvs_error *kvs_listing_error(const kvs_listing *l)
