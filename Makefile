@@ -3,6 +3,7 @@
 #   make demo    build, start the local API emulator, list a store through the module
 #   make test    the busted suite under Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT, then `make check`
 #   make check   the suite again against an ASan/UBSan build, and a valgrind run
+#   make bench   bench/run.sh: apify.kvs against the alternatives (bench/README.md)
 #   make         the module for every Lua: build/<5.1|5.2|5.3|5.4|jit>/apify/kvs.so
 #
 # Missing Debian packages are installed with apt-get when run as root;
@@ -37,9 +38,9 @@ SANITIZE   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-f
 DEBS := build-essential pkg-config libcurl4-openssl-dev libyajl-dev \
         lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev lua5.4 liblua5.4-dev \
         luajit2 libluajit2-5.1-dev lua-busted lua-cjson lua-socket lua-filesystem \
-        nginx libnginx-mod-http-lua luarocks valgrind curl ca-certificates
+        nginx libnginx-mod-http-lua luarocks valgrind curl ca-certificates time
 
-.PHONY: all deps build demo test check asan valgrind rock-test clean
+.PHONY: all deps build demo test check asan valgrind bench bench-smoke clean
 
 all: build
 
@@ -80,7 +81,7 @@ demo: build/5.4/apify/kvs.so
 
 test: build
 	@bash spec/run $(LUAS)
-	@$(MAKE) --no-print-directory check
+	@$(MAKE) --no-print-directory check bench-smoke
 
 check: asan valgrind
 
@@ -89,6 +90,17 @@ asan: build/asan/apify/kvs.so
 
 valgrind: build/5.4/apify/kvs.so
 	@bash spec/run valgrind
+
+# The benchmark (see bench/README.md); N, R, DELAY, WORK, PEERS pass through.
+bench: build
+	@bash bench/run.sh
+
+# Proves the benchmark script works (tiny N, one round); not a timing.
+bench-smoke: build
+	@N=2000 R=1 STRICT=1 PEERS='kvs|floor|luasocket|decode' RESULTS=build/bench-smoke.md \
+	  bash bench/run.sh >build/bench-smoke.log 2>&1 \
+	  || { tail -30 build/bench-smoke.log; exit 1; }
+	@echo "bench:    bench/run.sh ran at N=2000 (table in build/bench-smoke.md)"
 
 clean:
 	rm -rf build

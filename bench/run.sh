@@ -284,7 +284,9 @@ for ((r = 1; r <= R; r++)); do
 done
 
 # --- report -------------------------------------------------------------------
-if [ "$LATENCY" = 1 ] || [ "$WORK" != 0 ]; then
+if [ -n "${RESULTS:-}" ]; then
+    :   # the caller chose where the table goes (make bench-smoke)
+elif [ "$LATENCY" = 1 ] || [ "$WORK" != 0 ]; then
     SUFFIX=""
     [ "$LATENCY" = 1 ] && SUFFIX+="-delay$DELAY"
     [ "$WORK" != 0 ] && SUFFIX+="-work$WORK"
