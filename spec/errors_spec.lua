@@ -5,26 +5,9 @@ local T = require "spec.support.env"
 local TOKEN = "apify_api_errors_SECRET_51a2"
 
 describe("errors and retries", function()
-  local emu, storage, client, store
-
-  lazy_setup(function()
-    storage = T.tmpdir()
-    T.make_store(storage, "s", T.numbered(30))
-    emu = T.start_emulator({ storage = storage, token = TOKEN })
-    client = T.client(emu, { token = TOKEN })
-    store = client:store("s")
-  end)
-
-  lazy_teardown(function()
-    if emu then emu:stop() end
-    T.rmrf(storage)
-  end)
-
-  before_each(function()
-    emu:clear_faults()
-    emu:clear_requests()
-    emu:config({ delay = 0 })
-  end)
+  local ctx = T.emulated({ s = T.numbered(30) }, TOKEN)
+  local emu, client, store
+  lazy_setup(function() emu, client = ctx.emu, ctx.client; store = client:store("s") end)
 
   local function no_token_in(err)
     assert.is_nil(tostring(err):find(TOKEN, 1, true))

@@ -5,26 +5,9 @@ local socket = require "socket"
 local TOKEN = "apify_api_job_SECRET_31"
 
 describe("store:job", function()
-  local emu, storage, client, store
-
-  lazy_setup(function()
-    storage = T.tmpdir()
-    T.make_store(storage, "s", T.numbered(2500))
-    emu = T.start_emulator({ storage = storage, token = TOKEN })
-    client = T.client(emu, { token = TOKEN })
-    store = client:store("s")
-  end)
-
-  lazy_teardown(function()
-    if emu then emu:stop() end
-    T.rmrf(storage)
-  end)
-
-  before_each(function()
-    emu:clear_faults()
-    emu:clear_requests()
-    emu:config({ delay = 0 })
-  end)
+  local ctx = T.emulated({ s = T.numbered(2500) }, TOKEN)
+  local emu, store
+  lazy_setup(function() emu = ctx.emu; store = ctx.client:store("s") end)
 
   -- runs a "frame loop": poll every ~2 ms until the job settles
   local function frames(job, per_frame)

@@ -44,24 +44,9 @@ local function drive(listing)
 end
 
 describe("sans-I/O listing driven by luasocket", function()
-  local emu, storage, store
-
-  lazy_setup(function()
-    storage = T.tmpdir()
-    T.make_store(storage, "s", T.numbered(250))
-    emu = T.start_emulator({ storage = storage, token = TOKEN })
-    store = T.client(emu, { token = TOKEN }):store("s")
-  end)
-
-  lazy_teardown(function()
-    if emu then emu:stop() end
-    T.rmrf(storage)
-  end)
-
-  before_each(function()
-    emu:clear_faults()
-    emu:clear_requests()
-  end)
+  local ctx = T.emulated({ s = T.numbered(250) }, TOKEN)
+  local emu, store
+  lazy_setup(function() emu = ctx.emu; store = ctx.client:store("s") end)
 
   it("lists every key with the core doing the paging", function()
     local listing = store:listing({ page_size = 100 })

@@ -11,32 +11,16 @@ local function sorted_copy(list)
 end
 
 describe("listing keys", function()
-  local emu, storage, client, store
-
   -- keys in the API's byte order, across the whole allowed alphabet
   local ALPHABET_KEYS = { "A", "Z", "a", "z", "0", "9", "!", "-", "_", ".x", "'q", "(p)", "ab", "a!", "a(" }
 
-  lazy_setup(function()
-    storage = T.tmpdir()
-    T.make_store(storage, "big", T.numbered(2345))
-    T.make_store(storage, "mixed", ALPHABET_KEYS)
-    T.make_store(storage, "empty", {})
-    T.make_store(storage, "prefixed", { "img-1", "img-2", "img-3", "doc-1", "doc-2", "imgx", "im" })
-    T.make_store(storage, "sizes", { small = "1", medium = ("m"):rep(1000), empty = "" })
-    emu = T.start_emulator({ storage = storage, token = TOKEN })
-    client = T.client(emu, { token = TOKEN })
-    store = client:store("big")
-  end)
-
-  lazy_teardown(function()
-    if emu then emu:stop() end
-    T.rmrf(storage)
-  end)
-
-  before_each(function()
-    emu:clear_faults()
-    emu:clear_requests()
-  end)
+  local ctx = T.emulated({
+    big = T.numbered(2345), mixed = ALPHABET_KEYS, empty = {},
+    prefixed = { "img-1", "img-2", "img-3", "doc-1", "doc-2", "imgx", "im" },
+    sizes = { small = "1", medium = ("m"):rep(1000), empty = "" },
+  }, TOKEN)
+  local emu, client, store
+  lazy_setup(function() emu, client = ctx.emu, ctx.client; store = client:store("big") end)
 
   it("yields every key once, in byte order, across pages", function()
     local keys, sizes, urls = T.collect(store, { page_size = 1000 })

@@ -82,6 +82,31 @@ function M.raised(f, ...)
   return err
 end
 
+-- For a describe block: a temp storage holding `stores` (name -> keys, see
+-- make_store), an emulator over it started once, a client, and a clean slate
+-- (no faults, no logged requests, no delay) before each test.  The returned
+-- table is filled in when the block starts: ctx.emu, ctx.client, ctx.storage.
+function M.emulated(stores, token)
+  local busted = require "busted"
+  local ctx = {}
+  busted.lazy_setup(function()
+    ctx.storage = M.tmpdir()
+    for name, records in pairs(stores) do M.make_store(ctx.storage, name, records) end
+    ctx.emu = M.start_emulator({ storage = ctx.storage, token = token })
+    ctx.client = M.client(ctx.emu, { token = token })
+  end)
+  busted.lazy_teardown(function()
+    if ctx.emu then ctx.emu:stop() end
+    M.rmrf(ctx.storage)
+  end)
+  busted.before_each(function()
+    ctx.emu:clear_faults()
+    ctx.emu:clear_requests()
+    ctx.emu:config({ delay = 0 })
+  end)
+  return ctx
+end
+
 -- A client with fast retries for the tests.
 function M.client(emu, extra)
   local opts = { base_url = emu.base_url, token = emu.token or "test-token",
