@@ -38,7 +38,7 @@ SANITIZE   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-f
 DEBS := build-essential pkg-config libcurl4-openssl-dev libyajl-dev \
         lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev lua5.4 liblua5.4-dev \
         luajit2 libluajit2-5.1-dev lua-busted lua-cjson lua-socket lua-filesystem \
-        nginx libnginx-mod-http-lua luarocks valgrind curl ca-certificates time
+        nginx libnginx-mod-http-lua luarocks valgrind curl ca-certificates time love
 
 .PHONY: all deps build demo test check asan valgrind bench bench-smoke clean
 
@@ -85,10 +85,11 @@ test: build
 
 check: asan valgrind
 
-asan: build/asan/apify/kvs.so
+# (the OpenResty and game-loop specs also load build/jit into nginx and LÖVE)
+asan: build/asan/apify/kvs.so build/jit/apify/kvs.so
 	@bash spec/run asan
 
-valgrind: build/5.4/apify/kvs.so
+valgrind: build/5.4/apify/kvs.so build/jit/apify/kvs.so
 	@bash spec/run valgrind
 
 # The benchmark (see bench/README.md); N, R, DELAY, WORK, PEERS pass through.

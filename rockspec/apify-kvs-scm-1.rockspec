@@ -38,5 +38,6 @@ build = {
          libdirs = { "$(CURL_LIBDIR)", "$(YAJL_LIBDIR)" },
          libraries = { "curl", "yajl" },
       },
+      ["apify.kvs.openresty"] = "lua/apify/kvs/openresty.lua",
    },
 }

@@ -14,13 +14,16 @@ if rocks_lua then
     lazy_teardown(function() T.rmrf(tmp) end)
 
     it("builds and installs apify.kvs into a tree, and the module loads", function()
-      assert(T.sh("mkdir -p " .. tmp .. "/src && cp -r src rockspec " .. tmp .. "/src/"))
+      assert(T.sh("mkdir -p " .. tmp .. "/src && cp -r src lua rockspec " .. tmp .. "/src/"))
       local log = T.read("cd " .. tmp .. "/src && luarocks --lua-version " .. rocks_lua ..
         " --tree " .. tmp .. "/tree make rockspec/apify-kvs-scm-1.rockspec" ..
         " CURL_INCDIR=/usr/include/x86_64-linux-gnu 2>&1; echo \"exit=$?\"")
       assert.matches("exit=0%s*$", log)
       local so = tmp .. "/tree/lib/lua/" .. rocks_lua .. "/apify/kvs.so"
       assert.is_truthy(io.open(so, "rb"), "no " .. so .. "\n" .. log)
+
+      local lua_module = tmp .. "/tree/share/lua/" .. rocks_lua .. "/apify/kvs/openresty.lua"
+      assert.is_truthy(io.open(lua_module, "rb"), "no " .. lua_module)
 
       -- only luaopen_apify_kvs is exported
       local syms = T.read("nm -D --defined-only " .. so .. " | awk '$2 == \"T\" {print $3}'")

@@ -1,0 +1,112 @@
+-- keys_handler.lua — GET /stores/<id>/keys?prefix=... : the keys of an Apify key-value store as
+-- JSON lines, one per key, sent page by page while the listing goes on:
+--
+--   {"key":"img-0001.png","size":4211,"url":"https://api.apify.com/v2/key-value-stores/..."}
+--
+-- Failure before the first page: HTTP 502 with one line {"error":{type, message, status,
+-- retries}}. Failure after keys were sent (the status line is gone by then): that same error
+-- line as the last line of the 200 reply. A client that gets no error line got every key.
+--
+-- Wiring (see nginx.conf next to this file):
+--   env APIFY_TOKEN;  env APIFY_API_BASE_URL;      (kvs.new reads them)
+--   location ~ ^/stores/([^/]+)/keys$ {
+--       content_by_lua_block { require("keys_handler").handle(ngx.var[1]) }
+--   }
+--   include apify_kvs.conf;                         (the internal location of the driver)
+
+local kvs = require "apify.kvs"
+local ngx_kvs = require "apify.kvs.openresty"
+local cjson = require "cjson"
+
+local ngx = ngx
+
+-- A JSON string or number. cjson writes "/" as "\/" (valid JSON, but URLs become unreadable);
+-- OpenResty's cjson can be told not to, Debian's 2.1.0 cannot: there every "/" comes out as
+-- "\/" and never bare, so turning each "\/" back into "/" is exact.
+local json = cjson.new()
+local encode = json.encode
+if json.encode_escape_forward_slash then
+  json.encode_escape_forward_slash(false)
+else
+  encode = function(v) return (json.encode(v):gsub("\\/", "/")) end
+end
+
+local M = {}
+
+-- Options for kvs.new (e.g. max_retries, min_delay); set them in init_by_lua before the first
+-- request. token and base_url default to the environment (APIFY_TOKEN, APIFY_API_BASE_URL).
+M.client_options = {}
+
+local client -- one per worker, made on first use
+
+local function get_client()
+  if not client then client = kvs.new(M.client_options) end
+  return client
+end
+
+local function key_line(key, size, url)
+  return '{"key":' .. encode(key) .. ',"size":' .. string.format("%.0f", size)
+    .. ',"url":' .. (url and encode(url) or "null") .. '}\n'
+end
+
+-- {"error":{"type":..,"message":..,"status":..,"retries":..}}; status only for HTTP errors
+local function error_line(err)
+  return '{"error":{"type":' .. encode(tostring(err.type)) .. ',"message":'
+    .. encode(tostring(err.message)) .. (err.status and (',"status":' .. encode(err.status)) or "")
+    .. ',"retries":' .. encode(err.retries or 0) .. '}}\n'
+end
+
+-- Serves the keys of store `store_id`. `opts`: extra options for store:listing (page_size,
+-- limit, collection, signature); the query argument `prefix` is read from the request.
+function M.handle(store_id, opts)
+  if ngx.req.get_method() ~= "GET" then
+    ngx.header["Allow"] = "GET"
+    return ngx.exit(ngx.HTTP_NOT_ALLOWED)
+  end
+  local listing_opts = {}
+  for k, v in pairs(opts or {}) do listing_opts[k] = v end
+  local prefix = ngx.req.get_uri_args().prefix
+  if type(prefix) == "table" then prefix = prefix[#prefix] end
+  if type(prefix) == "string" and prefix ~= "" then listing_opts.prefix = prefix end
+
+  local listing = get_client():store(store_id):listing(listing_opts)
+  local started = false
+  while true do
+    local n, err = ngx_kvs.next_page(listing)
+    if err then
+      listing:close()
+      if not started then
+        ngx.status = ngx.HTTP_BAD_GATEWAY
+        ngx.header["Content-Type"] = "application/json"
+      end
+      ngx.print(error_line(err))
+      return ngx.exit(ngx.OK)
+    end
+    if not started then
+      started = true
+      ngx.status = ngx.HTTP_OK
+      ngx.header["Content-Type"] = "application/x-ndjson"
+    end
+    if not n then break end
+    local lines, i = {}, 0
+    for key, size, url in listing:page_keys() do
+      i = i + 1
+      lines[i] = key_line(key, size, url)
+    end
+    if i > 0 then
+      ngx.print(lines)
+      -- Waits until the client took the page; an error means it went away: stop listing.
+      -- "buffering" is no error: for an HTTP/1.0 client lua_http10_buffering sends it all at
+      -- the end.
+      local _, flush_err = ngx.flush(true)
+      if flush_err and flush_err ~= "buffering" then
+        listing:close()
+        return ngx.exit(ngx.OK)
+      end
+    end
+  end
+  listing:close()
+  return ngx.exit(ngx.OK)
+end
+
+return M

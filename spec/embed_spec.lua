@@ -1,0 +1,96 @@
+-- Frame loops outside a Lua interpreter: examples/embed (a C program embedding Lua 5.4 with a
+-- 60 Hz loop) and examples/love (a LÖVE 11 game, headless) list a store through the job API.
+-- This spec only drives processes (the host uses build/5.4, LÖVE build/jit), so it runs the
+-- same under every target of the suite.
+local T = require "spec.support.env"
+
+local TOKEN = "apify_api_embed_SECRET_47"
+local N = 3000
+local BYTES = 8998                         -- sizes are i % 7 for i = 1..3000
+local LOVE_INSTALL = "apt-get install -y love"
+
+-- Children must not inherit a sanitizer preloaded into this process (asan target), the
+-- jobserver of an outer make, nor a module search path: they find the checkout's builds.
+local CLEAN_ENV = "env -u LD_PRELOAD -u ASAN_OPTIONS -u UBSAN_OPTIONS -u MAKEFLAGS -u MFLAGS" ..
+  " -u MAKELEVEL -u LUA_CPATH -u LUA_CPATH_5_4 -u LUA_PATH -u LUA_PATH_5_4 "
+
+local function q(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+-- runs a shell command, returns its output (stdout and stderr) and exit status
+local function run(cmd)
+  local out = T.read(CLEAN_ENV .. cmd .. " 2>&1; echo \"exit=$?\"")
+  local body, code = out:match("^(.-)exit=(%d+)%s*$")
+  return body or out, tonumber(code)
+end
+
+local function report(title, text)
+  io.stderr:write("\n[embed_spec] ", title, "\n", text, text:sub(-1) == "\n" and "" or "\n")
+end
+
+describe("frame loops outside the Lua interpreter", function()
+  local emu, storage, tmp
+
+  lazy_setup(function()
+    storage = T.tmpdir()
+    tmp = T.tmpdir()
+    T.make_store(storage, "s", T.numbered(N))
+    emu = T.start_emulator({ storage = storage, token = TOKEN })
+    emu:config({ delay = 0.05 })             -- every page takes 3 frames to arrive
+  end)
+
+  lazy_teardown(function()
+    if emu then emu:stop() end
+    T.rmrf(storage)
+    T.rmrf(tmp)
+  end)
+
+  it("a C host embedding Lua 5.4 lists every key at 60 Hz without a late frame", function()
+    -- built into a temp dir: targets of the suite run side by side
+    local host = tmp .. "/host"
+    local log, code = run("make --no-print-directory -C examples/embed HOST=" .. q(host))
+    assert.are.equal(0, code, "building the host failed:\n" .. log)
+
+    local out
+    out, code = run("KVS_MAX_SECONDS=30 timeout 60 " .. q(host) .. " " .. q(emu.base_url) .. " " ..
+                    q(TOKEN) .. " s " .. N)
+    report("C host, 60 Hz, " .. N .. " keys, page_size 1000, 0.05 s per page:", out)
+    assert.are.equal(0, code, out)
+    assert.matches("\nok\n", out)
+
+    local frames = tonumber(out:match("\nframes%s+(%d+)"))
+    local keys, bytes, status = out:match("\nkeys listed%s+(%d+) %((%d+) bytes%), status (%a+)")
+    local max_ms, median_ms, p99_ms = out:match("frame work%s+max ([%d.]+) ms%s+median ([%d.]+) ms%s+p99 ([%d.]+) ms")
+    local late = tonumber(out:match("late frames %(> [%d.]+ ms%): (%d+)"))
+    assert.are.equal(N, tonumber(keys))
+    assert.are.equal(BYTES, tonumber(bytes))
+    assert.are.equal("done", status)
+    assert.are.equal(0, late)
+    -- three pages, 0.05 s each, handed out 250 keys a frame: well over a dozen frames
+    assert.is_true(frames >= 12, "only " .. tostring(frames) .. " frames")
+    assert.is_true(tonumber(median_ms) <= tonumber(p99_ms) and tonumber(p99_ms) <= tonumber(max_ms))
+    -- the worst frame is the one a 1000-key page arrives in (decoded there): ~1 ms
+    assert.is_true(tonumber(max_ms) < 8, "worst frame " .. max_ms .. " ms")
+  end)
+
+  it("a headless LÖVE 11 game lists every key from love.update", function()
+    local where = T.read("command -v love 2>/dev/null")
+    assert(where ~= "", "LÖVE is not installed (the game runs under `love`); run: " .. LOVE_INSTALL)
+
+    -- the game finds build/jit/apify/kvs.so of the checkout by itself (examples/love/main.lua)
+    local out, code = run("KVS_HEADLESS=1 APIFY_API_BASE_URL=" .. q(emu.base_url) ..
+                          " APIFY_TOKEN=" .. q(TOKEN) .. " KVS_STORE=s timeout 60 love examples/love")
+    report("LÖVE 11 (LuaJIT), headless, " .. N .. " keys:", out)
+    assert.are.equal(0, code, out)
+    assert.matches("\n?" .. N .. " keys, " .. BYTES .. " bytes\n", out)
+    local worst = tonumber(out:match("worst love%.update ([%d.]+) ms"))
+    assert.is_true(worst ~= nil and worst < 8, out)
+
+    -- a failure quits with 1 and prints the error
+    out, code = run("KVS_HEADLESS=1 APIFY_API_BASE_URL=" .. q(emu.base_url) ..
+                    " APIFY_TOKEN=wrong KVS_STORE=s timeout 60 love examples/love")
+    assert.are.equal(1, code, out)
+    assert.matches("failed: apify%.kvs: .*%(invalid%-token, HTTP 401%)", out)
+  end)
+end)
