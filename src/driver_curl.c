@@ -24,6 +24,8 @@ struct kvs_conn {
     struct curl_slist *headers;
     kvs_listing       *listing;    /* the listing of the exchange under way */
     int                stopped;    /* we cut the body short on purpose */
+    double             deadline;   /* monotonic; past it, the body waits (0: never) */
+    int                paused;     /* the transfer waits for the next turn */
     char               errbuf[CURL_ERROR_SIZE];
 };
 
@@ -110,6 +112,10 @@ static size_t on_body(char *buf, size_t size, size_t n, void *ud)
 {
     kvs_conn *c = ud;
     size_t len = size * n;
+    if (c->deadline > 0 && kvs_monotonic() > c->deadline) {
+        c->paused = 1;      /* libcurl keeps this chunk and hands it over again later */
+        return CURL_WRITEFUNC_PAUSE;
+    }
     if (kvs_listing_reply_body(c->listing, buf, len) != 0) {
         c->stopped = 1;     /* the rest cannot change the verdict */
         return 0;
@@ -171,6 +177,7 @@ void *kvs_conn_start(kvs_conn *c, kvs_listing *l, const kvs_request *req)
 {
     c->listing = l;
     c->stopped = 0;
+    c->paused = 0;
     c->errbuf[0] = '\0';
     curl_easy_setopt(c->easy, CURLOPT_URL, req->url);
     return c->easy;
@@ -179,6 +186,27 @@ void *kvs_conn_start(kvs_conn *c, kvs_listing *l, const kvs_request *req)
 void *kvs_conn_handle(kvs_conn *c)
 {
     return c->easy;
+}
+
+void kvs_conn_budget(kvs_conn *c, double deadline)
+{
+    c->deadline = deadline;
+    if (c->paused) {
+        c->paused = 0;
+        curl_easy_pause(c->easy, CURLPAUSE_CONT);   /* may decode the held chunk right now */
+    }
+}
+
+int kvs_conn_paused(const kvs_conn *c)
+{
+    return c->paused;
+}
+
+double kvs_monotonic(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 kvs_fault kvs_conn_fault(kvs_conn *c, int code, const char **msg)

@@ -27,14 +27,10 @@ struct kvs_async {
     int          prefetch;
     int          wanted;        /* without prefetch: a page was asked for */
     double       retry_at;      /* monotonic seconds; 0: no retry pending */
+    double       budget;        /* seconds of body work per poll; 0: no limit */
 };
 
-static double monotonic(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#define monotonic kvs_monotonic
 
 kvs_async *kvs_async_new(const kvs_client *c, kvs_listing *l, int prefetch)
 {
@@ -51,6 +47,11 @@ kvs_async *kvs_async_new(const kvs_client *c, kvs_listing *l, int prefetch)
     a->prefetch = prefetch;
     a->wanted = 1;
     return a;
+}
+
+void kvs_async_budget(kvs_async *a, double seconds)
+{
+    a->budget = seconds > 0 ? seconds : 0;
 }
 
 void kvs_async_free(kvs_async *a)
@@ -114,6 +115,7 @@ void kvs_async_poll(kvs_async *a)
         int left;
         start_next(a);
         if (!a->inflight) return;
+        kvs_conn_budget(a->conn, a->budget > 0 ? monotonic() + a->budget : 0);
         curl_multi_perform(a->multi, &running);
         while ((m = curl_multi_info_read(a->multi, &left)) != NULL)
             if (m->msg == CURLMSG_DONE) finish_transfer(a, m->data.result);
@@ -145,7 +147,7 @@ int kvs_async_finished(const kvs_async *a)
 double kvs_async_timeout(kvs_async *a)
 {
     long ms = -1;
-    if (a->has_ready) return 0;
+    if (a->has_ready || (a->inflight && kvs_conn_paused(a->conn))) return 0;
     if (a->inflight) {
         curl_multi_timeout(a->multi, &ms);
         return ms < 0 ? 0.05 : (double)ms / 1000.0;  /* no opinion: look again soon */

@@ -58,6 +58,11 @@ int       kvs_conn_next_page(kvs_conn *c, kvs_listing *l, kvs_page *page);
  * and after the transfer says what its CURLcode means for the core. */
 void     *kvs_conn_start(kvs_conn *c, kvs_listing *l, const kvs_request *req);
 void     *kvs_conn_handle(kvs_conn *c);
+/* Work budget of the next turn: past `deadline` (monotonic seconds; 0 none) the
+ * body callback pauses the transfer; a paused one resumes here. */
+void      kvs_conn_budget(kvs_conn *c, double deadline);
+int       kvs_conn_paused(const kvs_conn *c);
+double    kvs_monotonic(void);
 kvs_fault kvs_conn_fault(kvs_conn *c, int curl_code, const char **msg);
 void      kvs_sleep(double seconds);
 
@@ -67,6 +72,9 @@ typedef struct kvs_async kvs_async;
 /* Drives `l` (not owned) without blocking.  With `prefetch`, the next page is
  * requested as soon as the previous one has been taken. */
 kvs_async *kvs_async_new(const kvs_client *c, kvs_listing *l, int prefetch);
+/* At most about `seconds` of decoding per poll (0: no limit); the rest waits
+ * for the next poll.  For frame loops. */
+void       kvs_async_budget(kvs_async *a, double seconds);
 void       kvs_async_free(kvs_async *a);          /* cancels a request in flight */
 void       kvs_async_poll(kvs_async *a);          /* the work that is ready, no waiting */
 int        kvs_async_take(kvs_async *a, kvs_page *mine);   /* 1: a page swapped into *mine */

@@ -293,6 +293,7 @@ int kvs_store_job(lua_State *L)
     u->prefetch = 1;
     u->budget = -1;
     kvs_listing_drive(L, u);
+    kvs_async_budget(u->async, KVS_JOB_POLL_BUDGET);
     return 1;
 }
 

@@ -10,6 +10,10 @@
 
 #pragma GCC visibility push(hidden)
 
+/* Seconds of decoding one job:poll() may do before it leaves the rest of the
+ * body for the next poll: a 1000-key page is spread over a few frames. */
+#define KVS_JOB_POLL_BUDGET 0.0004
+
 typedef enum { L_RUNNING, L_DONE, L_FAILED } run_t;
 
 typedef struct listing_ud {
