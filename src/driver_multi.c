@@ -134,7 +134,8 @@ int kvs_async_take(kvs_async *a, kvs_page *mine)
     *mine = a->ready;
     a->ready = tmp;
     a->has_ready = 0;
-    a->wanted = 1;
+    /* without prefetch, the next page is wanted only once this one is used up */
+    a->wanted = a->prefetch;
     if (a->prefetch) kvs_async_poll(a);   /* the next page is on its way at once */
     return 1;
 }
