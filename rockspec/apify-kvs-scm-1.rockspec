@@ -29,8 +29,8 @@ build = {
    modules = {
       ["apify.kvs"] = {
          sources = {
-            "src/core_listing.c", "src/core_reply.c", "src/core_request.c",
-            "src/driver_curl.c", "src/driver_multi.c", "src/lua_job.c", "src/lua_kvs.c",
+            "src/core_keyspace.c", "src/core_listing.c", "src/core_reply.c", "src/core_request.c",
+            "src/driver_curl.c", "src/driver_multi.c", "src/driver_parallel.c", "src/lua_job.c", "src/lua_kvs.c",
             "src/lua_listing.c", "src/lua_sansio.c",
          },
          defines = { "_DEFAULT_SOURCE", "_POSIX_C_SOURCE=200809L" },

@@ -4,9 +4,10 @@
  * Everything that decides *what* to send and *what a reply means* lives behind
  * this header, with no transport inside: paging state and cursor checks
  * (core_listing.c), URL and query building (core_request.c), streaming decoding
- * of reply bodies with yajl (core_reply.c) and the retry policy
- * (core_listing.c).  A driver (blocking libcurl, libcurl multi, an OpenResty
- * cosocket, a game loop's poll) only moves bytes:
+ * of reply bodies with yajl (core_reply.c), the retry policy
+ * (core_listing.c) and where to split a listing into key ranges fetched side
+ * by side (core_keyspace.c).  A driver (blocking libcurl, libcurl multi, an
+ * OpenResty cosocket, a game loop's poll) only moves bytes:
  *
  *     while (kvs_listing_next_request(l, &req)) {       // URL of the next page
  *         send GET req.url; then for the reply:
@@ -175,6 +176,69 @@ int  kvs_listing_rate_limit(const kvs_listing *l);
 int  kvs_listing_failed(const kvs_listing *l);
 /* Marks the listing finished (a consumer stopped early). */
 void kvs_listing_stop(kvs_listing *l);
+
+/* --- key space arithmetic (core_keyspace.c) ------------------------------------
+ *
+ * Where to split a listing into key ranges.  A key reads as a mixed-radix
+ * number in [0, 1), one digit per byte: 0 for "the key ended here", 1..n for
+ * the characters of the allowed key alphabet ! ' ( ) - . 0-9 A-Z _ a-z that
+ * the position may hold, in byte order.  Which ones it may hold is learnt
+ * from the keys seen, by class (punctuation, digits, A-Z, _, a-z): where
+ * only digits were seen, a position counts in base 11, so zero-padded
+ * numbers read as evenly spread numbers; a position nothing was seen at yet
+ * takes the whole alphabet.  Bytes outside a position's characters take the
+ * rank of the nearest one below.  Within one model the reading keeps byte
+ * order (a <= b gives num(a) <= num(b)), so the span between two keys
+ * estimates how many keys lie between them.  It only guides splitting: a
+ * splitter checks each boundary against the real keys with kvs_key_cmp, and
+ * numbers read under different models must not be mixed.
+ */
+
+#define KVS_KS_DIGITS  272     /* digits kept: keys are at most 256 bytes on the API */
+#define KVS_KS_KEY_MAX 256     /* longest boundary key made */
+
+typedef struct kvs_ks_model {
+    unsigned char cls[KVS_KS_DIGITS];   /* classes seen per position; 0: none yet */
+} kvs_ks_model;
+
+typedef struct kvs_ks_num {
+    unsigned char d[KVS_KS_DIGITS];     /* most significant first */
+} kvs_ks_num;
+
+/* Byte order, as the API sorts keys: < 0, 0, > 0. */
+int  kvs_key_cmp(const char *a, size_t na, const char *b, size_t nb);
+/* Adds what `key` shows about each position; 1 when the model changed. */
+int  kvs_ks_learn(kvs_ks_model *m, const char *key, size_t len);
+void kvs_ks_from_key(const kvs_ks_model *m, kvs_ks_num *n, const char *key, size_t len);
+/* The top of the keys starting with `prefix` (prefix + "zzz…"); len 0: of all keys. */
+void kvs_ks_top(const kvs_ks_model *m, kvs_ks_num *n, const char *prefix, size_t len);
+int  kvs_ks_cmp(const kvs_ks_num *a, const kvs_ks_num *b);
+/* b - a as a fraction of the key space, 0 when b <= a.  A long double: keys
+ * with a long common prefix lie very close together. */
+long double kvs_ks_span(const kvs_ks_model *m, const kvs_ks_num *a, const kvs_ks_num *b);
+/* out = a + span, saturating at the top of the key space. */
+void kvs_ks_advance(const kvs_ks_model *m, kvs_ks_num *out, const kvs_ks_num *a,
+                    long double span);
+/* Writes a key of the alphabet at or just above n into out (room for
+ * KVS_KS_KEY_MAX bytes) and returns its length.  With `from`, the key keeps
+ * only a few digits past the first one where n differs from `from`: a round
+ * boundary, about as near to n. */
+size_t kvs_ks_key(const kvs_ks_model *m, const kvs_ks_num *n, const kvs_ks_num *from, char *out);
+
+/* How densely keys lie somewhere: `n` keys in (lo, hi], from a page. */
+typedef struct kvs_ks_sample {
+    kvs_buf lo, hi;
+    long    n;              /* 0: nothing known */
+} kvs_ks_sample;
+
+/* Learns the page's keys into the model and samples its upper half (nearest
+ * to where a listing goes on); a page of fewer than 2 keys keeps the old
+ * sample.  0 ok, -1 out of memory. */
+int  kvs_ks_sample_page(kvs_ks_sample *s, kvs_ks_model *m, const kvs_page *p);
+int  kvs_ks_sample_copy(kvs_ks_sample *dst, const kvs_ks_sample *src);
+void kvs_ks_sample_free(kvs_ks_sample *s);
+/* Keys per unit of key space; 0 when unknown. */
+long double kvs_ks_density(const kvs_ks_model *m, const kvs_ks_sample *s);
 
 #pragma GCC visibility pop
 

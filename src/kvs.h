@@ -87,6 +87,27 @@ void       kvs_async_wait(kvs_async *a, double max);
  * (1 read, 2 write, 3 both); returns the count. */
 int        kvs_async_sockets(kvs_async *a, int *fds, int *events, int cap);
 
+/* --- parallel key-range listing on libcurl multi (driver_parallel.c) ----------- */
+
+#define KVS_PAR_MAX   64     /* most ranges of one listing fetched side by side */
+#define KVS_PAR_PAGES 2      /* decoded pages one range holds at most, the one
+                                being received included; a full range waits */
+#define KVS_PAR_RATE  60.0   /* requests per second until X-RateLimit-Limit says */
+
+typedef struct kvs_par kvs_par;
+/* One listing of `cfg` (copied) split into up to `parallel` key ranges (1..64).
+ * rate > 0: at most that many requests per second, whatever the API says;
+ * rate <= 0: KVS_PAR_RATE, then each reply's X-RateLimit-Limit.  `ordered`:
+ * pages come out in key order; else as they arrive.  Makes no request yet. */
+kvs_par *kvs_par_new(const kvs_client *c, const kvs_listing_config *cfg,
+                     int parallel, double rate, int ordered);
+void     kvs_par_free(kvs_par *p);       /* cancels every transfer at once */
+void     kvs_par_poll(kvs_par *p);       /* the work that is ready, no waiting */
+/* Blocks until the next page: 1 (swapped into *mine), 0 (finished) or -1
+ * (failed: kvs_par_error says why; every transfer was cancelled). */
+int      kvs_par_take(kvs_par *p, kvs_page *mine);
+const kvs_error *kvs_par_error(const kvs_par *p);
+
 /* The driver's reading of an HTTP-date, for Retry-After. */
 double    kvs_http_date_delay(const char *value);
 uint64_t  kvs_random_seed(const void *salt);

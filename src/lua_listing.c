@@ -46,7 +46,8 @@ void kvs_push_error(lua_State *L, const kvs_error *e)
 static const kvs_optspec keys_options[] = {
     { "prefix", LUA_TSTRING }, { "collection", LUA_TSTRING }, { "signature", LUA_TSTRING },
     { "exclusiveStartKey", LUA_TSTRING }, { "page_size", LUA_TNUMBER },
-    { "limit", LUA_TNUMBER }, { "prefetch", LUA_TBOOLEAN }, { NULL, 0 }
+    { "limit", LUA_TNUMBER }, { "prefetch", LUA_TBOOLEAN }, { "parallel", LUA_TNUMBER },
+    { "rate_limit", LUA_TNUMBER }, { "ordered", LUA_TBOOLEAN }, { NULL, 0 }
 };
 
 /* store:listing and store:job: the same without prefetch (theirs is fixed) */
@@ -162,10 +163,12 @@ void kvs_listing_release(listing_ud *u)
     if (u->core && u->run == L_FAILED && kvs_listing_error(u->core))
         u->err = *kvs_listing_error(u->core);
     kvs_async_free(u->async);           /* first: it drives the core */
+    kvs_par_free(u->par);               /* cancels every range's transfer */
     kvs_listing_free(u->core);
     kvs_page_free(&u->page);
     kvs_client_release(u->client);
     u->async = NULL;
+    u->par = NULL;
     u->core = NULL;
     u->client = NULL;
     u->pos = 0;
@@ -206,6 +209,22 @@ static int next_page_then_item(lua_State *L, listing_ud *u)
         }
         if (u->run == L_DONE || !u->core)
             return 0;
+        if (u->par) {                   /* parallel: the driver blocks until a page */
+            int rc = kvs_par_take(u->par, &u->page);
+            if (rc > 0) {
+                u->pos = 0;
+                if (u->page.count > 0) return kvs_push_item(L, u);
+                continue;
+            }
+            if (rc < 0) {
+                u->err = *kvs_par_error(u->par);
+                u->run = L_FAILED;
+            } else {
+                u->run = L_DONE;
+            }
+            kvs_listing_release(u);
+            continue;
+        }
         kvs_listing_drive(L, u);
         kvs_async_poll(u->async);
         if (kvs_async_take(u->async, &u->page)) {
@@ -228,8 +247,10 @@ static int keys_next(lua_State *L)
     if (u->pos < u->page.count) {
         /* the per-key path: three pushes, and now and then a non-blocking
          * turn of the transfer that brings the next page */
-        if ((u->pos & (POLL_EVERY - 1)) == POLL_EVERY - 1 && u->async)
-            kvs_async_poll(u->async);
+        if ((u->pos & (POLL_EVERY - 1)) == POLL_EVERY - 1) {
+            if (u->async) kvs_async_poll(u->async);
+            else if (u->par) kvs_par_poll(u->par);
+        }
         return kvs_push_item(L, u);
     }
     return next_page_then_item(L, u);
@@ -242,7 +263,8 @@ static listing_ud *new_listing(lua_State *L, const kvs_optspec *spec)
     kvs_client *c = kvs_check_store(L, 1, &id);
     kvs_listing_config cfg;
     listing_ud *u;
-    int prefetch = 1;
+    int prefetch = 1, parallel = 1, ordered = 1;
+    double rate = 0;
 
     kvs_check_options(L, 2, spec);
     read_common(L, c, id, &cfg);
@@ -253,6 +275,18 @@ static listing_ud *new_listing(lua_State *L, const kvs_optspec *spec)
         lua_getfield(L, 2, "prefetch");
         prefetch = lua_isnil(L, -1) || lua_toboolean(L, -1);
         lua_pop(L, 1);
+    }
+    if (spec == keys_options && !lua_isnoneornil(L, 2)) {
+        parallel = (int)kvs_opt_integer(L, 2, "parallel", 1, KVS_PAR_MAX, 1);
+        lua_getfield(L, 2, "rate_limit");
+        if (!lua_isnil(L, -1)) {
+            rate = (double)lua_tonumber(L, -1);
+            if (!(rate > 0 && rate <= 1e6))
+                luaL_argerror(L, 2, "option 'rate_limit' must be a number > 0");
+        }
+        lua_getfield(L, 2, "ordered");
+        ordered = lua_isnil(L, -1) || lua_toboolean(L, -1);
+        lua_pop(L, 2);
     }
 
     u = kvs_newuserdata(L, sizeof *u);
@@ -267,6 +301,8 @@ static listing_ud *new_listing(lua_State *L, const kvs_optspec *spec)
     c->refs++;
     u->run = L_RUNNING;
     u->prefetch = prefetch;
+    if ((parallel > 1 || rate > 0) && !(u->par = kvs_par_new(c, &cfg, parallel, rate, ordered)))
+        luaL_error(L, "apify.kvs: out of memory");
     return u;
 }
 

@@ -20,6 +20,7 @@ typedef struct listing_ud {
     kvs_client  *client;
     kvs_listing *core;
     kvs_async   *async;     /* libcurl multi driver (keys, job); NULL: sans-I/O */
+    kvs_par     *par;       /* keys{ parallel = n }: key ranges side by side */
     kvs_page     page;      /* the page being handed out */
     size_t       pos;       /* next item of `page` */
     run_t        run;
