@@ -81,7 +81,7 @@ demo: build/5.4/apify/kvs.so
 
 # Every target of the suite in one run, two at a time, the longest first.
 test: build build/asan/apify/kvs.so
-	@bash spec/run 5.4 valgrind 5.1 5.2 5.3 jit asan
+	@bash spec/run hosts 5.4 valgrind 5.1 5.2 5.3 jit asan
 	@$(MAKE) --no-print-directory bench-smoke
 
 check: asan valgrind
