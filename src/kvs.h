@@ -128,9 +128,11 @@ void kvs_new_class(lua_State *L, const char *name, const luaL_Reg *meta,
 typedef struct kvs_optspec {
     const char *name;
     int         type;         /* LUA_TSTRING, LUA_TNUMBER, LUA_TBOOLEAN */
+    unsigned    calls;        /* which calls take it: a mask of the caller's choosing */
 } kvs_optspec;
-/* Raises on a non-table argument and on option names not in `spec`. */
-void kvs_check_options(lua_State *L, int arg, const kvs_optspec *spec);
+/* Raises on a non-table argument, on option names not in `spec` and on those
+ * whose `calls` has no bit of `call`. */
+void kvs_check_options(lua_State *L, int arg, const kvs_optspec *spec, unsigned call);
 const char *kvs_opt_string(lua_State *L, int arg, const char *name, size_t *len);
 long long   kvs_opt_integer(lua_State *L, int arg, const char *name,
                             long long min, long long max, long long dflt);

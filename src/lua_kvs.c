@@ -17,7 +17,7 @@ static const char *lua_typename_of(int t)
     return t == LUA_TSTRING ? "a string" : t == LUA_TNUMBER ? "a number" : "a boolean";
 }
 
-void kvs_check_options(lua_State *L, int arg, const kvs_optspec *spec)
+void kvs_check_options(lua_State *L, int arg, const kvs_optspec *spec, unsigned call)
 {
     if (lua_isnoneornil(L, arg))
         return;
@@ -29,7 +29,7 @@ void kvs_check_options(lua_State *L, int arg, const kvs_optspec *spec)
             luaL_argerror(L, arg, "option names must be strings");
         }
         for (s = spec; s->name; s++)
-            if (strcmp(s->name, lua_tostring(L, -2)) == 0) break;
+            if ((s->calls & call) && strcmp(s->name, lua_tostring(L, -2)) == 0) break;
         if (!s->name)
             luaL_argerror(L, arg, lua_pushfstring(L, "unknown option '%s'", lua_tostring(L, -2)));
         if (lua_type(L, -1) != s->type &&
@@ -152,9 +152,9 @@ static const char *check_base_url(lua_State *L, int arg, const char *u, size_t n
 }
 
 static const kvs_optspec new_options[] = {
-    { "token", LUA_TSTRING }, { "base_url", LUA_TSTRING }, { "timeout", LUA_TNUMBER },
-    { "max_retries", LUA_TNUMBER }, { "min_delay", LUA_TNUMBER },
-    { "user_agent", LUA_TSTRING }, { "gzip", LUA_TBOOLEAN }, { NULL, 0 }
+    { "token", LUA_TSTRING, 1 }, { "base_url", LUA_TSTRING, 1 }, { "timeout", LUA_TNUMBER, 1 },
+    { "max_retries", LUA_TNUMBER, 1 }, { "min_delay", LUA_TNUMBER, 1 },
+    { "user_agent", LUA_TSTRING, 1 }, { "gzip", LUA_TBOOLEAN, 1 }, { NULL, 0, 0 }
 };
 
 static int kvs_new(lua_State *L)
@@ -165,7 +165,7 @@ static int kvs_new(lua_State *L)
     kvs_client *c, **ud;
     int token_off = 0;
 
-    kvs_check_options(L, 1, new_options);
+    kvs_check_options(L, 1, new_options, 1);
     if (!lua_isnoneornil(L, 1)) {
         lua_getfield(L, 1, "token");
         token_off = lua_type(L, -1) == LUA_TBOOLEAN;   /* token = false: send none */

@@ -43,23 +43,23 @@ void kvs_push_error(lua_State *L, const kvs_error *e)
 
 /* --- options -> core config -------------------------------------------------------- */
 
-static const kvs_optspec keys_options[] = {
-    { "prefix", LUA_TSTRING }, { "collection", LUA_TSTRING }, { "signature", LUA_TSTRING },
-    { "exclusiveStartKey", LUA_TSTRING }, { "page_size", LUA_TNUMBER },
-    { "limit", LUA_TNUMBER }, { "prefetch", LUA_TBOOLEAN }, { "parallel", LUA_TNUMBER },
-    { "rate_limit", LUA_TNUMBER }, { "ordered", LUA_TBOOLEAN }, { NULL, 0 }
-};
+/* Which call takes which option. */
+#define KEYS      1u     /* store:keys */
+#define LISTING   2u     /* store:listing and store:job: paging of their own */
+#define LIST_KEYS 4u     /* store:list_keys: one page */
 
-/* store:listing and store:job: the same without prefetch (theirs is fixed) */
-static const kvs_optspec listing_options[] = {
-    { "prefix", LUA_TSTRING }, { "collection", LUA_TSTRING }, { "signature", LUA_TSTRING },
-    { "exclusiveStartKey", LUA_TSTRING }, { "page_size", LUA_TNUMBER },
-    { "limit", LUA_TNUMBER }, { NULL, 0 }
-};
-
-static const kvs_optspec list_keys_options[] = {
-    { "prefix", LUA_TSTRING }, { "collection", LUA_TSTRING }, { "signature", LUA_TSTRING },
-    { "exclusiveStartKey", LUA_TSTRING }, { "limit", LUA_TNUMBER }, { NULL, 0 }
+static const kvs_optspec options[] = {
+    { "prefix", LUA_TSTRING, KEYS | LISTING | LIST_KEYS },
+    { "collection", LUA_TSTRING, KEYS | LISTING | LIST_KEYS },
+    { "signature", LUA_TSTRING, KEYS | LISTING | LIST_KEYS },
+    { "exclusiveStartKey", LUA_TSTRING, KEYS | LISTING | LIST_KEYS },
+    { "limit", LUA_TNUMBER, KEYS | LISTING | LIST_KEYS },
+    { "page_size", LUA_TNUMBER, KEYS | LISTING },
+    { "prefetch", LUA_TBOOLEAN, KEYS },
+    { "parallel", LUA_TNUMBER, KEYS },
+    { "rate_limit", LUA_TNUMBER, KEYS },
+    { "ordered", LUA_TBOOLEAN, KEYS },
+    { NULL, 0, 0 }
 };
 
 static void read_common(lua_State *L, kvs_client *c, const char *id, kvs_listing_config *cfg)
@@ -127,7 +127,7 @@ int kvs_store_list_keys(lua_State *L)
     kvs_error err;
     int rc;
 
-    kvs_check_options(L, 2, list_keys_options);
+    kvs_check_options(L, 2, options, LIST_KEYS);
     read_common(L, c, id, &cfg);
     cfg.page_size = (int)kvs_opt_integer(L, 2, "limit", 1, KVS_MAX_PAGE_SIZE, KVS_MAX_PAGE_SIZE);
     cfg.limit = -1;
@@ -257,7 +257,7 @@ static int keys_next(lua_State *L)
 }
 
 /* Checks the options at 2 and pushes a new listing userdata for store 1. */
-static listing_ud *new_listing(lua_State *L, const kvs_optspec *spec)
+static listing_ud *new_listing(lua_State *L, unsigned call)
 {
     const char *id;
     kvs_client *c = kvs_check_store(L, 1, &id);
@@ -266,7 +266,7 @@ static listing_ud *new_listing(lua_State *L, const kvs_optspec *spec)
     int prefetch = 1, parallel = 1, ordered = 1;
     double rate = 0;
 
-    kvs_check_options(L, 2, spec);
+    kvs_check_options(L, 2, options, call);
     read_common(L, c, id, &cfg);
     cfg.page_size = (int)kvs_opt_integer(L, 2, "page_size", 1, KVS_MAX_PAGE_SIZE,
                                          KVS_MAX_PAGE_SIZE);
@@ -276,7 +276,7 @@ static listing_ud *new_listing(lua_State *L, const kvs_optspec *spec)
         prefetch = lua_isnil(L, -1) || lua_toboolean(L, -1);
         lua_pop(L, 1);
     }
-    if (spec == keys_options && !lua_isnoneornil(L, 2)) {
+    if (call == KEYS && !lua_isnoneornil(L, 2)) {
         parallel = (int)kvs_opt_integer(L, 2, "parallel", 1, KVS_PAR_MAX, 1);
         lua_getfield(L, 2, "rate_limit");
         if (!lua_isnil(L, -1)) {
@@ -308,7 +308,7 @@ static listing_ud *new_listing(lua_State *L, const kvs_optspec *spec)
 
 int kvs_store_keys(lua_State *L)
 {
-    new_listing(L, keys_options);
+    new_listing(L, KEYS);
     lua_pushvalue(L, -1);
     lua_pushcclosure(L, keys_next, 1);     /* iterator */
     lua_pushvalue(L, -2);                  /* state: the listing */
@@ -319,13 +319,13 @@ int kvs_store_keys(lua_State *L)
 
 int kvs_store_listing(lua_State *L)
 {
-    new_listing(L, listing_options);
+    new_listing(L, LISTING);
     return 1;
 }
 
 int kvs_store_job(lua_State *L)
 {
-    listing_ud *u = new_listing(L, listing_options);
+    listing_ud *u = new_listing(L, LISTING);
     u->prefetch = 1;
     u->budget = -1;
     kvs_listing_drive(L, u);
