@@ -199,10 +199,10 @@ describe("errors and retries", function()
 
     it("passes keys with any bytes through unchanged", function()
       emu:faults({ { kind = "raw", status = 200,
-        body = '{"data":{"items":[{"key":"nul\\u0000byte","size":1},{"key":"\\u00e9\\ud83d\\ude00","size":2},' ..
-               '{"key":"quote\\"slash\\\\","size":3}],"isTruncated":false}}' } })
+        body = '{"data":{"items":[{"key":"nul\\u0000byte","size":1},{"key":"quote\\"slash\\\\","size":3},' ..
+               '{"key":"\\u00e9\\ud83d\\ude00","size":2}],"isTruncated":false}}' } })
       local keys = T.collect(store)
-      assert.are.same({ "nul\0byte", "\195\169\240\159\152\128", 'quote"slash\\' }, keys)
+      assert.are.same({ "nul\0byte", 'quote"slash\\', "\195\169\240\159\152\128" }, keys)
     end)
 
     it("keeps sizes above 2^32 exact", function()
@@ -214,7 +214,14 @@ describe("errors and retries", function()
   end)
 
   describe("paging faults", function()
-    it("fails loudly when the next cursor does not advance", function()
+    it("goes on after the page's last key when the next cursor does not advance", function()
+      local want = {}
+      for i = 4, 30 do want[#want + 1] = T.numbered(30)[i] end
+      emu:faults({ { kind = "cursor_stuck", times = 3 } })
+      assert.are.same(want, T.collect(store, { page_size = 10, exclusiveStartKey = "k00003" }))
+      assert.are.equal(4, #emu:requests())
+      -- a server stuck for good: every key once, then an error instead of a loop
+      emu:clear_requests()
       emu:faults({ { kind = "cursor_stuck", times = 10 } })
       local keys = {}
       local ok, err = pcall(function()
@@ -222,29 +229,50 @@ describe("errors and retries", function()
       end)
       assert.is_false(ok)
       assert.are.equal("cursor-not-advancing", err.type)
-      assert.is_true(#keys <= 10)
-      assert.is_true(#emu:requests() <= 2)
+      assert.are.same(want, keys)
+      assert.are.equal(4, #emu:requests())
     end)
 
-    it("stops when a truncated page has no next cursor field", function()
+    it("fails loudly when a page with no new key has a cursor that does not advance", function()
+      emu:faults({ { kind = "raw", status = 200,
+        body = '{"data":{"items":[{"key":"k00003","size":1}],"isTruncated":true,' ..
+               '"nextExclusiveStartKey":"k00002"}}' } })
+      local keys = {}
+      local ok, err = pcall(function()
+        for k in store:keys({ exclusiveStartKey = "k00003" }) do keys[#keys + 1] = k end
+      end)
+      assert.is_false(ok)
+      assert.are.equal("cursor-not-advancing", err.type)
+      assert.are.equal(0, err.retries)
+      assert.are.same({}, keys)
+      assert.are.equal(1, #emu:requests())
+    end)
+
+    it("goes on after the last key when a truncated page has no next cursor field", function()
       emu:faults({ { kind = "no_next_field" } })
       local keys = T.collect(store, { page_size = 10 })
-      assert.are.same(T.numbered(10), keys)
-      assert.are.equal(1, #emu:requests())
+      assert.are.same(T.numbered(30), keys)
+      assert.is_true(#emu:requests() >= 3 and #emu:requests() <= 4)
     end)
 
-    it("stops on an empty page even if it claims to be truncated", function()
+    it("goes on after an empty page that says it is truncated", function()
       emu:faults({ { kind = "raw", status = 200,
-        body = '{"data":{"items":[],"isTruncated":true,"nextExclusiveStartKey":"zzz"}}' } })
-      assert.are.same({}, T.collect(store))
-      assert.are.equal(1, #emu:requests())
+        body = '{"data":{"items":[],"isTruncated":true,"nextExclusiveStartKey":"k00015"}}' } })
+      local keys = T.collect(store)
+      local want = {}
+      for i = 16, 30 do want[#want + 1] = T.numbered(30)[i] end
+      assert.are.same(want, keys)
+      assert.are.equal(2, #emu:requests())
     end)
 
-    it("does not trust a server that returns more than asked", function()
+    it("fails at once on a page with more items than asked for", function()
       emu:faults({ { kind = "raw", status = 200,
         body = '{"data":{"items":[{"key":"a","size":1},{"key":"b","size":1},{"key":"c","size":1}],' ..
                '"isTruncated":true,"nextExclusiveStartKey":"c"}}' } })
-      assert.are.same({ "a", "b" }, T.collect(store, { limit = 2 }))
+      local err = T.raised(T.collect, store, { limit = 2 })
+      assert.are.equal("invalid-response", err.type)
+      assert.matches("more items than the 2 asked for", err.message, 1, true)
+      assert.are.equal(0, err.retries)
       assert.are.equal(1, #emu:requests())
     end)
   end)

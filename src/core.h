@@ -78,6 +78,12 @@ typedef struct kvs_error {
     int  retries;         /* retries made before giving up */
 } kvs_error;
 
+/* Every occurrence of `secret` in s (NUL-terminated, room for cap bytes) becomes
+ * "[redacted]", and so does a tail of s that is the start of `secret` (a cut-off
+ * copy).  A secret of fewer than 4 bytes is left alone: it would eat words. */
+void kvs_redact(char *s, size_t cap, const char *secret, size_t n);
+#define KVS_REDACTED "[redacted]"
+
 /* The client's own error types (the API's pass through unchanged). */
 #define KVS_ERR_NETWORK   "network-error"       /* connect/reset/DNS/partial body */
 #define KVS_ERR_TIMEOUT   "timeout"             /* one attempt ran past `timeout` */
@@ -85,6 +91,15 @@ typedef struct kvs_error {
 #define KVS_ERR_CURSOR    "cursor-not-advancing"
 #define KVS_ERR_HTTP      "http-error"          /* non-2xx without an API error body */
 #define KVS_ERR_MEMORY    "out-of-memory"
+#define KVS_ERR_TLS       "tls-error"           /* certificate or TLS setup: not retried */
+#define KVS_ERR_REQUEST   "request-error"       /* a request that cannot be sent: not retried */
+#define KVS_ERR_CALLBACK  "callback-error"      /* the on_retry hook failed */
+
+/* What one page may hold, whatever a server sends: the items asked for, and
+ * this many decoded body bytes (64 KiB + 4 KiB an item: 4.06 MiB a full page). */
+#define KVS_BODY_MAX(items) (65536u + 4096u * (size_t)(items))
+/* Longest request URL made; a longer cursor fails as KVS_ERR_REQUEST. */
+#define KVS_URL_MAX 65536
 
 /* --- reply decoding (core_reply.c) ------------------------------------- */
 
@@ -92,15 +107,28 @@ typedef struct kvs_reply kvs_reply;   /* opaque: yajl handle and parse state */
 
 kvs_reply *kvs_reply_new(void);
 void       kvs_reply_free(kvs_reply *r);
-/* Starts decoding a reply with HTTP status `status` into `page` (reset first). */
-int        kvs_reply_begin(kvs_reply *r, int status, kvs_page *page);
-/* Feeds a body chunk.  0: go on; -1: the body can no longer be what it should
- * (the driver may stop reading). */
+/* Server text that must never reach an error (the token); not copied, so it
+ * must outlive the reply. */
+void       kvs_reply_secret(kvs_reply *r, const char *secret, size_t n);
+/* Starts decoding a reply with HTTP status `status` into `page` (reset first);
+ * a page of more than `max_items` items, or a body of more than
+ * KVS_BODY_MAX(max_items) bytes, is not a page. */
+int        kvs_reply_begin(kvs_reply *r, int status, kvs_page *page, size_t max_items);
+/* Feeds a body chunk.  0: go on; -1: the rest of the body cannot change the
+ * verdict (the driver may stop reading).  The verdict does not depend on how
+ * the body was cut into chunks. */
 int        kvs_reply_body(kvs_reply *r, const char *data, size_t len);
-/* Ends the body.  For 2xx: 0 when `page` holds a complete page, else -1 with
- * `err` filled (KVS_ERR_RESPONSE).  For other statuses: always -1, with `err`
- * holding the API's error type and message (or KVS_ERR_HTTP). */
-int        kvs_reply_end(kvs_reply *r, kvs_error *err);
+
+typedef enum kvs_verdict {
+    KVS_REPLY_PAGE = 0,     /* 2xx and `page` holds a complete page */
+    KVS_REPLY_ERROR = -1,   /* `err` says what; worth another try if the status is */
+    KVS_REPLY_FINAL = -2,   /* a 2xx body that no retry can mend (too big, a lone
+                               surrogate): `err` says what */
+    KVS_REPLY_NOMEM = -3    /* out of memory while decoding */
+} kvs_verdict;
+/* Ends the body.  For 2xx: a page, or why the body is none (KVS_ERR_RESPONSE).
+ * For other statuses: the API's error type and message (or KVS_ERR_HTTP). */
+kvs_verdict kvs_reply_end(kvs_reply *r, kvs_error *err);
 
 void kvs_page_init(kvs_page *p);
 void kvs_page_reset(kvs_page *p);
@@ -127,15 +155,28 @@ typedef struct kvs_listing_config {
     int         single_page;    /* 1: exactly one page (list_keys) */
     int         max_retries;
     double      min_delay;      /* seconds */
+    double      max_delay;      /* longest wait between two tries; <= 0: 60 s.  A
+                                   Retry-After asking for more fails the listing */
+    double      max_elapsed;    /* seconds one page may spend retrying; <= 0: no cap */
     uint64_t    seed;           /* jitter randomness; any value */
+    const char *secret;  size_t secret_len;   /* redacted from every error (the token) */
     /* Optional: seconds from now until an HTTP-date, or < 0 if not a date. */
     double    (*http_date_delay)(const char *value);
+    /* Optional: asked before each retry (`attempt` counts from 1).  1: retry;
+     * 0: give up with `err`; -1: fail as KVS_ERR_CALLBACK with `why` filled. */
+    int       (*on_retry)(void *ud, const kvs_error *err, int attempt, double delay,
+                          char *why, size_t why_cap);
+    void       *on_retry_ud;
 } kvs_listing_config;
+
+#define KVS_DEFAULT_MAX_DELAY 60.0
 
 typedef enum kvs_fault {
     KVS_FAULT_NONE = 0,     /* the whole reply arrived */
-    KVS_FAULT_TIMEOUT,      /* the attempt timed out */
-    KVS_FAULT_NETWORK       /* anything else that cut the exchange short */
+    KVS_FAULT_TIMEOUT,      /* the attempt timed out (decoding included) */
+    KVS_FAULT_NETWORK,      /* anything else that cut the exchange short */
+    KVS_FAULT_TLS,          /* certificate or TLS setup: retrying cannot mend it */
+    KVS_FAULT_REQUEST       /* the request cannot be sent as it is (protocol, URL) */
 } kvs_fault;
 
 typedef enum kvs_step {
@@ -162,12 +203,16 @@ void kvs_listing_reply_header(kvs_listing *l, const char *name, size_t nlen,
                               const char *value, size_t vlen);
 int  kvs_listing_reply_body(kvs_listing *l, const char *data, size_t len);
 /* `fault` says whether the exchange completed; `fault_msg` (may be NULL) is the
- * transport's words for it.  On KVS_STEP_RETRY, *wait is the delay in seconds. */
+ * transport's words for it; `now` is the driver's monotonic clock in seconds
+ * (for max_elapsed).  On KVS_STEP_RETRY, *wait is the delay in seconds. */
 kvs_step kvs_listing_reply_end(kvs_listing *l, kvs_fault fault,
-                               const char *fault_msg, double *wait);
+                               const char *fault_msg, double now, double *wait);
 
 /* After KVS_STEP_PAGE: swaps the new page into *mine and takes *mine's old
- * buffers for reuse, so a driver may hold pages while later ones arrive. */
+ * buffers for reuse, so a driver may hold pages while later ones arrive.
+ * The page holds only keys that sort after every key handed out before, in
+ * increasing byte order; while the listing goes on, its `next` is the cursor
+ * the listing continues from (whatever the server sent there). */
 void kvs_listing_take_page(kvs_listing *l, kvs_page *mine);
 const kvs_error *kvs_listing_error(const kvs_listing *l);
 int  kvs_listing_finished(const kvs_listing *l);   /* no request left to make */

@@ -3,7 +3,15 @@
  *
  * A listing knows its cursor, how many keys it may still hand out, which
  * request comes next and what a finished reply means for it: a page, a retry
- * after a computed delay, or a failure.  Drivers call it; it never calls out.
+ * after a computed delay, or a failure.  Drivers call it; it never calls out
+ * (but for the optional on_retry hook).
+ *
+ * Integrity (README "Every key exactly once"): the cursor is the last key
+ * handed out, so a page's keys at or below it are dropped (a repeat, never a
+ * loss), keys out of byte order fail the page, and where the listing goes on
+ * is decided by the keys themselves: after a page's last key, or, for a page
+ * with none, at a next cursor that sorts after the cursor.  A listing never
+ * ends while the API says it is truncated.
  */
 #include <math.h>
 #include <stdio.h>
@@ -27,9 +35,15 @@ struct kvs_listing {
     long long remaining;       /* keys still wanted; -1: all */
     int       single_page;
     int       max_retries;
-    double    min_delay;
+    double    min_delay, max_delay, max_elapsed;
     uint64_t  rng;
     double  (*http_date_delay)(const char *);
+    int     (*on_retry)(void *, const kvs_error *, int, double, char *, size_t);
+    void     *on_retry_ud;
+    char     *secret;          /* a copy, wiped when freed */
+    size_t    secret_len;
+    size_t    asked;           /* items the request in flight asked for */
+    double    failing_since;   /* `now` of this page's first failure; < 0 none */
 
     state_t   state;
     int       attempt;         /* retries made for the current page */
@@ -90,10 +104,24 @@ kvs_listing *kvs_listing_new(const kvs_listing_config *cfg)
     l->page_size = cfg->page_size;
     l->remaining = cfg->limit;
     l->single_page = cfg->single_page;
+    if (cfg->secret && cfg->secret_len) {
+        if (!(l->secret = malloc(cfg->secret_len))) {
+            kvs_listing_free(l);
+            return NULL;
+        }
+        memcpy(l->secret, cfg->secret, cfg->secret_len);
+        l->secret_len = cfg->secret_len;
+        kvs_reply_secret(l->reply, l->secret, l->secret_len);
+    }
     l->max_retries = cfg->max_retries;
     l->min_delay = cfg->min_delay;
+    l->max_delay = cfg->max_delay > 0 ? cfg->max_delay : KVS_DEFAULT_MAX_DELAY;
+    l->max_elapsed = cfg->max_elapsed;
+    l->failing_since = -1;
     l->rng = cfg->seed ? cfg->seed : 0x9E3779B97F4A7C15ull;
     l->http_date_delay = cfg->http_date_delay;
+    l->on_retry = cfg->on_retry;
+    l->on_retry_ud = cfg->on_retry_ud;
     l->state = l->remaining == 0 ? S_FINISHED : S_IDLE;
     return l;
 }
@@ -105,6 +133,12 @@ void kvs_listing_free(kvs_listing *l)
     kvs_buf_free(&l->url);
     kvs_buf_free(&l->cursor);
     kvs_buf_free(&l->upper);
+    if (l->secret) {
+        volatile char *p = l->secret;
+        size_t i;
+        for (i = 0; i < l->secret_len; i++) p[i] = 0;
+        free(l->secret);
+    }
     kvs_reply_free(l->reply);
     kvs_page_free(&l->page);
     free(l);
@@ -112,12 +146,21 @@ void kvs_listing_free(kvs_listing *l)
 
 /* --- requests -------------------------------------------------------------- */
 
+/* The error as a user would see it: never with the secret in it. */
+static void fill_error(const kvs_listing *l, kvs_error *e, const char *type, const char *msg,
+                       int status)
+{
+    snprintf(e->type, sizeof e->type, "%s", type);
+    snprintf(e->message, sizeof e->message, "%s", msg);
+    kvs_redact(e->type, sizeof e->type, l->secret, l->secret_len);
+    kvs_redact(e->message, sizeof e->message, l->secret, l->secret_len);
+    e->status = status;
+    e->retries = l->attempt;
+}
+
 static void set_error(kvs_listing *l, const char *type, const char *msg, int status)
 {
-    snprintf(l->error.type, sizeof l->error.type, "%s", type);
-    snprintf(l->error.message, sizeof l->error.message, "%s", msg);
-    l->error.status = status;
-    l->error.retries = l->attempt;
+    fill_error(l, &l->error, type, msg, status);
     l->state = S_FAILED;
 }
 
@@ -137,6 +180,14 @@ int kvs_listing_next_request(kvs_listing *l, kvs_request *req)
         set_error(l, KVS_ERR_MEMORY, "out of memory while building a request", 0);
         return 0;
     }
+    if (l->url.len > KVS_URL_MAX) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the request URL would be %zu bytes long, more than the %d "
+                 "a request may have (the cursor is too long)", l->url.len, KVS_URL_MAX);
+        set_error(l, KVS_ERR_REQUEST, msg, 0);
+        return 0;
+    }
+    l->asked = (size_t)want;
     req->url = l->url.data;
     req->url_len = l->url.len;
     req->attempt = l->attempt;
@@ -153,7 +204,7 @@ void kvs_listing_reply_begin(kvs_listing *l, int status)
     if (l->state != S_REPLY) return;
     l->status = status;
     l->retry_after = -1;
-    if (kvs_reply_begin(l->reply, status, &l->page) != 0)
+    if (kvs_reply_begin(l->reply, status, &l->page, l->asked) != 0)
         l->status = -1;   /* reported by reply_end */
 }
 
@@ -211,50 +262,118 @@ static double next_random(kvs_listing *l)
     return (double)((x * 0x2545F4914F6CDD1Dull) >> 11) / 9007199254740992.0;
 }
 
-/* A retry, or the failure it turns into once the retries are spent. */
-static kvs_step retry_or_fail(kvs_listing *l, const char *type, const char *msg,
-                              int status, double *wait)
+static void gave_up(char *out, size_t cap, const char *msg, int attempt, const char *why)
 {
+    if (attempt > 0)
+        snprintf(out, cap, "%s (gave up after %d %s%s%s)", msg, attempt,
+                 attempt == 1 ? "retry" : "retries", why ? ": " : "", why ? why : "");
+    else if (why)
+        snprintf(out, cap, "%s (not retried: %s)", msg, why);
+    else
+        snprintf(out, cap, "%s", msg);
+}
+
+/* A retry, or the failure it turns into: retries spent, a wait past max_delay
+ * or max_elapsed, or the on_retry hook saying no. */
+static kvs_step retry_or_fail(kvs_listing *l, const char *type, const char *msg,
+                              int status, double now, double *wait)
+{
+    char full[600], why[200];
     double d;
+    int verdict;
+    kvs_error e;
+    if (l->failing_since < 0) l->failing_since = now;
     if (l->attempt >= l->max_retries) {
-        char full[512];
-        if (l->max_retries > 0)
-            snprintf(full, sizeof full, "%s (gave up after %d %s)", msg, l->attempt,
-                     l->attempt == 1 ? "retry" : "retries");
-        else
-            snprintf(full, sizeof full, "%s", msg);
+        gave_up(full, sizeof full, msg, l->attempt, NULL);
+        set_error(l, type, full, status);
+        return KVS_STEP_FAILED;
+    }
+    if (l->retry_after > l->max_delay) {
+        snprintf(why, sizeof why, "the server asked to wait %.0f s, more than max_delay (%g s)",
+                 l->retry_after < 1e15 ? l->retry_after : 1e15, l->max_delay);
+        gave_up(full, sizeof full, msg, l->attempt, why);
         set_error(l, type, full, status);
         return KVS_STEP_FAILED;
     }
     /* Apify's advice: a random wait in [D, 2D], D doubling from min_delay */
-    d = l->min_delay * ldexp(1.0, l->attempt);
+    d = l->min_delay * ldexp(1.0, l->attempt < 60 ? l->attempt : 60);
     d = d + d * next_random(l);
+    if (d > l->max_delay) d = l->max_delay;
     if (l->retry_after > d) d = l->retry_after;
+    if (l->max_elapsed > 0 && now - l->failing_since + d > l->max_elapsed) {
+        snprintf(why, sizeof why, "another try would end past max_elapsed (%g s)",
+                 l->max_elapsed);
+        gave_up(full, sizeof full, msg, l->attempt, why);
+        set_error(l, type, full, status);
+        return KVS_STEP_FAILED;
+    }
+    if (l->on_retry) {
+        fill_error(l, &e, type, msg, status);
+        why[0] = '\0';
+        verdict = l->on_retry(l->on_retry_ud, &e, l->attempt + 1, d, why, sizeof why);
+        if (verdict <= 0) {
+            if (verdict < 0) {
+                snprintf(full, sizeof full, "on_retry failed: %s", why);
+                set_error(l, KVS_ERR_CALLBACK, full, status);
+            } else {
+                gave_up(full, sizeof full, msg, l->attempt, "on_retry said no");
+                set_error(l, type, full, status);
+            }
+            return KVS_STEP_FAILED;
+        }
+    }
     l->attempt++;
     l->state = S_IDLE;
     *wait = d;
     return KVS_STEP_RETRY;
 }
 
-static int bytes_cmp(const char *a, size_t na, const char *b, size_t nb)
+static kvs_step fail_now(kvs_listing *l, const char *type, const char *msg, int status)
 {
-    int c = memcmp(a, b, na < nb ? na : nb);
-    return c ? c : (na < nb ? -1 : na > nb ? 1 : 0);
+    char full[600];
+    gave_up(full, sizeof full, msg, l->attempt, NULL);
+    set_error(l, type, full, status);
+    return KVS_STEP_FAILED;
 }
 
-/* The page decoded fine: check the cursor, trim to the limit, move on. */
+#define ITEM_KEY(p, i) (p)->bytes.data + (p)->items[i].key_off, (p)->items[i].key_len
+
+/* Keeps the page's keys that sort after the cursor, in place; -1 when a key
+ * sorts below the one before it (the page is not in the API's order). */
+static int keep_new_keys(kvs_listing *l, kvs_page *p)
+{
+    size_t i, n = 0;
+    for (i = 0; i < p->count; i++) {
+        if (i > 0) {
+            int c = kvs_key_cmp(ITEM_KEY(p, i), ITEM_KEY(p, i - 1));
+            if (c < 0) return -1;
+            if (c == 0) continue;                           /* the same key twice */
+        }
+        if (l->has_cursor && kvs_key_cmp(ITEM_KEY(p, i), l->cursor.data, l->cursor.len) <= 0)
+            continue;                                       /* handed out already */
+        if (n != i) p->items[n] = p->items[i];
+        n++;
+    }
+    p->count = n;
+    return 0;
+}
+
+/* The page decoded fine: keep what is new, trim to the range and the limit,
+ * and decide where the listing goes on. */
 static kvs_step accept_page(kvs_listing *l)
 {
     kvs_page *p = &l->page;
-    int more = p->is_truncated == 1 && p->has_next && p->count > 0;
+    int more = p->is_truncated == 1;
+    const char *next = NULL;
+    size_t next_len = 0;
+    if (keep_new_keys(l, p) != 0)
+        return fail_now(l, KVS_ERR_RESPONSE, "unexpected reply from the API: the page's keys "
+                        "are not in byte order", l->status);
     if (l->has_upper) {     /* a key range: keys past its upper bound belong to others */
         size_t n = p->count;
-        while (n > 0 && bytes_cmp(p->bytes.data + p->items[n - 1].key_off, p->items[n - 1].key_len,
-                                  l->upper.data, l->upper.len) > 0)
+        while (n > 0 && kvs_key_cmp(ITEM_KEY(p, n - 1), l->upper.data, l->upper.len) > 0)
             n--;
         if (n < p->count) { p->count = n; more = 0; }
-        if (more && bytes_cmp(p->next.data, p->next.len, l->upper.data, l->upper.len) >= 0)
-            more = 0;
     }
     if (l->remaining >= 0) {
         if ((long long)p->count >= l->remaining) {
@@ -263,32 +382,44 @@ static kvs_step accept_page(kvs_listing *l)
         }
         l->remaining -= (long long)p->count;
     }
-    if (more && l->has_cursor) {
-        if (bytes_cmp(p->next.data, p->next.len, l->cursor.data, l->cursor.len) <= 0) {
-            char msg[200];
-            snprintf(msg, sizeof msg, "the API's next cursor does not sort after the previous "
-                     "one (a server or proxy fault); stopped instead of looping");
-            l->attempt = 0;
-            set_error(l, KVS_ERR_CURSOR, msg, l->status);
-            return KVS_STEP_FAILED;
+    if (more) {
+        /* after the last key handed out, whatever the next cursor says; a page
+         * with no new key goes on at a next cursor only if that one advances */
+        if (p->count > 0) {
+            next = p->bytes.data + p->items[p->count - 1].key_off;
+            next_len = p->items[p->count - 1].key_len;
+        } else if (p->has_next && (!l->has_cursor
+                   || kvs_key_cmp(p->next.data, p->next.len, l->cursor.data, l->cursor.len) > 0)) {
+            next = p->next.data;
+            next_len = p->next.len;
+        } else {
+            return fail_now(l, KVS_ERR_CURSOR, p->has_next
+                ? "the API says the listing is truncated, but the page holds no new key and its "
+                  "next cursor does not sort after the previous one (a server or proxy fault); "
+                  "stopped instead of looping"
+                : "the API says the listing is truncated, but the page holds no new key and "
+                  "no next cursor to go on from (a server or proxy fault)", l->status);
         }
+        if (l->has_upper && kvs_key_cmp(next, next_len, l->upper.data, l->upper.len) >= 0)
+            more = 0;
     }
-    if (more && !l->single_page) {
-        if (kvs_buf_set(&l->cursor, p->next.data, p->next.len) != 0) {
+    if (more) {
+        if (kvs_buf_set(&l->cursor, next, next_len) != 0
+            || (next != p->next.data && kvs_buf_set(&p->next, next, next_len) != 0)) {
             set_error(l, KVS_ERR_MEMORY, "out of memory", l->status);
             return KVS_STEP_FAILED;
         }
+        p->has_next = 1;
         l->has_cursor = 1;
-        l->state = S_IDLE;
-    } else {
-        l->state = S_FINISHED;
     }
+    l->state = more && !l->single_page ? S_IDLE : S_FINISHED;
     l->attempt = 0;
+    l->failing_since = -1;
     return KVS_STEP_PAGE;
 }
 
 kvs_step kvs_listing_reply_end(kvs_listing *l, kvs_fault fault, const char *fault_msg,
-                               double *wait)
+                               double now, double *wait)
 {
     kvs_error e;
     *wait = 0;
@@ -298,11 +429,17 @@ kvs_step kvs_listing_reply_end(kvs_listing *l, kvs_fault fault, const char *faul
         return KVS_STEP_FAILED;
     }
     if (fault != KVS_FAULT_NONE) {
+        static const char *const what[] = { "", "request timed out", "network error",
+                                            "TLS error", "request refused by the transport" };
+        static const char *const type[] = { "", KVS_ERR_TIMEOUT, KVS_ERR_NETWORK,
+                                            KVS_ERR_TLS, KVS_ERR_REQUEST };
         char msg[400];
-        snprintf(msg, sizeof msg, "%s%s%s", fault == KVS_FAULT_TIMEOUT ? "request timed out"
-                 : "network error", fault_msg ? ": " : "", fault_msg ? fault_msg : "");
-        return retry_or_fail(l, fault == KVS_FAULT_TIMEOUT ? KVS_ERR_TIMEOUT : KVS_ERR_NETWORK,
-                             msg, l->status > 0 ? l->status : 0, wait);
+        int status = l->status > 0 ? l->status : 0;
+        snprintf(msg, sizeof msg, "%s%s%s", what[fault], fault_msg ? ": " : "",
+                 fault_msg ? fault_msg : "");
+        if (fault == KVS_FAULT_TLS || fault == KVS_FAULT_REQUEST)
+            return fail_now(l, type[fault], msg, status);     /* retrying cannot mend it */
+        return retry_or_fail(l, type[fault], msg, status, now, wait);
     }
     if (l->status < 0) {
         set_error(l, KVS_ERR_MEMORY, "out of memory", 0);
@@ -310,18 +447,23 @@ kvs_step kvs_listing_reply_end(kvs_listing *l, kvs_fault fault, const char *faul
     }
     if (l->status == 0) {
         return retry_or_fail(l, KVS_ERR_NETWORK, "network error: no HTTP status received",
-                             0, wait);
+                             0, now, wait);
     }
     memset(&e, 0, sizeof e);
-    if (kvs_reply_end(l->reply, &e) == 0)
+    switch (kvs_reply_end(l->reply, &e)) {
+    case KVS_REPLY_PAGE:
         return accept_page(l);
-    if (strcmp(e.type, KVS_ERR_MEMORY) == 0) {
-        set_error(l, e.type, e.message, l->status);
+    case KVS_REPLY_NOMEM:
+        set_error(l, KVS_ERR_MEMORY, e.message, l->status);
         return KVS_STEP_FAILED;
+    case KVS_REPLY_FINAL:
+        return fail_now(l, e.type, e.message, l->status);
+    case KVS_REPLY_ERROR:
+        break;
     }
     /* 2xx that is no page, 429 and 5xx are worth another try; other 4xx are final */
     if (l->status < 300 || l->status == 429 || l->status >= 500)
-        return retry_or_fail(l, e.type, e.message, l->status, wait);
+        return retry_or_fail(l, e.type, e.message, l->status, now, wait);
     set_error(l, e.type, e.message, l->status);
     return KVS_STEP_FAILED;
 }

@@ -2,7 +2,11 @@
  * core_reply.c — decodes reply bodies as they arrive, with yajl's streaming
  * parser: a 2xx body into a kvs_page (items, cursors, flags), any other into
  * the API's {"error":{"type","message"}}.  Items go straight into the page's
- * flat arrays; nothing is built per key.  No I/O.
+ * flat arrays; nothing is built per key.  What a reply may cost is bounded
+ * (items, decoded bytes), lone UTF-16 surrogate escapes are refused (yajl
+ * would turn them into bytes that no longer name the server's key), and
+ * server text is cleared of the token before it can reach an error.  The
+ * verdict does not depend on how the body is cut into chunks.  No I/O.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +31,10 @@ typedef enum {
 #define HAVE_SIZE 2
 
 #define ERR_BODY_CAP 4096   /* bytes of a non-2xx body kept for the message */
+#define ERR_PARSE_CAP 65536 /* bytes of a non-2xx body decoded for type and message */
+
+/* Where the escape scanner stands (it sees every body byte, yajl's view aside). */
+typedef enum { E_TEXT, E_BACKSLASH, E_HEX } esc_t;
 
 struct kvs_reply {
     yajl_handle h;
@@ -39,8 +47,15 @@ struct kvs_reply {
     int         item_have;
     int         saw_data, saw_items;
     int         failed;         /* decoding cannot succeed any more */
+    int         final;          /* ... and no retry can mend it */
     int         out_of_memory;
     char        problem[160];   /* why a page body is not a page */
+    size_t      max_items, body_max, body_len;
+    const char *secret;
+    size_t      secret_len;
+    esc_t       esc;            /* escape scanner state */
+    int         hex_n, high;    /* hex digits read; a high surrogate waits for its low */
+    unsigned    hex;
     /* error body */
     int         have_type, have_message;
     kvs_buf     err_type, err_message;
@@ -103,6 +118,13 @@ static int on_start_map(void *ud)
         break;
     case C_ITEMS: {
         kvs_page *p = r->page;
+        if (p->count >= r->max_items) {
+            char why[120];
+            snprintf(why, sizeof why, "the page holds more items than the %zu asked for",
+                     r->max_items);
+            r->final = 1;
+            return fail(r, why);
+        }
         if (p->count == p->cap) {
             size_t cap = p->cap ? p->cap * 2 : 64;
             kvs_item *n = realloc(p->items, cap * sizeof *n);
@@ -311,6 +333,12 @@ kvs_reply *kvs_reply_new(void)
     return calloc(1, sizeof(kvs_reply));
 }
 
+void kvs_reply_secret(kvs_reply *r, const char *secret, size_t n)
+{
+    r->secret = secret;
+    r->secret_len = n;
+}
+
 void kvs_reply_free(kvs_reply *r)
 {
     if (!r) return;
@@ -321,7 +349,7 @@ void kvs_reply_free(kvs_reply *r)
     free(r);
 }
 
-int kvs_reply_begin(kvs_reply *r, int status, kvs_page *page)
+int kvs_reply_begin(kvs_reply *r, int status, kvs_page *page, size_t max_items)
 {
     if (r->h) yajl_free(r->h);
     r->h = yajl_alloc(&callbacks, NULL, r);
@@ -337,27 +365,122 @@ int kvs_reply_begin(kvs_reply *r, int status, kvs_page *page)
     r->field = K_OTHER;
     r->item_have = 0;
     r->saw_data = r->saw_items = 0;
-    r->failed = r->out_of_memory = 0;
+    r->failed = r->final = r->out_of_memory = 0;
     r->problem[0] = '\0';
     r->have_type = r->have_message = 0;
     r->raw.len = 0;
+    r->max_items = max_items;
+    r->body_max = r->is_page ? KVS_BODY_MAX(max_items) : ERR_PARSE_CAP;
+    r->body_len = 0;
+    r->esc = E_TEXT;
+    r->hex_n = r->high = 0;
+    r->hex = 0;
     return 0;
+}
+
+static int hex_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* Follows the \u escapes of a page body: 0, or -1 at a lone surrogate.  Valid
+ * JSON has backslashes only inside strings, so looking for them is enough;
+ * anything else malformed is yajl's to reject. */
+static int scan_escapes(kvs_reply *r, const unsigned char *p, size_t n)
+{
+    const unsigned char *end = p + n;
+    while (p < end) {
+        switch (r->esc) {
+        case E_TEXT:
+            if (r->high) {                      /* only "\u<low>" may follow a high half */
+                if (*p != '\\') return -1;
+            } else if (!(p = memchr(p, '\\', (size_t)(end - p)))) {
+                return 0;
+            }
+            r->esc = E_BACKSLASH;
+            p++;
+            break;
+        case E_BACKSLASH:
+            if (*p == 'u') {
+                r->esc = E_HEX;
+                r->hex_n = 0;
+                r->hex = 0;
+            } else {
+                if (r->high) return -1;
+                r->esc = E_TEXT;                /* \" \\ \/ \n ...: one byte */
+            }
+            p++;
+            break;
+        case E_HEX: {
+            int d = hex_digit(*p);
+            if (d < 0) { r->esc = E_TEXT; r->high = 0; break; }   /* yajl says no */
+            r->hex = r->hex * 16 + (unsigned)d;
+            p++;
+            if (++r->hex_n < 4) break;
+            r->esc = E_TEXT;
+            if (r->hex >= 0xDC00 && r->hex <= 0xDFFF) {
+                if (!r->high) return -1;
+                r->high = 0;
+            } else if (r->high) {
+                return -1;
+            } else if (r->hex >= 0xD800 && r->hex <= 0xDBFF) {
+                r->high = 1;
+            }
+            break;
+        }
+        }
+    }
+    return 0;
+}
+
+/* 0: more body may still matter; -1: it cannot (an error body's snippet is
+ * complete, or a page has failed). */
+static int body_verdict(const kvs_reply *r)
+{
+    if (r->out_of_memory) return -1;
+    if (!r->is_page)
+        return r->raw.len >= ERR_BODY_CAP && (r->failed || r->body_len >= r->body_max) ? -1 : 0;
+    return r->failed ? -1 : 0;
 }
 
 int kvs_reply_body(kvs_reply *r, const char *data, size_t len)
 {
+    size_t take;
     if (!r->is_page && r->raw.len < ERR_BODY_CAP) {
         size_t n = ERR_BODY_CAP - r->raw.len;
         if (kvs_buf_append(&r->raw, data, len < n ? len : n) != 0)
             return oom(r), -1;
     }
     if (r->failed || !r->h)
-        return -1;
-    if (yajl_parse(r->h, (const unsigned char *)data, len) != yajl_status_ok) {
-        if (!r->failed) fail(r, "the body is not valid JSON");
+        return body_verdict(r);
+    /* Whatever the chunks, the decoder sees the same first body_max bytes. */
+    take = r->body_max - r->body_len;
+    if (take > len) take = len;
+    r->body_len += take;
+    if (r->is_page && scan_escapes(r, (const unsigned char *)data, take) != 0) {
+        r->final = 1;
+        fail(r, "a string holds a lone UTF-16 surrogate escape (such as \\ud800), "
+                "which names no UTF-8 key");
         return -1;
     }
-    return 0;
+    if (yajl_parse(r->h, (const unsigned char *)data, take) != yajl_status_ok) {
+        if (!r->failed) fail(r, "the body is not valid JSON");
+        return body_verdict(r);
+    }
+    if (take < len) {
+        if (r->is_page) {
+            char why[120];
+            snprintf(why, sizeof why, "the body is larger than %zu bytes, the most a page "
+                     "of %zu items may take", r->body_max, r->max_items);
+            r->final = 1;
+            fail(r, why);
+        } else {
+            r->failed = 1;      /* keep what was decoded of the error so far */
+        }
+        r->body_len = r->body_max;
+    }
+    return body_verdict(r);
 }
 
 static void copy_str(char *dst, size_t cap, const char *src, size_t n)
@@ -374,16 +497,25 @@ static void copy_str(char *dst, size_t cap, const char *src, size_t n)
     dst[w] = '\0';
 }
 
-static int end_error_body(kvs_reply *r, kvs_error *err)
+/* The secret out of both fields: what a server echoes stays with it. */
+static void redact_error(const kvs_reply *r, kvs_error *err)
+{
+    kvs_redact(err->type, sizeof err->type, r->secret, r->secret_len);
+    kvs_redact(err->message, sizeof err->message, r->secret, r->secret_len);
+}
+
+static kvs_verdict end_error_body(kvs_reply *r, kvs_error *err)
 {
     err->status = r->status;
-    if (r->have_type) {
+    if (r->have_type)   /* a blank type is no type: the snippet says more */
         copy_str(err->type, sizeof err->type, r->err_type.data, r->err_type.len);
+    if (r->have_type && err->type[0] && strcmp(err->type, " ") != 0) {
         if (r->have_message)
             copy_str(err->message, sizeof err->message, r->err_message.data, r->err_message.len);
-        else
+        if (!r->have_message || !err->message[0] || strcmp(err->message, " ") == 0)
             snprintf(err->message, sizeof err->message, "HTTP %d", r->status);
-        return -1;
+        redact_error(r, err);
+        return KVS_REPLY_ERROR;
     }
     snprintf(err->type, sizeof err->type, "%s", KVS_ERR_HTTP);
     if (r->raw.len) {
@@ -393,15 +525,16 @@ static int end_error_body(kvs_reply *r, kvs_error *err)
     } else {
         snprintf(err->message, sizeof err->message, "HTTP %d with an empty body", r->status);
     }
-    return -1;
+    redact_error(r, err);
+    return KVS_REPLY_ERROR;
 }
 
-int kvs_reply_end(kvs_reply *r, kvs_error *err)
+kvs_verdict kvs_reply_end(kvs_reply *r, kvs_error *err)
 {
     if (!r->h) {
         snprintf(err->type, sizeof err->type, "%s", KVS_ERR_MEMORY);
         snprintf(err->message, sizeof err->message, "out of memory");
-        return -1;
+        return KVS_REPLY_NOMEM;
     }
     if (!r->failed && yajl_complete_parse(r->h) != yajl_status_ok)
         fail(r, r->ctx == C_TOP ? "the body is empty" : "the body is cut short or not valid JSON");
@@ -415,15 +548,58 @@ int kvs_reply_end(kvs_reply *r, kvs_error *err)
         else if (r->page->is_truncated < 0) fail(r, "\"data\" has no boolean \"isTruncated\"");
     }
     if (!r->failed)
-        return 0;
+        return KVS_REPLY_PAGE;
     if (r->out_of_memory) goto memory;
     err->status = r->status;
     snprintf(err->type, sizeof err->type, "%s", KVS_ERR_RESPONSE);
     snprintf(err->message, sizeof err->message, "unexpected reply from the API: %s", r->problem);
-    return -1;
+    return r->final ? KVS_REPLY_FINAL : KVS_REPLY_ERROR;
 memory:
     err->status = r->status;
     snprintf(err->type, sizeof err->type, "%s", KVS_ERR_MEMORY);
     snprintf(err->message, sizeof err->message, "out of memory while decoding a reply");
-    return -1;
+    return KVS_REPLY_NOMEM;
+}
+
+/* --- redaction ------------------------------------------------------------- */
+
+static char *find_bytes(char *s, size_t len, const char *w, size_t n)
+{
+    char *p = s, *end = s + len;
+    while ((size_t)(end - p) >= n && (p = memchr(p, w[0], (size_t)(end - p) - n + 1)) != NULL) {
+        if (memcmp(p, w, n) == 0) return p;
+        p++;
+    }
+    return NULL;
+}
+
+void kvs_redact(char *s, size_t cap, const char *secret, size_t n)
+{
+    static const char mark[] = KVS_REDACTED;
+    size_t len, i, tail;
+    char *hit;
+    if (!secret || n < 4 || cap == 0) return;
+    len = strlen(s);
+    i = 0;
+    while (i + n <= len && (hit = find_bytes(s + i, len - i, secret, n)) != NULL) {
+        size_t at = (size_t)(hit - s), keep = len - at - n;   /* bytes after the hit */
+        size_t room = cap - 1 - at;                           /* room from the hit on */
+        size_t mlen = sizeof mark - 1 < room ? sizeof mark - 1 : room;
+        if (keep > room - mlen) keep = room - mlen;
+        memmove(s + at + mlen, hit + n, keep);
+        memcpy(s + at, mark, mlen);
+        len = at + mlen + keep;
+        s[len] = '\0';
+        i = at + mlen;
+    }
+    /* a copy cut short at the end: the longest tail that starts the secret */
+    for (tail = n - 1 < len ? n - 1 : len; tail >= 4; tail--) {
+        if (memcmp(s + len - tail, secret, tail) == 0) {
+            size_t at = len - tail;
+            size_t mlen = sizeof mark - 1 < cap - 1 - at ? sizeof mark - 1 : cap - 1 - at;
+            memcpy(s + at, mark, mlen);
+            s[at + mlen] = '\0';
+            break;
+        }
+    }
 }

@@ -24,6 +24,9 @@ struct kvs_conn {
     struct curl_slist *headers;
     kvs_listing       *listing;    /* the listing of the exchange under way */
     int                stopped;    /* we cut the body short on purpose */
+    int                timed_out;  /* ... because the attempt ran past its timeout */
+    double             timeout;    /* seconds an attempt may take, decoding included */
+    double             attempt_end;  /* monotonic: when the attempt under way times out */
     double             deadline;   /* monotonic; past it, the body waits (0: never) */
     int                paused;     /* the transfer waits for the next turn */
     char               errbuf[CURL_ERROR_SIZE];
@@ -112,7 +115,12 @@ static size_t on_body(char *buf, size_t size, size_t n, void *ud)
 {
     kvs_conn *c = ud;
     size_t len = size * n;
-    if (c->deadline > 0 && kvs_monotonic() > c->deadline) {
+    double now = kvs_monotonic();
+    if (now > c->attempt_end) {   /* libcurl checks its timeout between chunks only */
+        c->stopped = c->timed_out = 1;
+        return 0;
+    }
+    if (c->deadline > 0 && now > c->deadline) {
         c->paused = 1;      /* libcurl keeps this chunk and hands it over again later */
         return CURL_WRITEFUNC_PAUSE;
     }
@@ -136,6 +144,7 @@ kvs_conn *kvs_conn_new(const kvs_client *cl)
     if (!e || !c->headers) { kvs_conn_free(c); return NULL; }
     timeout_ms = (long)(cl->timeout * 1000.0 + 0.5);
     if (timeout_ms < 1) timeout_ms = 1;
+    c->timeout = (double)timeout_ms / 1000.0;
 
     curl_easy_setopt(e, CURLOPT_SHARE, cl->http->share);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -176,8 +185,9 @@ void kvs_conn_free(kvs_conn *c)
 void *kvs_conn_start(kvs_conn *c, kvs_listing *l, const kvs_request *req)
 {
     c->listing = l;
-    c->stopped = 0;
+    c->stopped = c->timed_out = 0;
     c->paused = 0;
+    c->attempt_end = kvs_monotonic() + c->timeout;
     c->errbuf[0] = '\0';
     curl_easy_setopt(c->easy, CURLOPT_URL, req->url);
     return c->easy;
@@ -213,16 +223,51 @@ kvs_fault kvs_conn_fault(kvs_conn *c, int code, const char **msg)
 {
     CURLcode rc = (CURLcode)code;
     *msg = NULL;
+    if (rc == CURLE_WRITE_ERROR && c->timed_out) {
+        snprintf(c->errbuf, sizeof c->errbuf, "the reply took more than %g s to arrive and "
+                 "decode", c->timeout);
+        *msg = c->errbuf;
+        return KVS_FAULT_TIMEOUT;
+    }
     if (rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && c->stopped))
         return KVS_FAULT_NONE;      /* a whole reply, or one we stopped reading on purpose */
     *msg = c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc);
-    return rc == CURLE_OPERATION_TIMEDOUT ? KVS_FAULT_TIMEOUT : KVS_FAULT_NETWORK;
+    switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT:
+        return KVS_FAULT_TIMEOUT;
+    case CURLE_PEER_FAILED_VERIFICATION:   /* the certificate: no retry changes it */
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_USE_SSL_FAILED:
+        return KVS_FAULT_TLS;
+    case CURLE_UNSUPPORTED_PROTOCOL:       /* what we asked for cannot be sent */
+    case CURLE_URL_MALFORMAT:
+    case CURLE_NOT_BUILT_IN:
+    case CURLE_FUNCTION_NOT_FOUND:
+    case CURLE_BAD_FUNCTION_ARGUMENT:
+    case CURLE_OUT_OF_MEMORY:
+    case CURLE_TOO_MANY_REDIRECTS:
+    case CURLE_BAD_CONTENT_ENCODING:
+    case CURLE_LOGIN_DENIED:
+    case CURLE_AUTH_ERROR:
+        return KVS_FAULT_REQUEST;
+    default:                               /* resets, refusals, DNS, partial bodies */
+        return KVS_FAULT_NETWORK;
+    }
 }
 
 void kvs_sleep(double seconds)
 {
     struct timespec ts;
     if (!(seconds > 0)) return;
+    if (seconds > 86400) seconds = 86400;   /* the core caps waits far below; time_t stays defined */
     ts.tv_sec = (time_t)seconds;
     ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
     while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
@@ -237,7 +282,7 @@ int kvs_conn_next_page(kvs_conn *c, kvs_listing *l, kvs_page *page)
         double wait;
         CURLcode rc = curl_easy_perform(kvs_conn_start(c, l, &req));
         kvs_fault fault = kvs_conn_fault(c, rc, &msg);
-        switch (kvs_listing_reply_end(l, fault, msg, &wait)) {
+        switch (kvs_listing_reply_end(l, fault, msg, kvs_monotonic(), &wait)) {
         case KVS_STEP_PAGE:
             kvs_listing_take_page(l, page);
             return 1;

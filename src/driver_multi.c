@@ -77,7 +77,8 @@ static int start_next(kvs_async *a)
     if (!kvs_listing_next_request(a->listing, &req)) return 0;
     if (curl_multi_add_handle(a->multi, kvs_conn_start(a->conn, a->listing, &req)) != CURLM_OK) {
         double wait;
-        kvs_listing_reply_end(a->listing, KVS_FAULT_NETWORK, "libcurl could not start the request", &wait);
+        kvs_listing_reply_end(a->listing, KVS_FAULT_NETWORK, "libcurl could not start the request",
+                              monotonic(), &wait);
         return 0;
     }
     a->inflight = 1;
@@ -92,7 +93,7 @@ static void finish_transfer(kvs_async *a, CURLcode rc)
     kvs_fault fault = kvs_conn_fault(a->conn, rc, &msg);
     curl_multi_remove_handle(a->multi, kvs_conn_handle(a->conn));
     a->inflight = 0;
-    switch (kvs_listing_reply_end(a->listing, fault, msg, &wait)) {
+    switch (kvs_listing_reply_end(a->listing, fault, msg, monotonic(), &wait)) {
     case KVS_STEP_PAGE:
         kvs_listing_take_page(a->listing, &a->ready);
         a->has_ready = 1;

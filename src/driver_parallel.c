@@ -427,7 +427,7 @@ static void harvest(kvs_par *p)
         curl_multi_remove_handle(p->multi, easy);
         s->inflight = 0;
         p->inflight--;
-        step = kvs_listing_reply_end(s->l, fault, msg, &wait);
+        step = kvs_listing_reply_end(s->l, fault, msg, kvs_monotonic(), &wait);
         limit = kvs_listing_rate_limit(s->l);
         if (limit > 0 && !p->rate_fixed && (double)limit != p->rate) {
             refill(p, kvs_monotonic());
@@ -455,7 +455,8 @@ static int send_one(kvs_par *p, shard *s)
     if (curl_multi_add_handle(p->multi, kvs_conn_start(s->conn, s->l, &req)) != CURLM_OK) {
         double wait;
         kvs_step step = kvs_listing_reply_end(s->l, KVS_FAULT_NETWORK,
-                                              "libcurl could not start the request", &wait);
+                                              "libcurl could not start the request",
+                                              kvs_monotonic(), &wait);
         after_step(p, s, step, wait);
         return 1;
     }

@@ -31,14 +31,18 @@ typedef struct kvs_client {
     char     *token;          /* NULL: no Authorization header */
     char     *base_url;
     char     *user_agent;
-    double    timeout;        /* seconds per attempt */
+    double    timeout;        /* seconds per attempt, decoding included */
     double    min_delay;      /* seconds */
+    double    max_delay;      /* longest wait between tries (seconds) */
+    double    max_elapsed;    /* seconds one page may spend retrying; 0: no cap */
     int       max_retries;
+    int       on_retry_ref;   /* registry ref of on_retry(err, attempt, delay), or LUA_NOREF */
     int       gzip;           /* ask for compressed replies */
     kvs_http *http;
 } kvs_client;
 
-void kvs_client_release(kvs_client *c);
+/* Drops one reference; the last one frees the client (and its on_retry ref in L). */
+void kvs_client_release(lua_State *L, kvs_client *c);
 
 /* --- the blocking libcurl driver (driver_curl.c) ------------------------- */
 
@@ -63,6 +67,8 @@ void     *kvs_conn_handle(kvs_conn *c);
 void      kvs_conn_budget(kvs_conn *c, double deadline);
 int       kvs_conn_paused(const kvs_conn *c);
 double    kvs_monotonic(void);
+/* What the transfer's CURLcode means for the core: none, timeout, network
+ * (worth a retry), or TLS / request (never mended by one). */
 kvs_fault kvs_conn_fault(kvs_conn *c, int curl_code, const char **msg);
 void      kvs_sleep(double seconds);
 
@@ -115,6 +121,13 @@ uint64_t  kvs_random_seed(const void *salt);
 /* --- the Lua side (lua_listing.c) ----------------------------------------- */
 
 void kvs_push_error(lua_State *L, const kvs_error *e);
+/* The client's on_retry function as the core's hook; `ud` is a kvs_retry_hook. */
+typedef struct kvs_retry_hook {
+    lua_State  *L;            /* the thread driving the listing right now */
+    kvs_client *client;
+} kvs_retry_hook;
+int  kvs_call_on_retry(void *ud, const kvs_error *e, int attempt, double delay,
+                       char *why, size_t why_cap);
 int  kvs_store_list_keys(lua_State *L);
 int  kvs_store_keys(lua_State *L);
 int  kvs_store_listing(lua_State *L);

@@ -15,10 +15,10 @@ static listing_ud *check_job(lua_State *L)
 }
 
 /* Settles a job whose driver has nothing left and whose keys are all out. */
-static void settle_if_finished(listing_ud *u)
+static void settle_if_finished(lua_State *L, listing_ud *u)
 {
     if (u->run == L_RUNNING && u->core && u->pos >= u->page.count && kvs_async_finished(u->async))
-        kvs_listing_settle(u);
+        kvs_listing_settle(L, u);
 }
 
 static int job_next(lua_State *L)
@@ -27,7 +27,7 @@ static int job_next(lua_State *L)
     if (u->budget == 0) return 0;
     while (u->pos >= u->page.count) {
         if (!u->core || !kvs_async_take(u->async, &u->page)) {
-            if (u->core) settle_if_finished(u);
+            if (u->core) settle_if_finished(L, u);
             return 0;
         }
         u->pos = 0;
@@ -43,6 +43,7 @@ static int job_poll(lua_State *L)
     long long max = -1;
     if (!lua_isnoneornil(L, 2) && (!kvs_tointeger(L, 2, &max) || max < 1))
         luaL_argerror(L, 2, "max_keys must be an integer >= 1");
+    u->hook.L = L;
     if (u->core) kvs_async_poll(u->async);
     u->budget = max;
     lua_settop(L, 1);
@@ -54,7 +55,7 @@ static int job_poll(lua_State *L)
 static int job_status(lua_State *L)
 {
     listing_ud *u = check_job(L);
-    settle_if_finished(u);
+    settle_if_finished(L, u);
     switch (u->run) {
     case L_RUNNING: lua_pushliteral(L, "running"); return 1;
     case L_DONE:    lua_pushliteral(L, "done"); return 1;
@@ -70,7 +71,7 @@ static int job_timeout(lua_State *L)
 {
     listing_ud *u = check_job(L);
     double t;
-    settle_if_finished(u);
+    settle_if_finished(L, u);
     if (u->run != L_RUNNING) return 0;
     t = u->pos < u->page.count ? 0 : kvs_async_timeout(u->async);
     if (t < 0) return 0;

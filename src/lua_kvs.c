@@ -14,7 +14,8 @@
 
 static const char *lua_typename_of(int t)
 {
-    return t == LUA_TSTRING ? "a string" : t == LUA_TNUMBER ? "a number" : "a boolean";
+    return t == LUA_TSTRING ? "a string" : t == LUA_TNUMBER ? "a number"
+         : t == LUA_TFUNCTION ? "a function" : "a boolean";
 }
 
 void kvs_check_options(lua_State *L, int arg, const kvs_optspec *spec, unsigned call)
@@ -109,9 +110,10 @@ static char *dup_bytes(const char *s, size_t n)
     return d;
 }
 
-void kvs_client_release(kvs_client *c)
+void kvs_client_release(lua_State *L, kvs_client *c)
 {
     if (!c || --c->refs > 0) return;
+    luaL_unref(L, LUA_REGISTRYINDEX, c->on_retry_ref);
     kvs_http_free(c->http);
     if (c->token) {
         /* wipe before free: the token should not linger in freed memory */
@@ -154,7 +156,9 @@ static const char *check_base_url(lua_State *L, int arg, const char *u, size_t n
 static const kvs_optspec new_options[] = {
     { "token", LUA_TSTRING, 1 }, { "base_url", LUA_TSTRING, 1 }, { "timeout", LUA_TNUMBER, 1 },
     { "max_retries", LUA_TNUMBER, 1 }, { "min_delay", LUA_TNUMBER, 1 },
-    { "user_agent", LUA_TSTRING, 1 }, { "gzip", LUA_TBOOLEAN, 1 }, { NULL, 0, 0 }
+    { "user_agent", LUA_TSTRING, 1 }, { "gzip", LUA_TBOOLEAN, 1 },
+    { "max_delay", LUA_TNUMBER, 1 }, { "max_elapsed", LUA_TNUMBER, 1 },
+    { "on_retry", LUA_TFUNCTION, 1 }, { NULL, 0, 0 }
 };
 
 static int kvs_new(lua_State *L)
@@ -207,9 +211,17 @@ static int kvs_new(lua_State *L)
     if (!c) return luaL_error(L, "apify.kvs: out of memory");
     *ud = c;
     c->refs = 1;
+    c->on_retry_ref = LUA_NOREF;
     c->timeout = opt_number(L, 1, "timeout", 0, 30, 1);
     c->min_delay = opt_number(L, 1, "min_delay", 0, 0.5, 0);
     c->max_retries = (int)kvs_opt_integer(L, 1, "max_retries", 0, 100, 8);
+    c->max_delay = opt_number(L, 1, "max_delay", 0, KVS_DEFAULT_MAX_DELAY, 1);
+    c->max_elapsed = opt_number(L, 1, "max_elapsed", 0, 0, 1);
+    if (!lua_isnoneornil(L, 1)) {
+        lua_getfield(L, 1, "on_retry");
+        if (lua_isfunction(L, -1)) c->on_retry_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        else lua_pop(L, 1);
+    }
     c->gzip = 1;
     if (!lua_isnoneornil(L, 1)) {
         lua_getfield(L, 1, "gzip");
@@ -228,7 +240,7 @@ static int kvs_new(lua_State *L)
 static int client_gc(lua_State *L)
 {
     kvs_client **ud = luaL_checkudata(L, 1, KVS_CLIENT_MT);
-    kvs_client_release(*ud);
+    kvs_client_release(L, *ud);
     *ud = NULL;
     return 0;
 }
@@ -286,7 +298,7 @@ static int client_store(lua_State *L)
 static int store_gc(lua_State *L)
 {
     store_ud *s = luaL_checkudata(L, 1, KVS_STORE_MT);
-    kvs_client_release(s->client);
+    kvs_client_release(L, s->client);
     free(s->id);
     s->client = NULL;
     s->id = NULL;

@@ -41,6 +41,29 @@ void kvs_push_error(lua_State *L, const kvs_error *e)
     lua_setmetatable(L, -2);
 }
 
+/* --- on_retry ------------------------------------------------------------------------- */
+
+int kvs_call_on_retry(void *ud, const kvs_error *e, int attempt, double delay,
+                      char *why, size_t why_cap)
+{
+    kvs_retry_hook *h = ud;
+    lua_State *L = h->L;
+    int verdict;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->client->on_retry_ref);
+    kvs_push_error(L, e);
+    lua_pushinteger(L, attempt);
+    lua_pushnumber(L, delay);
+    if (lua_pcall(L, 3, 1, 0) != 0) {
+        const char *msg = lua_tostring(L, -1);
+        snprintf(why, why_cap, "%s", msg ? msg : "(error object is not a string)");
+        lua_pop(L, 1);
+        return -1;
+    }
+    verdict = !(lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1));   /* false: stop */
+    lua_pop(L, 1);
+    return verdict;
+}
+
 /* --- options -> core config -------------------------------------------------------- */
 
 /* Which call takes which option. */
@@ -62,7 +85,8 @@ static const kvs_optspec options[] = {
     { NULL, 0, 0 }
 };
 
-static void read_common(lua_State *L, kvs_client *c, const char *id, kvs_listing_config *cfg)
+static void read_common(lua_State *L, kvs_client *c, const char *id, kvs_listing_config *cfg,
+                        kvs_retry_hook *hook)
 {
     memset(cfg, 0, sizeof *cfg);
     cfg->base_url = c->base_url;
@@ -73,7 +97,17 @@ static void read_common(lua_State *L, kvs_client *c, const char *id, kvs_listing
     cfg->start_key = kvs_opt_string(L, 2, "exclusiveStartKey", &cfg->start_key_len);
     cfg->max_retries = c->max_retries;
     cfg->min_delay = c->min_delay;
+    cfg->max_delay = c->max_delay;
+    cfg->max_elapsed = c->max_elapsed;
+    cfg->secret = c->token;
+    cfg->secret_len = c->token ? strlen(c->token) : 0;
     cfg->http_date_delay = kvs_http_date_delay;
+    hook->L = L;
+    hook->client = c;
+    if (c->on_retry_ref != LUA_NOREF) {
+        cfg->on_retry = kvs_call_on_retry;
+        cfg->on_retry_ud = hook;
+    }
 }
 
 /* --- list_keys: one page ----------------------------------------------------------- */
@@ -125,10 +159,11 @@ int kvs_store_list_keys(lua_State *L)
     kvs_conn *conn;
     kvs_page page;
     kvs_error err;
+    kvs_retry_hook hook;
     int rc;
 
     kvs_check_options(L, 2, options, LIST_KEYS);
-    read_common(L, c, id, &cfg);
+    read_common(L, c, id, &cfg, &hook);
     cfg.page_size = (int)kvs_opt_integer(L, 2, "limit", 1, KVS_MAX_PAGE_SIZE, KVS_MAX_PAGE_SIZE);
     cfg.limit = -1;
     cfg.single_page = 1;
@@ -158,7 +193,7 @@ int kvs_store_list_keys(lua_State *L)
 
 /* --- keys: the iterator ---------------------------------------------------------------- */
 
-void kvs_listing_release(listing_ud *u)
+void kvs_listing_release(lua_State *L, listing_ud *u)
 {
     if (u->core && u->run == L_FAILED && kvs_listing_error(u->core))
         u->err = *kvs_listing_error(u->core);
@@ -166,7 +201,7 @@ void kvs_listing_release(listing_ud *u)
     kvs_par_free(u->par);               /* cancels every range's transfer */
     kvs_listing_free(u->core);
     kvs_page_free(&u->page);
-    kvs_client_release(u->client);
+    kvs_client_release(L, u->client);
     u->async = NULL;
     u->par = NULL;
     u->core = NULL;
@@ -180,11 +215,11 @@ void kvs_listing_drive(lua_State *L, listing_ud *u)
         luaL_error(L, "apify.kvs: out of memory");
 }
 
-void kvs_listing_settle(listing_ud *u)
+void kvs_listing_settle(lua_State *L, listing_ud *u)
 {
     if (u->run == L_RUNNING)
         u->run = kvs_listing_failed(u->core) ? L_FAILED : L_DONE;
-    kvs_listing_release(u);
+    kvs_listing_release(L, u);
 }
 
 int kvs_push_item(lua_State *L, listing_ud *u)
@@ -202,6 +237,7 @@ int kvs_push_item(lua_State *L, listing_ud *u)
 /* The current page is used up: wait for the next one (blocking). */
 static int next_page_then_item(lua_State *L, listing_ud *u)
 {
+    u->hook.L = L;
     for (;;) {
         if (u->run == L_FAILED) {
             kvs_push_error(L, &u->err);
@@ -222,7 +258,7 @@ static int next_page_then_item(lua_State *L, listing_ud *u)
             } else {
                 u->run = L_DONE;
             }
-            kvs_listing_release(u);
+            kvs_listing_release(L, u);
             continue;
         }
         kvs_listing_drive(L, u);
@@ -232,7 +268,7 @@ static int next_page_then_item(lua_State *L, listing_ud *u)
             if (u->page.count > 0)
                 return kvs_push_item(L, u);
         } else if (kvs_async_finished(u->async)) {
-            kvs_listing_settle(u);
+            kvs_listing_settle(L, u);
         } else {
             kvs_async_wait(u->async, 1.0);
         }
@@ -248,6 +284,7 @@ static int keys_next(lua_State *L)
         /* the per-key path: three pushes, and now and then a non-blocking
          * turn of the transfer that brings the next page */
         if ((u->pos & (POLL_EVERY - 1)) == POLL_EVERY - 1) {
+            u->hook.L = L;
             if (u->async) kvs_async_poll(u->async);
             else if (u->par) kvs_par_poll(u->par);
         }
@@ -267,7 +304,12 @@ static listing_ud *new_listing(lua_State *L, unsigned call)
     double rate = 0;
 
     kvs_check_options(L, 2, options, call);
-    read_common(L, c, id, &cfg);
+    u = kvs_newuserdata(L, sizeof *u);     /* first: cfg points into its hook */
+    memset(u, 0, sizeof *u);
+    kvs_page_init(&u->page);
+    luaL_getmetatable(L, KVS_LISTING_MT);
+    lua_setmetatable(L, -2);
+    read_common(L, c, id, &cfg, &u->hook);
     cfg.page_size = (int)kvs_opt_integer(L, 2, "page_size", 1, KVS_MAX_PAGE_SIZE,
                                          KVS_MAX_PAGE_SIZE);
     cfg.limit = kvs_opt_integer(L, 2, "limit", 0, 0x7fffffffffffffffLL, -1);
@@ -289,11 +331,6 @@ static listing_ud *new_listing(lua_State *L, unsigned call)
         lua_pop(L, 2);
     }
 
-    u = kvs_newuserdata(L, sizeof *u);
-    memset(u, 0, sizeof *u);
-    kvs_page_init(&u->page);
-    luaL_getmetatable(L, KVS_LISTING_MT);
-    lua_setmetatable(L, -2);
     cfg.seed = kvs_random_seed(u);
     if (!(u->core = kvs_listing_new(&cfg)))
         luaL_error(L, "apify.kvs: out of memory");
@@ -342,7 +379,7 @@ static int listing_close(lua_State *L)
 {
     listing_ud *u = kvs_check_listing(L, 1);
     if (u->run == L_RUNNING) u->run = L_DONE;
-    if (u->core) kvs_listing_release(u);
+    if (u->core) kvs_listing_release(L, u);
     return 0;
 }
 

@@ -27,17 +27,18 @@ typedef struct listing_ud {
     kvs_error    err;       /* when run == L_FAILED */
     int          prefetch;
     long long    budget;    /* job: keys poll() may still hand out */
+    kvs_retry_hook hook;    /* hook.L: set by every call that may drive the listing */
 } listing_ud;
 
 listing_ud *kvs_check_listing(lua_State *L, int idx);
 /* Pushes key, size, url of the next item of the current page; returns 3. */
 int  kvs_push_item(lua_State *L, listing_ud *u);
 /* Lets go of driver, core and buffers, keeping a failure's error. */
-void kvs_listing_release(listing_ud *u);
+void kvs_listing_release(lua_State *L, listing_ud *u);
 /* Starts the libcurl multi driver of `u` if it has none; raises on OOM. */
 void kvs_listing_drive(lua_State *L, listing_ud *u);
 /* Records how the driver ended: done, or failed with the core's error. */
-void kvs_listing_settle(listing_ud *u);
+void kvs_listing_settle(lua_State *L, listing_ud *u);
 
 void kvs_open_sansio(lua_State *L, int methods_idx);
 void kvs_open_job(lua_State *L, int methods_idx);

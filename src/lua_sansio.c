@@ -113,8 +113,9 @@ static int push_step(lua_State *L, listing_ud *u, kvs_step step, double wait)
 
 static kvs_fault check_fault(lua_State *L, int idx)
 {
-    static const char *const kinds[] = { "none", "timeout", "network", NULL };
-    static const kvs_fault faults[] = { KVS_FAULT_NONE, KVS_FAULT_TIMEOUT, KVS_FAULT_NETWORK };
+    static const char *const kinds[] = { "none", "timeout", "network", "tls", "request", NULL };
+    static const kvs_fault faults[] = { KVS_FAULT_NONE, KVS_FAULT_TIMEOUT, KVS_FAULT_NETWORK,
+                                        KVS_FAULT_TLS, KVS_FAULT_REQUEST };
     return faults[luaL_checkoption(L, idx, "none", kinds)];
 }
 
@@ -125,7 +126,9 @@ static int listing_finish(lua_State *L)
     kvs_fault fault = check_fault(L, 2);
     const char *msg = luaL_optstring(L, 3, NULL);
     double wait;
-    kvs_step step = kvs_listing_reply_end(u->core, fault, msg, &wait);
+    kvs_step step;
+    u->hook.L = L;
+    step = kvs_listing_reply_end(u->core, fault, msg, kvs_monotonic(), &wait);
     return push_step(L, u, step, wait);
 }
 
@@ -150,7 +153,8 @@ static int listing_reply(lua_State *L)
         }
     }
     kvs_listing_reply_body(u->core, body, n);
-    step = kvs_listing_reply_end(u->core, KVS_FAULT_NONE, NULL, &wait);
+    u->hook.L = L;
+    step = kvs_listing_reply_end(u->core, KVS_FAULT_NONE, NULL, kvs_monotonic(), &wait);
     return push_step(L, u, step, wait);
 }
 
