@@ -119,27 +119,33 @@ static kvs_fault check_fault(lua_State *L, int idx)
     return faults[luaL_checkoption(L, idx, "none", kinds)];
 }
 
-/* listing:finish([fault [, message]]) -> "page", n | "retry", seconds | "failed", err */
+/* The caller's clock (seconds, for max_elapsed) at idx, or the monotonic one. */
+static double opt_now(lua_State *L, int idx)
+{
+    return lua_isnoneornil(L, idx) ? kvs_monotonic() : (double)luaL_checknumber(L, idx);
+}
+
+/* listing:finish([fault [, message [, now]]]) -> "page", n | "retry", seconds | "failed", err */
 static int listing_finish(lua_State *L)
 {
     listing_ud *u = check_open(L);
     kvs_fault fault = check_fault(L, 2);
     const char *msg = luaL_optstring(L, 3, NULL);
-    double wait;
+    double wait, now = opt_now(L, 4);
     kvs_step step;
     u->hook.L = L;
-    step = kvs_listing_reply_end(u->core, fault, msg, kvs_monotonic(), &wait);
+    step = kvs_listing_reply_end(u->core, fault, msg, now, &wait);
     return push_step(L, u, step, wait);
 }
 
-/* listing:reply(status, headers, body): a whole reply at once */
+/* listing:reply(status, headers, body [, now]): a whole reply at once */
 static int listing_reply(lua_State *L)
 {
     listing_ud *u = check_open(L);
     lua_Integer status = luaL_checkinteger(L, 2);
     size_t n = 0;
     const char *body;
-    double wait;
+    double wait, now = opt_now(L, 5);
     kvs_step step;
     luaL_argcheck(L, status >= 100 && status <= 999, 2, "HTTP status must be in 100..999");
     if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
@@ -154,7 +160,7 @@ static int listing_reply(lua_State *L)
     }
     kvs_listing_reply_body(u->core, body, n);
     u->hook.L = L;
-    step = kvs_listing_reply_end(u->core, KVS_FAULT_NONE, NULL, kvs_monotonic(), &wait);
+    step = kvs_listing_reply_end(u->core, KVS_FAULT_NONE, NULL, now, &wait);
     return push_step(L, u, step, wait);
 }
 
