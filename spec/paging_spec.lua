@@ -302,7 +302,8 @@ describe("listing keys", function()
 
     if _VERSION == "Lua 5.4" then
       it("on Lua 5.4, breaking out of a for loop closes the listing at once", function()
-        local f, s, c, listing = store:keys({ page_size = 10 })
+        -- no prefetch: a request in flight at the break may reach the emulator's log late
+        local f, s, c, listing = store:keys({ page_size = 10, prefetch = false })
         for _ in f, s, c, listing do break end   -- the 4th value is to-be-closed
         assert.matches("closed", tostring(listing))
         local reqs = #emu:requests()
