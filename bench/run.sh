@@ -114,7 +114,19 @@ read -r EXP_COUNT EXP_SUM < "$STORE/expected.txt"
 PAGES=$(wc -l < "$STORE/pages.txt")
 
 # --- the node client ----------------------------------------------------------
-if command -v node >/dev/null 2>&1 && [ ! -d "$HERE/js/node_modules/apify-client" ]; then
+# Only when a node peer is selected: PEERS without one (make bench-smoke) stays offline.
+node_peer_wanted() {
+    local line name cmd
+    while IFS= read -r line; do
+        [ -n "${line// }" ] || continue
+        IFS='|' read -r name _ cmd <<< "$line"
+        name=$(echo "$name" | sed 's/^ *//; s/ *$//')
+        [[ "$cmd" =~ ^\ *node\  ]] || continue
+        if [ -z "$PEERS" ] || [[ "$name" =~ $PEERS ]]; then return 0; fi
+    done <<< "$PEER_LIST"
+    return 1
+}
+if node_peer_wanted && command -v node >/dev/null 2>&1 && [ ! -d "$HERE/js/node_modules/apify-client" ]; then
     need npm "npm comes with nodejs"
     echo "installing bench/js (npm ci)" >&2
     (cd "$HERE/js" && npm ci --no-audit --no-fund --loglevel=error >&2) || die "npm ci in bench/js failed"
