@@ -1,0 +1,196 @@
+---@meta apify.kvs
+-- lua-language-server definitions for apify.kvs (the C module): put this directory
+-- (types/) on `workspace.library` (see README.md, "Editor support"). Never on package.path:
+-- it declares the API, it does not implement it.
+-- spec/types_spec.lua keeps it in step with the module: every function, method and option
+-- below exists in the module, and the other way round.
+
+---@class apify.kvs
+---@field _VERSION string "apify.kvs 0.2.0"
+---@field _TRANSPORT string the libcurl version string the module runs on
+local kvs = {}
+
+---@alias apify.kvs.on_retry fun(err: apify.kvs.Error, attempt: integer, delay: number): boolean?
+
+---Options of `kvs.new`; every field is optional.
+---@class apify.kvs.ClientOptions
+---@field token? string|false default `os.getenv("APIFY_TOKEN")`; false: send no token
+---@field base_url? string default `os.getenv("APIFY_API_BASE_URL")` or "https://api.apify.com"
+---@field timeout? number seconds per attempt (connect + transfer + decoding), default 30
+---@field max_retries? integer retries of one request, default 8
+---@field min_delay? number seconds: first backoff step, doubling per retry, default 0.5
+---@field max_delay? number seconds: the longest wait between tries, default 60
+---@field max_elapsed? number seconds one page may spend retrying (default: no cap)
+---@field on_retry? apify.kvs.on_retry|false called before each retry; returning false gives up
+---@field user_agent? string default "apify.kvs/<version> (<Lua>; <libcurl>)"
+---@field gzip? boolean ask for compressed replies, default true
+
+---A client: shared connections, DNS cache and retry policy.
+---@param opts? apify.kvs.ClientOptions
+---@return apify.kvs.Client
+function kvs.new(opts) end
+
+---@class apify.kvs.Client
+local Client = {}
+
+---@param id string a store id, "username~store-name" or "~store-name"
+---@return apify.kvs.Store
+function Client:store(id) end
+
+---@class apify.kvs.Store
+local Store = {}
+
+---The options every listing call takes.
+---@class apify.kvs.ListKeysOptions
+---@field prefix? string only keys starting with this
+---@field collection? string stores with a schema: one collection
+---@field signature? string for stores shared by signature, without a token
+---@field exclusiveStartKey? string start after this key (resume)
+---@field limit? integer most keys (list_keys: 1..1000)
+
+---Options of `store:listing` and `store:job`.
+---@class apify.kvs.ListingOptions: apify.kvs.ListKeysOptions
+---@field page_size? integer keys per request, 1..1000
+
+---Options of `store:keys`.
+---@class apify.kvs.KeysOptions: apify.kvs.ListingOptions
+---@field prefetch? boolean fetch page k+1 while the loop works through page k, default true
+---@field parallel? integer key ranges fetched side by side, 1..64, default 1
+---@field rate_limit? number requests per second
+---@field ordered? boolean false: pages in arrival order, default true
+
+---@class apify.kvs.Item
+---@field key string
+---@field size integer
+---@field recordPublicUrl? string
+
+---The API's `data` object of one page.
+---@class apify.kvs.Page
+---@field items apify.kvs.Item[]
+---@field count integer
+---@field limit? integer
+---@field isTruncated boolean
+---@field exclusiveStartKey? string
+---@field nextExclusiveStartKey? string
+
+---Every key, in byte order; raises an `apify.kvs.Error` when a page cannot be had.
+---Returns the iterator, the listing, nil and the listing again (Lua 5.4's to-be-closed value).
+---@param opts? apify.kvs.KeysOptions
+---@return fun(): string?, integer?, string? next_key key, size, url
+---@return apify.kvs.Listing listing
+---@return nil
+---@return apify.kvs.Listing closing
+function Store:keys(opts) end
+
+---Exactly one request (plus retries): the page, or nil and the error.
+---@param opts? apify.kvs.ListKeysOptions
+---@return apify.kvs.Page? page
+---@return apify.kvs.Error? err
+function Store:list_keys(opts) end
+
+---A non-blocking listing driven by `job:poll()`.
+---@param opts? apify.kvs.ListingOptions
+---@return apify.kvs.Job
+function Store:job(opts) end
+
+---A sans-I/O listing: the core decides, your driver moves the bytes.
+---@param opts? apify.kvs.ListingOptions
+---@return apify.kvs.Listing
+function Store:listing(opts) end
+
+---@return string id the store id as given
+function Store:id() end
+
+---@alias apify.kvs.Step "page"|"retry"|"failed"
+---@alias apify.kvs.Fault "none"|"timeout"|"network"|"tls"|"request"
+
+---A listing (`store:keys`, `store:listing`).
+---@class apify.kvs.Listing
+local Listing = {}
+
+---Releases the listing's connection; idempotent.
+function Listing:close() end
+
+---The next request to make: url and headers (including Authorization: a secret);
+---nil when finished, nil and the error when failed.
+---@return string? url
+---@return table<string, string>|apify.kvs.Error|nil headers
+function Listing:request() end
+
+---Starts a reply.
+---@param status integer HTTP status, 100..999
+function Listing:begin(status) end
+
+---One reply header (value may be a list of values).
+---@param name string
+---@param value string|string[]
+function Listing:header(name, value) end
+
+---A chunk of the reply body; false when the rest of the body cannot matter.
+---@param chunk string
+---@return boolean
+function Listing:body(chunk) end
+
+---Ends a reply; `fault` names a transfer that did not complete.
+---@param fault? apify.kvs.Fault
+---@param message? string
+---@param now? number seconds on the caller's clock, for max_elapsed
+---@return apify.kvs.Step step
+---@return integer|number|apify.kvs.Error x keys ready, seconds to wait, or the error
+function Listing:finish(fault, message, now) end
+
+---A whole reply at once.
+---@param status integer
+---@param headers? table<string, string|string[]>
+---@param body? string
+---@param now? number
+---@return apify.kvs.Step step
+---@return integer|number|apify.kvs.Error x
+function Listing:reply(status, headers, body, now) end
+
+---Iterator over the keys of the latest page.
+---@return fun(): string?, integer?, string?
+function Listing:page_keys() end
+
+---@return boolean
+function Listing:finished() end
+
+---@return apify.kvs.Error? err the error of a failed listing
+function Listing:error() end
+
+---@alias apify.kvs.JobStatus "running"|"done"|"failed"|"cancelled"
+
+---A non-blocking listing (`store:job`).
+---@class apify.kvs.Job
+local Job = {}
+
+---Does the I/O that is ready and returns at once with an iterator over the keys that arrived.
+---@param max_keys? integer at most this many keys this call
+---@return fun(): string?, integer?, string?
+function Job:poll(max_keys) end
+
+---@return apify.kvs.JobStatus status
+---@return apify.kvs.Error? err
+function Job:status() end
+
+---Seconds until `poll` has work (0: now), nil when finished.
+---@return number?
+function Job:timeout() end
+
+---File descriptors to watch.
+---@return integer[] read
+---@return integer[] write
+function Job:sockets() end
+
+---Cancels a request in flight; idempotent.
+function Job:close() end
+
+---A runtime failure; `tostring(err)` reads
+---"apify.kvs: <message> (<type>, HTTP <status>)".
+---@class apify.kvs.Error
+---@field type string the API's error.type, or network-error, timeout, invalid-response, cursor-not-advancing, http-error, tls-error, request-error, callback-error, out-of-memory
+---@field message string
+---@field status? integer the HTTP status, nil if no reply was had
+---@field retries integer how many retries were made
+
+return kvs
