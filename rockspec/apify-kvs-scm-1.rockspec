@@ -1,6 +1,5 @@
--- LuaRocks build of apify.kvs from a checkout:
---   luarocks make rockspec/apify-kvs-scm-1.rockspec CURL_INCDIR=/usr/include/x86_64-linux-gnu
--- (Debian keeps curl/curl.h under the multiarch include directory.)
+-- LuaRocks build of apify.kvs from a checkout (works offline, no extra argument needed):
+--   luarocks --lua-version 5.4 make rockspec/apify-kvs-scm-1.rockspec
 rockspec_format = "3.0"
 package = "apify-kvs"
 version = "scm-1"
@@ -12,8 +11,10 @@ description = {
    detailed = [[
 A C module over libcurl and yajl: store:keys{} is a generic-for iterator that
 hides exclusiveStartKey paging, retries 429/5xx/network errors with backoff,
-decodes each page while it arrives and keeps one page in memory.
+decodes each page while it arrives and keeps one page in memory. Comes with
+the apify-kvs command-line tool and lua-language-server definitions.
 ]],
+   homepage = "https://github.com/apify-kvs/apify-kvs",
    license = "MIT",
    labels = { "apify", "http", "json" },
 }
@@ -21,23 +22,24 @@ dependencies = {
    "lua >= 5.1, < 5.5",
 }
 external_dependencies = {
-   CURL = { header = "curl/curl.h", library = "curl" },
+   -- curl/curl.h lives under the multiarch include directory on Debian and Ubuntu, where
+   -- LuaRocks' header check does not look: check the library only, the compiler finds the header.
+   CURL = { library = "curl" },
    YAJL = { header = "yajl/yajl_parse.h", library = "yajl" },
 }
 build = {
-   type = "builtin",
-   modules = {
-      ["apify.kvs"] = {
-         sources = {
-            "src/core_keyspace.c", "src/core_listing.c", "src/core_reply.c", "src/core_request.c",
-            "src/driver_curl.c", "src/driver_multi.c", "src/driver_parallel.c", "src/lua_job.c", "src/lua_kvs.c",
-            "src/lua_listing.c", "src/lua_sansio.c",
-         },
-         defines = { "_DEFAULT_SOURCE", "_POSIX_C_SOURCE=200809L" },
-         incdirs = { "$(CURL_INCDIR)", "$(YAJL_INCDIR)" },
-         libdirs = { "$(CURL_LIBDIR)", "$(YAJL_LIBDIR)" },
-         libraries = { "curl", "yajl" },
-      },
-      ["apify.kvs.openresty"] = "lua/apify/kvs/openresty.lua",
+   -- One compiler call straight into the rock's lib directory: no object file and no
+   -- apify/kvs.so is left in the source tree, where ./?.so would load it instead of the
+   -- installed module.
+   type = "command",
+   build_command = [[mkdir -p "$(LIBDIR)/apify" && $(CC) $(CFLAGS) -std=c99 -D_DEFAULT_SOURCE ]] ..
+      [[-D_POSIX_C_SOURCE=200809L -fvisibility=hidden -I"$(LUA_INCDIR)" -I"$(CURL_INCDIR)" ]] ..
+      [[-I"$(YAJL_INCDIR)" $(LIBFLAG) -o "$(LIBDIR)/apify/kvs.so" src/*.c ]] ..
+      [[-L"$(CURL_LIBDIR)" -L"$(YAJL_LIBDIR)" -lcurl -lyajl]],
+   install = {
+      lua = { ["apify.kvs.openresty"] = "lua/apify/kvs/openresty.lua" },
+      bin = { ["apify-kvs"] = "bin/apify-kvs" },
    },
+   -- lua-language-server definitions (types/apify/kvs.lua), see README
+   copy_directories = { "types" },
 }
