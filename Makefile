@@ -5,9 +5,15 @@
 #   make check   the suite again against an ASan/UBSan build, and a valgrind run
 #   make bench   bench/run.sh: apify.kvs against the alternatives (bench/README.md)
 #   make         the module for every Lua: build/<5.1|5.2|5.3|5.4|jit>/apify/kvs.so
+#   make install the module, its Lua files, bin/apify-kvs and the type definitions for one
+#                Lua (LUA=5.1|5.2|5.3|5.4|jit, default 5.4) under PREFIX (/usr/local), DESTDIR
+#   make rock    build/rock/apify-kvs-<version>-1.src.rock from this checkout, offline
 #
-# Missing Debian packages are installed with apt-get when run as root;
-# otherwise the build stops with the exact command to run.
+# `make` needs only the build dependencies (BUILD_DEBS: cc, pkg-config, libcurl, yajl, Lua
+# headers); test, demo and bench install their tools (TEST_DEBS) when they need them.
+# Missing Debian packages are installed with apt-get when run as root; otherwise the build
+# stops with the exact command to run. Without dpkg-query (not Debian) the Makefile prints
+# what it needs and goes on when pkg-config finds libcurl and yajl.
 
 SHELL      := /bin/bash
 CC         ?= cc
@@ -34,18 +40,40 @@ DEPS_CFLAGS = $(shell pkg-config --cflags libcurl yajl)
 DEPS_LIBS   = $(shell pkg-config --libs libcurl yajl)
 SANITIZE   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-# Debian packages: build, tests (busted, lua-cjson, luasocket), emulator (nginx + Lua module).
-DEBS := build-essential pkg-config libcurl4-openssl-dev libyajl-dev \
-        lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev lua5.4 liblua5.4-dev \
-        luajit2 libluajit2-5.1-dev lua-busted lua-cjson lua-socket lua-filesystem \
-        nginx libnginx-mod-http-lua luarocks valgrind curl ca-certificates time love
+# Debian packages. Building: a C compiler, pkg-config, libcurl, yajl, the Lua headers.
+BUILD_DEBS := build-essential pkg-config libcurl4-openssl-dev libyajl-dev \
+        liblua5.1-0-dev liblua5.2-dev liblua5.3-dev liblua5.4-dev libluajit2-5.1-dev
+# Tests, demo, bench: interpreters, busted, lua-cjson, luasocket, the emulator (nginx + Lua
+# module), LuaRocks and zip (packaging specs), valgrind, LÖVE, zlib (bench/gen.c).
+TEST_DEBS := lua5.1 lua5.2 lua5.3 lua5.4 luajit2 lua-busted lua-cjson lua-socket lua-filesystem \
+        nginx libnginx-mod-http-lua luarocks zip valgrind curl ca-certificates time love zlib1g-dev
+DEMO_DEBS := lua5.4 nginx libnginx-mod-http-lua
 
-.PHONY: all deps build demo test check asan valgrind bench bench-smoke clean
+# Installation (make install / uninstall): LUA picks the interpreter. With PREFIX equal to
+# the prefix of that Lua's pkg-config file (/usr on Debian) its INSTALL_CMOD / INSTALL_LMOD
+# are used, otherwise the usual PREFIX/lib/lua/5.x and PREFIX/share/lua/5.x.
+LUA        ?= 5.4
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+LUA_ABI     = $(if $(filter jit,$(LUA)),5.1,$(LUA))
+LUA_PC_PREFIX = $(shell pkg-config --variable=prefix $(PKG_$(LUA)) 2>/dev/null)
+PC_OR       = $(or $(if $(filter $(PREFIX),$(LUA_PC_PREFIX)),$(shell pkg-config --variable=$(1) $(PKG_$(LUA)) 2>/dev/null)),$(2))
+INSTALL_CMOD ?= $(call PC_OR,INSTALL_CMOD,$(PREFIX)/lib/lua/$(LUA_ABI))
+INSTALL_LMOD ?= $(call PC_OR,INSTALL_LMOD,$(PREFIX)/share/lua/$(LUA_ABI))
+INSTALL_BIN  ?= $(PREFIX)/bin
+INSTALL_TYPES ?= $(PREFIX)/share/apify-kvs/types
+
+VERSION    := $(shell sed -n 's/^\#define KVS_VERSION "\(.*\)"/\1/p' src/kvs.h)
+ROCK_REV   := 1
+ROCK_FILES := src lua bin types rockspec LICENSE CHANGELOG.md README.md
+
+.PHONY: all deps test-deps demo-deps build demo test check asan valgrind bench bench-smoke clean \
+        install uninstall rock
 
 all: build
 
-deps:
-	@missing=$$(for p in $(DEBS); do \
+# Installs (root) or names the missing Debian packages of $$pkgs.
+APT_ENSURE = missing=$$(for p in $$pkgs; do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
 	  done); \
 	if [ -n "$$missing" ]; then \
@@ -58,6 +86,23 @@ deps:
 	    echo "missing Debian packages; run:"; \
 	    echo "  sudo apt-get install -y" $$missing; exit 1; \
 	  fi; \
+	fi
+
+deps:
+	@pkgs="$(BUILD_DEBS)"; \
+	if command -v dpkg-query >/dev/null 2>&1; then $(APT_ENSURE); else \
+	  echo "deps: no dpkg-query (not Debian); building needs a C compiler, pkg-config, libcurl, yajl"; \
+	  echo "  and the Lua headers (Debian: $$pkgs; README.md names Alpine, Fedora, Homebrew packages)"; \
+	  pkg-config --exists libcurl yajl \
+	    || { echo "deps: pkg-config finds no libcurl or no yajl (set PKG_CONFIG_PATH?)"; exit 1; }; \
+	  echo "deps: pkg-config finds libcurl and yajl: going on"; \
+	fi
+
+test-deps demo-deps:
+	@pkgs="$(if $(filter demo-deps,$@),$(DEMO_DEBS),$(TEST_DEBS))"; \
+	if command -v dpkg-query >/dev/null 2>&1; then $(APT_ENSURE); else \
+	  echo "$@: no dpkg-query (not Debian); this needs the equivalents of: $$pkgs"; \
+	  echo "  (README.md names Alpine, Fedora, Homebrew packages): going on"; \
 	fi
 
 build: $(foreach v,$(LUAS),build/$(v)/apify/kvs.so)
@@ -76,32 +121,64 @@ build/asan/apify/kvs.so: $(SRCS) $(HDRS) | deps
 	$(CC) $(CFLAGS_ALL) -O1 $(SANITIZE) $(shell pkg-config --cflags lua5.4) $(DEPS_CFLAGS) \
 	  -shared -o $@ $(SRCS) $(DEPS_LIBS)
 
-demo: build/5.4/apify/kvs.so
+demo: build/5.4/apify/kvs.so | demo-deps
 	@bash examples/demo.sh
 
 # Every target of the suite in one run, two at a time, the longest first.
-test: build build/asan/apify/kvs.so
+test: build build/asan/apify/kvs.so | test-deps
 	@bash spec/run hosts 5.4 valgrind 5.1 5.2 5.3 jit asan
 	@$(MAKE) --no-print-directory bench-smoke
 
 check: asan valgrind
 
-asan: build/asan/apify/kvs.so
+asan: build/asan/apify/kvs.so | test-deps
 	@bash spec/run asan
 
-valgrind: build/5.4/apify/kvs.so
+valgrind: build/5.4/apify/kvs.so | test-deps
 	@bash spec/run valgrind
 
 # The benchmark (see bench/README.md); N, R, DELAY, WORK, PEERS pass through.
-bench: build
+bench: build | test-deps
 	@bash bench/run.sh
 
 # Proves the benchmark script works (tiny N, one round); not a timing.
-bench-smoke: build
+bench-smoke: build | test-deps
 	@N=2000 R=1 STRICT=1 PEERS='kvs|floor|luasocket|decode' RESULTS=build/bench-smoke.md \
 	  bash bench/run.sh >build/bench-smoke.log 2>&1 \
 	  || { tail -30 build/bench-smoke.log; exit 1; }
 	@echo "bench:    bench/run.sh ran at N=2000 (table in build/bench-smoke.md)"
 
+# One Lua's module, Lua files, command-line tool and type definitions (see LUA, PREFIX above).
+install: build/$(LUA)/apify/kvs.so
+	install -d $(DESTDIR)$(INSTALL_CMOD)/apify $(DESTDIR)$(INSTALL_LMOD)/apify/kvs \
+	  $(DESTDIR)$(INSTALL_BIN) $(DESTDIR)$(INSTALL_TYPES)/apify
+	install -m 755 build/$(LUA)/apify/kvs.so $(DESTDIR)$(INSTALL_CMOD)/apify/kvs.so
+	install -m 644 lua/apify/kvs/openresty.lua $(DESTDIR)$(INSTALL_LMOD)/apify/kvs/openresty.lua
+	sed '1s|^#!.*|#!/usr/bin/env $(BIN_$(LUA))|' bin/apify-kvs >$(DESTDIR)$(INSTALL_BIN)/apify-kvs
+	chmod 755 $(DESTDIR)$(INSTALL_BIN)/apify-kvs
+	install -m 644 types/apify/kvs.lua $(DESTDIR)$(INSTALL_TYPES)/apify/kvs.lua
+
+uninstall:
+	rm -f $(DESTDIR)$(INSTALL_CMOD)/apify/kvs.so $(DESTDIR)$(INSTALL_LMOD)/apify/kvs/openresty.lua \
+	  $(DESTDIR)$(INSTALL_BIN)/apify-kvs $(DESTDIR)$(INSTALL_TYPES)/apify/kvs.lua
+	@for d in $(DESTDIR)$(INSTALL_CMOD)/apify $(DESTDIR)$(INSTALL_LMOD)/apify/kvs \
+	  $(DESTDIR)$(INSTALL_LMOD)/apify $(DESTDIR)$(INSTALL_TYPES)/apify $(DESTDIR)$(INSTALL_TYPES); do \
+	  rmdir "$$d" 2>/dev/null || true; done
+
+# The source rock of this checkout's version, without the network: the rockspec plus the
+# tarball its source.url names (what GitHub serves for the tag), both from the working tree.
+ROCK_NAME := apify-kvs-$(VERSION)-$(ROCK_REV)
+rock:
+	@test -f rockspec/$(ROCK_NAME).rockspec || { echo "no rockspec/$(ROCK_NAME).rockspec"; exit 1; }
+	rm -rf build/rock && mkdir -p build/rock/apify-kvs-$(VERSION)
+	cp -R $(ROCK_FILES) build/rock/apify-kvs-$(VERSION)/
+	tar -C build/rock -czf build/rock/v$(VERSION).tar.gz apify-kvs-$(VERSION)
+	cp rockspec/$(ROCK_NAME).rockspec build/rock/
+	cd build/rock && rm -rf apify-kvs-$(VERSION) && \
+	  if command -v zip >/dev/null; then zip -q $(ROCK_NAME).src.rock $(ROCK_NAME).rockspec v$(VERSION).tar.gz; \
+	  else python3 -m zipfile -c $(ROCK_NAME).src.rock $(ROCK_NAME).rockspec v$(VERSION).tar.gz; fi
+	@echo "rock:     build/rock/$(ROCK_NAME).src.rock"
+
+# build/ holds every build product; LuaRocks builds put nothing in the checkout.
 clean:
 	rm -rf build
