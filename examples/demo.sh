@@ -28,3 +28,5 @@ echo; echo "# one page as a table:  $LUA examples/one_page.lua demo 3"
 "$LUA" examples/one_page.lua demo 3
 echo; echo "# an error, as a value:  $LUA examples/one_page.lua no-such-store"
 "$LUA" examples/one_page.lua no-such-store || true
+echo; echo "# the command-line tool, JSON lines:  $LUA bin/apify-kvs keys demo --prefix report- --json"
+"$LUA" bin/apify-kvs keys demo --prefix report- --json
