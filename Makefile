@@ -102,7 +102,7 @@ test-deps demo-deps:
 	@pkgs="$(if $(filter demo-deps,$@),$(DEMO_DEBS),$(TEST_DEBS))"; \
 	if command -v dpkg-query >/dev/null 2>&1; then $(APT_ENSURE); else \
 	  echo "$@: no dpkg-query (not Debian); this needs the equivalents of: $$pkgs"; \
-	  echo "  (README.md names Alpine, Fedora, Homebrew packages): going on"; \
+	  echo "  (the suite, the demo and the emulator are set up for Debian 12): going on"; \
 	fi
 
 build: $(foreach v,$(LUAS),build/$(v)/apify/kvs.so)
