@@ -179,6 +179,9 @@ rock:
 	  else python3 -m zipfile -c $(ROCK_NAME).src.rock $(ROCK_NAME).rockspec v$(VERSION).tar.gz; fi
 	@echo "rock:     build/rock/$(ROCK_NAME).src.rock"
 
-# build/ holds every build product; LuaRocks builds put nothing in the checkout.
+# build/ holds every build product; LuaRocks builds put nothing in the checkout (older ones
+# left src/*.o and ./apify/kvs.so, which ./?.so would load instead of the built module).
 clean:
 	rm -rf build
+	rm -f src/*.o apify/kvs.so
+	@rmdir apify 2>/dev/null || true
