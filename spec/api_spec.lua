@@ -4,7 +4,7 @@ local kvs = T.kvs
 
 describe("apify.kvs module", function()
   it("has a version and names its transport", function()
-    assert.are.equal("apify.kvs 0.1.0", kvs._VERSION)
+    assert.are.equal("apify.kvs 0.2.0", kvs._VERSION)
     assert.matches("^libcurl/%d+%.%d+", kvs._TRANSPORT)
   end)
 
