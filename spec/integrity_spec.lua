@@ -231,8 +231,9 @@ describe("listing integrity", function()
       assert_listed(ALL, list(store))
     end)
 
-    for _, mode in ipairs({ "null", "absent" }) do
-      each_driver("an empty truncated page with a " .. mode .. " cursor fails: cursor-not-advancing", function(list, name)
+    for _, case in ipairs({ { "null", "a null cursor" }, { "absent", "no cursor field" } }) do
+      local mode = case[1]
+      each_driver("an empty truncated page with " .. case[2] .. " fails: cursor-not-advancing", function(list, name)
         emu:faults({ PASS_ONE, { kind = "empty_page", mode = mode, only_nonempty = true } })
         local keys, err = list(store)
         assert_failed(err, "cursor-not-advancing", nil, 0)
