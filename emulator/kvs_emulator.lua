@@ -9,6 +9,11 @@
 --   /_emulator/ping | faults | config | requests   test hooks (fault injection, latency,
 --                                            request log); see the section "Control API" below.
 --
+-- Fault kinds (described in "Control API"): replies: status, redirect, raw (body or body_file),
+-- invalid_json; delivery: stall, stall_body, truncate, drip; page shapes: cursor_stuck,
+-- no_next_field, empty_page, cursor_behind, cursor_ahead, reverse_page, duplicate_items,
+-- include_cursor, oversized.
+--
 -- Settings (storage directory, optional token) are read at nginx start from
 -- <nginx prefix>/settings.json, which the launcher writes into the run directory.
 -- State shared between requests (faults, config, request log) lives in the lua_shared_dict
@@ -275,7 +280,12 @@ end
 local FAULT_KINDS = {
   status = true, stall = true, stall_body = true, truncate = true, invalid_json = true,
   cursor_stuck = true, no_next_field = true, redirect = true, raw = true,
+  empty_page = true, cursor_behind = true, cursor_ahead = true, reverse_page = true,
+  duplicate_items = true, include_cursor = true, oversized = true, drip = true,
 }
+
+local EMPTY_PAGE_MODES = { page_end = true, successor = true, null = true, absent = true }
+local MAX_OVERSIZED_ITEMS = 100000000
 
 local REDIRECT_STATUS = { [301] = true, [302] = true, [303] = true, [307] = true, [308] = true }
 
@@ -301,6 +311,9 @@ local function check_fault(f, i)
   if f.retry_after ~= nil and type(f.retry_after) ~= "string" and type(f.retry_after) ~= "number" then
     return nil, where .. "retry_after must be a string or a number"
   end
+  if f.only_nonempty ~= nil and type(f.only_nonempty) ~= "boolean" then
+    return nil, where .. "only_nonempty must be a boolean"
+  end
   if f.kind == "redirect" then
     f.status = f.status or 302
     if not REDIRECT_STATUS[f.status] then return nil, where .. "redirect status must be 301/302/303/307/308" end
@@ -314,10 +327,38 @@ local function check_fault(f, i)
     if f.is_truncated ~= nil and type(f.is_truncated) ~= "boolean" then
       return nil, where .. "is_truncated must be a boolean"
     end
+    if f.null ~= nil and type(f.null) ~= "boolean" then return nil, where .. "null must be a boolean" end
+  elseif f.kind == "empty_page" then
+    if f.next ~= nil and type(f.next) ~= "string" then return nil, where .. "next must be a string" end
+    if f.mode ~= nil and not EMPTY_PAGE_MODES[f.mode] then
+      return nil, where .. "mode must be \"page_end\", \"successor\", \"null\" or \"absent\""
+    end
+    if f.next ~= nil and f.mode ~= nil then return nil, where .. "give next or mode, not both" end
+  elseif f.kind == "cursor_ahead" then
+    if f.skip == nil then f.skip = 3 end
+    if not is_integer(f.skip) or f.skip < 1 then return nil, where .. "skip must be an integer >= 1" end
+  elseif f.kind == "oversized" then
+    if f.items == nil then f.items = 1000000 end
+    if not is_integer(f.items) or f.items < 0 or f.items > MAX_OVERSIZED_ITEMS then
+      return nil, where .. "items must be an integer in 0.." .. MAX_OVERSIZED_ITEMS
+    end
+  elseif f.kind == "drip" then
+    if f.bytes == nil then f.bytes = 16 end
+    if f.bytes < 1 then return nil, where .. "drip bytes must be an integer >= 1" end
+    if f.seconds == nil then f.seconds = 0.2 end
   elseif f.kind == "status" then
     f.status = f.status or 500
   elseif f.kind == "raw" then
     f.status = f.status or 200
+    if f.body_file ~= nil then
+      if type(f.body_file) ~= "string" or f.body_file:sub(1, 1) ~= "/" then
+        return nil, where .. "body_file must be an absolute path"
+      end
+      if f.body ~= nil then return nil, where .. "give body or body_file, not both" end
+      local file = lfs.attributes(f.body_file, "mode") == "file" and io.open(f.body_file, "rb")
+      if not file then return nil, where .. "body_file is not a readable file: " .. f.body_file end
+      file:close()
+    end
   elseif f.kind == "stall" or f.kind == "stall_body" then
     f.seconds = f.seconds or 1
   end
@@ -333,12 +374,14 @@ local function save_faults(list)
 end
 
 -- Takes the first pending fault that applies to this store (consuming one of its "times").
-local function take_fault(store_name, store_id)
+-- has_items() tells whether the normal page of this request has a key (for only_nonempty).
+local function take_fault(store_name, store_id, has_items)
   if (dict():get("faults") or "[]") == "[]" then return nil end
   return with_lock("faults", function()
     local list = load_faults()
     for i, f in ipairs(list) do
-      if f.store == nil or f.store == store_name or f.store == store_id then
+      if (f.store == nil or f.store == store_name or f.store == store_id)
+        and (not f.only_nonempty or has_items()) then
         f.times = f.times - 1
         if f.times <= 0 then table.remove(list, i) end
         save_faults(list)
@@ -377,7 +420,15 @@ local function apply_fault_headers(f)
   end
 end
 
--- Delivers a reply, possibly broken by a stall_body / truncate fault.
+-- ngx.flush(true) waits until nginx has sent what was printed; false once the client is gone.
+-- (For HTTP/1.0 requests the Lua module buffers the whole reply to compute its Content-Length
+-- and answers "buffering": not a failure.)
+local function flushed()
+  local ok, err = ngx.flush(true)
+  return ok ~= nil or err == "buffering"
+end
+
+-- Delivers a reply, possibly broken by a stall_body / truncate / drip fault.
 local function deliver(status, body, fault)
   ngx.status = status
   ngx.header["Content-Type"] = ngx.header["Content-Type"] or JSON_CT
@@ -406,9 +457,41 @@ local function deliver(status, body, fault)
     ngx.sleep(fault.seconds)
     ngx.print(body:sub(cut + 1))
     return
+  elseif kind == "drip" then
+    -- identity encoding (see truncate), so the pieces on the wire are the pieces sent here
+    ngx.req.clear_header("Accept-Encoding")
+    ngx.header["Content-Length"] = #body
+    ngx.send_headers()
+    local step = fault.bytes
+    for from = 1, #body, step do
+      if from > 1 then ngx.sleep(fault.seconds) end
+      if not ngx.print(body:sub(from, from + step - 1)) or not flushed() then return end
+    end
+    return
   end
   ngx.header["Content-Length"] = #body
   ngx.print(body)
+end
+
+-- The raw fault with body_file: the file's bytes as they are (identity transfer, so nginx's gzip
+-- does not touch a body that is already compressed), read and flushed 64 KiB at a time.
+local function send_body_file(fault)
+  local f = io.open(fault.body_file, "rb")
+  if not f then
+    return send_error(500, "emulator-error", "cannot open body_file " .. fault.body_file)
+  end
+  local size = f:seek("end")
+  f:seek("set", 0)
+  ngx.req.clear_header("Accept-Encoding")
+  ngx.status = fault.status
+  apply_fault_headers(fault)
+  if ngx.header["Content-Length"] == nil then ngx.header["Content-Length"] = size end
+  while true do
+    local chunk = f:read(65536)
+    if not chunk then break end
+    if not ngx.print(chunk) or not flushed() then break end
+  end
+  f:close()
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -444,9 +527,11 @@ local function check_auth()
   return true
 end
 
--- Builds the 200 body of a keys page; fault may be cursor_stuck or no_next_field.
-local function listing_body(store_id, listing, dir, args, fault)
-  local keys, files = listing.keys, listing.files
+-- The page a request asks for, as the API would send it, before any fault shapes it:
+-- { items = keys (list), limit, esk, prefix, truncated, next_key, after (index in listing.keys of
+-- the first key past the page) }; or nil and the message of a 400 invalid-input.
+local function normal_page(listing, args)
+  local keys = listing.keys
   local limit_s = arg_string(args, "limit")
   local limit = DEFAULT_LIMIT
   if limit_s ~= nil then
@@ -458,7 +543,6 @@ local function listing_body(store_id, listing, dir, args, fault)
   end
   local esk = arg_string(args, "exclusiveStartKey")
   local prefix = arg_string(args, "prefix") or ""
-  local signature = arg_string(args, "signature")
   -- "collection" is accepted and ignored: local stores have no schema, so every key belongs to
   -- every collection as far as this emulator is concerned.
 
@@ -466,52 +550,157 @@ local function listing_body(store_id, listing, dir, args, fault)
   if esk then first = bound(keys, esk, true) end
   if prefix ~= "" then first = math.max(first, bound(keys, prefix, false)) end
 
-  local url_prefix = base_url() .. "/v2/key-value-stores/" .. percent_encode(store_id) .. "/records/"
-  local url_suffix = signature and ("?signature=" .. percent_encode(signature)) or ""
-  local items, last = {}, nil
+  local items = {}
   local i = first
   while #items < limit do
     local key = keys[i]
     if not key or key:sub(1, #prefix) ~= prefix then break end
-    local size = lfs.attributes(dir .. "/" .. files[key], "size") or 0
-    items[#items + 1] = '{"key":' .. json_value(key) .. ',"size":' .. string.format("%d", size)
-      .. ',"recordPublicUrl":' .. json_value(url_prefix .. percent_encode(key) .. url_suffix) .. '}'
-    last = key
+    items[#items + 1] = key
     i = i + 1
   end
   local nxt = keys[i]
   local truncated = #items > 0 and nxt ~= nil and nxt:sub(1, #prefix) == prefix
-  local next_key = truncated and last or nil
-  local omit_next = false
+  return { items = items, limit = limit, esk = esk, prefix = prefix, truncated = truncated,
+           next_key = truncated and items[#items] or nil, after = i }
+end
 
-  if fault and fault.kind == "cursor_stuck" then
-    truncated = true
+-- The smallest record key sorting after k: "!" is the lowest character of the API's key alphabet
+-- (a-z A-Z 0-9 ! - _ . ' ( )), so no valid key lies strictly between k and k .. "!".
+local function successor(k)
+  return (k or "") .. "!"
+end
+
+-- Applies a page-shaping fault to a normal page (see "Fault kinds" in the control API section).
+local function shape_page(page, listing, fault)
+  local kind = fault and fault.kind
+  local items, keys = page.items, listing.keys
+  if kind == "cursor_stuck" then
+    page.truncated = true
     if fault.next then
-      next_key = fault.next
-    elseif fault.mode == "before" and esk then
+      page.next_key = fault.next
+    elseif fault.mode == "before" and page.esk then
       -- the greatest key sorting before the cursor, or "" when there is none
-      local j = bound(keys, esk, false) - 1
-      next_key = keys[j] or ""
+      local j = bound(keys, page.esk, false) - 1
+      page.next_key = keys[j] or ""
     else
-      next_key = esk or "" -- "" sorts before (and never after) any cursor
+      page.next_key = page.esk or "" -- "" sorts before (and never after) any cursor
     end
-  elseif fault and fault.kind == "no_next_field" then
-    truncated = fault.is_truncated ~= false
-    omit_next = true
+  elseif kind == "no_next_field" then
+    page.truncated = fault.is_truncated ~= false
+    page.next_key = nil
+    page.omit_next = not fault.null
+  elseif kind == "empty_page" then
+    local mode = fault.mode or "page_end"
+    local nxt
+    if fault.next then
+      nxt = fault.next
+    elseif mode == "page_end" then
+      -- where the normal page ends, as if a server-side filter had dropped all of its keys;
+      -- past the end of the store, the cursor still has to advance: its successor
+      nxt = items[#items] or successor(page.esk)
+    elseif mode == "successor" then
+      nxt = successor(page.esk)
+    end
+    page.items, page.truncated, page.next_key = {}, true, nxt
+    page.omit_next = mode == "absent" and not fault.next
+  elseif #items == 0 then
+    return -- the other kinds shape pages that have keys
+  elseif kind == "cursor_behind" then
+    local mid = math.floor(#items / 2)
+    page.next_key = mid >= 1 and items[mid] or (page.esk or "")
+  elseif kind == "cursor_ahead" then
+    local skip = fault.skip or 3
+    page.next_key = keys[page.after - 1 + skip] or (keys[#keys] .. "~")
+  elseif kind == "reverse_page" then
+    local rev = {}
+    for i = #items, 1, -1 do rev[#rev + 1] = items[i] end
+    page.items = rev
+  elseif kind == "duplicate_items" then
+    -- each key twice, but never more items than asked for: the first half of the page
+    local keep = math.max(1, math.floor(page.limit / 2))
+    local dup = {}
+    for i = 1, math.min(keep, #items) do
+      dup[#dup + 1] = items[i]
+      dup[#dup + 1] = items[i]
+    end
+    if #items > keep then page.truncated, page.next_key = true, items[keep] end
+    page.items = dup
+  elseif kind == "include_cursor" then
+    if page.esk and listing.files[page.esk] then
+      local with = { page.esk }
+      for i = 1, math.min(#items, page.limit - 1) do with[#with + 1] = items[i] end
+      if #items > page.limit - 1 then page.truncated, page.next_key = true, with[#with] end
+      page.items = with
+    end
+  end
+end
+
+-- The 200 body of a keys page.
+local function listing_body(store_id, listing, dir, args, fault)
+  local page, bad_input = normal_page(listing, args)
+  if not page then return nil, bad_input end
+  if fault then shape_page(page, listing, fault) end
+
+  local signature = arg_string(args, "signature")
+  local url_prefix = base_url() .. "/v2/key-value-stores/" .. percent_encode(store_id) .. "/records/"
+  local url_suffix = signature and ("?signature=" .. percent_encode(signature)) or ""
+  local items = {}
+  for i, key in ipairs(page.items) do
+    local file = listing.files[key]
+    local size = file and lfs.attributes(dir .. "/" .. file, "size") or 0
+    items[i] = '{"key":' .. json_value(key) .. ',"size":' .. string.format("%d", size)
+      .. ',"recordPublicUrl":' .. json_value(url_prefix .. percent_encode(key) .. url_suffix) .. '}'
   end
 
+  local esk = page.esk
   local out = {
     '{"data":{"items":[', table.concat(items, ","), '],"count":', tostring(#items),
-    ',"limit":', string.format("%d", limit),
+    ',"limit":', string.format("%d", page.limit),
     ',"exclusiveStartKey":', esk and json_value(esk) or "null",
-    ',"isTruncated":', truncated and "true" or "false",
+    ',"isTruncated":', page.truncated and "true" or "false",
   }
-  if not omit_next then
+  if not page.omit_next then
     out[#out + 1] = ',"nextExclusiveStartKey":'
-    out[#out + 1] = next_key and json_value(next_key) or "null"
+    out[#out + 1] = page.next_key and json_value(page.next_key) or "null"
   end
   out[#out + 1] = "}}"
   return table.concat(out)
+end
+
+-- The oversized fault: a truncated page of fault.items items (whatever limit was asked), keys
+-- increasing from after the cursor, written in chunks of OVERSIZED_CHUNK items, each flushed
+-- before the next is made, so nginx holds one chunk at a time. Stops when the client is gone.
+local OVERSIZED_CHUNK = 1000
+
+local function send_oversized(store_id, args, fault)
+  local esk = arg_string(args, "exclusiveStartKey")
+  local base = esk or "o"
+  local n = fault.items or 1000000
+  -- every key is base .. 9 digits: its JSON string and URL are base's plus the digits
+  local json_base = json_value(base):sub(1, -2)
+  local url_base = json_value(base_url() .. "/v2/key-value-stores/" .. percent_encode(store_id)
+    .. "/records/" .. percent_encode(base)):sub(1, -2)
+  ngx.status = 200
+  ngx.header["Content-Type"] = JSON_CT
+  apply_fault_headers(fault)
+  if not ngx.print('{"data":{"items":[') then return end
+  local i = 0
+  while i < n do
+    local parts = {}
+    for j = 1, math.min(OVERSIZED_CHUNK, n - i) do
+      local digits = string.format("%09d", i + j)
+      parts[j] = '{"key":' .. json_base .. digits .. '","size":1,"recordPublicUrl":'
+        .. url_base .. digits .. '"}'
+    end
+    local sep = i > 0 and "," or ""
+    i = i + #parts
+    if not ngx.print(sep, table.concat(parts, ",")) or not flushed() then return end
+  end
+  local last = n > 0 and json_base .. string.format("%09d", n) .. '"' or "null"
+  local asked = tonumber((arg_string(args, "limit") or ""):match("^%s*(%d+)%s*$") or "") or DEFAULT_LIMIT
+  ngx.print('],"count":', string.format("%d", n), ',"limit":', string.format("%d", asked),
+    ',"exclusiveStartKey":', esk and json_value(esk) or "null",
+    ',"isTruncated":true,"nextExclusiveStartKey":', last, '}}')
 end
 
 local function handle_keys(store_id, log)
@@ -529,7 +718,20 @@ local function handle_keys(store_id, log)
   local rate_limit = d:get("cfg:rate_limit") or 0
   if rate_limit > 0 then ngx.header["X-RateLimit-Limit"] = string.format("%d", rate_limit) end
 
-  local fault = take_fault(store_name, store_id)
+  local dir = store_name and (settings.storage .. "/key_value_stores/" .. store_name)
+  local nonempty
+  local function has_items()
+    if nonempty == nil then
+      nonempty = false
+      if dir and lfs.attributes(dir, "mode") == "directory" then
+        local listing = store_listing(dir)
+        local page = listing and normal_page(listing, log.args)
+        nonempty = page ~= nil and #page.items > 0
+      end
+    end
+    return nonempty
+  end
+  local fault = take_fault(store_name, store_id, has_items)
   if fault then log.fault = fault.kind end
   local kind = fault and fault.kind
 
@@ -539,6 +741,8 @@ local function handle_keys(store_id, log)
   elseif kind == "redirect" then
     ngx.header["Location"] = fault.location or ngx.var.request_uri
     return deliver(fault.status, '{"redirect":' .. json_value(fault.location or ngx.var.request_uri) .. '}', fault)
+  elseif kind == "raw" and fault.body_file then
+    return send_body_file(fault)
   elseif kind == "raw" then
     ngx.status = fault.status
     apply_fault_headers(fault)
@@ -557,7 +761,6 @@ local function handle_keys(store_id, log)
 
   local not_found = error_body("record-not-found", "Key-value store was not found")
   if not store_name then return deliver(404, not_found, fault) end
-  local dir = settings.storage .. "/key_value_stores/" .. store_name
   if lfs.attributes(dir, "mode") ~= "directory" then return deliver(404, not_found, fault) end
   local listing, scan_err = store_listing(dir)
   if not listing then
@@ -565,6 +768,7 @@ local function handle_keys(store_id, log)
     return deliver(500, error_body("internal-server-error", "Cannot read the store directory"), fault)
   end
 
+  if kind == "oversized" then return send_oversized(store_id, log.args, fault) end
   local body, bad_input = listing_body(store_id, listing, dir, log.args, fault)
   if not body then return deliver(400, error_body("invalid-input", bad_input), fault) end
   return deliver(200, body, fault)
@@ -580,6 +784,65 @@ end
 --                               ({"delay":0.2}, {"rate_limit":60}, {"token":"t"} / {"token":null})
 --   GET    /_emulator/requests  the last MAX_LOGGED_REQUESTS API requests, oldest first;
 --   DELETE /_emulator/requests  forget them
+--
+-- Faults. Each keys request takes the first pending fault that applies to it and consumes one of
+-- its `times` (default 1). Fields every kind accepts:
+--   kind           one of the kinds below
+--   times          integer >= 1 (default 1)
+--   store          only requests for this store (its id as sent, or its directory name)
+--   only_nonempty  true: only requests whose normal page has at least one key; the others pass
+--                  the fault by without consuming it (so a fault meant for a page of keys never
+--                  lands on an empty probe past the end of a range, whatever the request order)
+--   headers        {name = value} added to the reply (false or null removes a header)
+-- Kinds that replace the reply:
+--   status         `status` (default 500) with `body` (default: an Apify error body for that
+--                  status) and an optional `retry_after` (string or number) as Retry-After
+--   redirect       `status` 301/302/303/307/308 (default 302) to `location` (default: the same URI)
+--   raw            exactly `status` (default 200), `headers` and `body`; or, with `body_file` (an
+--                  absolute path to a file the test wrote, instead of `body`), that file's bytes
+--                  as they are, with identity transfer (nginx's gzip stays off, so e.g. a
+--                  gzip bomb goes out with the test's own "Content-Encoding: gzip" header) and
+--                  Content-Length set to the file's size unless `headers` give one
+--   invalid_json   a 200 whose body (default: a page cut by an HTML error) is not JSON
+-- Kinds that change how the reply is delivered (the reply itself is normal):
+--   stall          waits `seconds` (default 1) before answering
+--   stall_body     sends headers and the first `bytes` (default: half) of the body, waits
+--                  `seconds` (default 1), then sends the rest
+--   truncate       announces the full Content-Length, sends `bytes` (default: half), drops the
+--                  connection (identity transfer)
+--   drip           sends the body in pieces of `bytes` bytes (default 16) with `seconds`
+--                  (default 0.2) between them (identity transfer, Content-Length announced)
+-- Kinds that shape the 200 page (a page with no key is left as it is, except by cursor_stuck,
+-- no_next_field and empty_page):
+--   cursor_stuck   isTruncated true; nextExclusiveStartKey = `next` if given, else with
+--                  mode "equal" (default) the request's exclusiveStartKey (or "" on the first
+--                  page), with mode "before" the greatest key sorting before it (or "")
+--   no_next_field  isTruncated = `is_truncated` (default true) and no nextExclusiveStartKey
+--                  field; with `null` = true the field is there, as null
+--   empty_page     no items, isTruncated true, and nextExclusiveStartKey = `next` if given, else
+--                  by `mode`: "page_end" (default) the key the normal page would have ended at,
+--                  as if a server-side filter had dropped the page's keys (past the end of the
+--                  store: the cursor's successor, below); "successor": the request's
+--                  exclusiveStartKey followed by "!" (the lowest character of the record-key
+--                  alphabet: no valid key lies in between, so nothing is skipped); "null": null;
+--                  "absent": no such field
+--   cursor_behind  nextExclusiveStartKey = the key in the middle of the page (its floor(n/2)-th;
+--                  on a one-key page the request's exclusiveStartKey, or ""): the next page
+--                  repeats keys
+--   cursor_ahead   nextExclusiveStartKey = the store's key `skip` (default 3) places after the
+--                  page's last key (past the store's end: its last key followed by "~"): a
+--                  client that follows it loses keys
+--   reverse_page   the page's items in descending order (cursor and isTruncated as normal)
+--   duplicate_items  each item twice, in place; to stay within the limit asked, the page holds
+--                  the first max(1, floor(limit/2)) keys of the normal page (then truncated,
+--                  with the cursor at the last of them)
+--   include_cursor the page starts with the request's exclusiveStartKey itself when that is a key
+--                  of the store, followed by the first limit-1 keys of the normal page
+--   oversized      a truncated page of `items` (default 1,000,000; at most 100,000,000) items
+--                  whatever limit was asked, keys increasing from just after the cursor
+--                  (exclusiveStartKey .. 9 digits, or "o" .. 9 digits), sent chunked in pieces of
+--                  1000 items, each flushed before the next is built (nginx memory stays small);
+--                  generation stops once the client has gone
 
 local function control_config(method)
   local d = dict()

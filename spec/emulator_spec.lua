@@ -143,6 +143,74 @@ local SLOW = tonumber(os.getenv("KVS_SLOW") or "1") or 1
 local PAGING_COUNT = 2500
 local function paging_key(i) return string.format("k-%05d", i) end
 
+-- paging_key(from) .. paging_key(to)
+local function paging_keys(from, to)
+  local out = {}
+  for i = from, to do out[#out + 1] = paging_key(i) end
+  return out
+end
+
+-- A page of the "paging" store: limit and an optional exclusiveStartKey.
+local function paging_page(port, limit, esk)
+  return list(port, "paging", "limit=" .. limit .. (esk and ("&exclusiveStartKey=" .. url_encode(esk)) or "")).json.data
+end
+
+-- Peak resident memory of a process in kB (VmHWM), after resetting it when clear_refs allows;
+-- returns a function that reads the peak since then, or nil when the peak cannot be reset.
+local function peak_meter(pid)
+  local f = io.open("/proc/" .. pid .. "/clear_refs", "w")
+  if not f then return nil end
+  local ok = f:write("5")
+  f:close()
+  if not ok then return nil end
+  return function()
+    local status = io.open("/proc/" .. pid .. "/status"):read("*a")
+    return tonumber(status:match("VmHWM:%s*(%d+) kB"))
+  end
+end
+
+-- Streams one GET (HTTP/1.1, no gzip) and counts the occurrences of `pattern` in the body
+-- without keeping it; returns status, count, the body's last 200 bytes, and its size.
+local function stream_count(port, path, pattern)
+  local c = connect(port)
+  c.sock:settimeout(30)
+  assert(c.sock:send("GET " .. path .. " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"))
+  local status = tonumber(assert(c.sock:receive("*l")):match("^HTTP/%d%.%d (%d%d%d)"))
+  local headers = {}
+  while true do
+    local line = assert(c.sock:receive("*l"))
+    if line == "" then break end
+    local k, v = line:match("^([^:]+):%s*(.-)%s*$")
+    headers[k:lower()] = v
+  end
+  local count, carry, total, tail = 0, "", 0, ""
+  local function feed(data)
+    total = total + #data
+    local text = carry .. data
+    local from = 1
+    while true do
+      local i = text:find(pattern, from, true)
+      if not i then break end
+      count = count + 1
+      from = i + #pattern
+    end
+    carry = text:sub(-(#pattern - 1))   -- shorter than the pattern: no match is counted twice
+    tail = (tail .. data):sub(-200)
+  end
+  if (headers["transfer-encoding"] or ""):find("chunked", 1, true) then
+    while true do
+      local size = tonumber(assert(c.sock:receive("*l")):match("^%x+"), 16)
+      if size == 0 then break end
+      feed(assert(c.sock:receive(size)))
+      c.sock:receive("*l")
+    end
+  else
+    feed(assert(c.sock:receive(tonumber(headers["content-length"]))))
+  end
+  c:close()
+  return status, count, tail, total
+end
+
 ---------------------------------------------------------------------------------------------------
 
 describe("kvs emulator", function()
@@ -444,9 +512,192 @@ describe("kvs emulator", function()
       assert.equal("<html>proxy</html>", res.body)
     end)
 
+    it("no_next_field with null: isTruncated true and a null nextExclusiveStartKey", function()
+      emu:faults{ { kind = "no_next_field", null = true } }
+      local res = list(port, "order")
+      assert.is_true(res.json.data.isTruncated)
+      assert.equal(cjson.null, res.json.data.nextExclusiveStartKey)
+      assert.same(ORDER_KEYS, keys_of(res.json.data))
+    end)
+
+    it("empty_page: no items, isTruncated true, a cursor that advances (by mode)", function()
+      emu:faults{ { kind = "empty_page" }, { kind = "empty_page", mode = "successor" },
+        { kind = "empty_page", next = "k-00500" }, { kind = "empty_page", mode = "null" },
+        { kind = "empty_page", mode = "absent" }, { kind = "empty_page" } }
+      -- page_end: where the normal page would have ended (its keys are skipped, like a filter)
+      local data = paging_page(port, 10, paging_key(10))
+      assert.same({}, data.items)
+      assert.equal(0, data.count)
+      assert.is_true(data.isTruncated)
+      assert.equal(paging_key(20), data.nextExclusiveStartKey)
+      -- successor: just after the cursor, before any key that follows it
+      data = paging_page(port, 10, paging_key(10))
+      assert.same({}, data.items)
+      local successor = data.nextExclusiveStartKey
+      assert.equal(paging_key(10) .. "!", successor)
+      data = paging_page(port, 10, paging_key(10))
+      assert.same({}, data.items)
+      assert.equal("k-00500", data.nextExclusiveStartKey)
+      data = paging_page(port, 10, paging_key(10))
+      assert.is_true(data.isTruncated)
+      assert.equal(cjson.null, data.nextExclusiveStartKey)
+      local res = list(port, "paging", "limit=10")
+      assert.same({}, res.json.data.items)
+      assert.is_true(res.json.data.isTruncated)
+      assert.falsy(res.body:find("nextExclusiveStartKey", 1, true))
+      -- past the end of the store the cursor still advances
+      data = paging_page(port, 10, paging_key(PAGING_COUNT))
+      assert.is_true(data.isTruncated)
+      assert.equal(paging_key(PAGING_COUNT) .. "!", data.nextExclusiveStartKey)
+      assert.same({}, emu:pending_faults())
+      -- the successor skips nothing
+      assert.same(paging_keys(11, 20), keys_of(paging_page(port, 10, successor)))
+    end)
+
+    it("cursor_behind: a normal page whose cursor is the key in its middle", function()
+      emu:faults{ { kind = "cursor_behind" }, { kind = "cursor_behind" } }
+      local data = paging_page(port, 10, paging_key(10))
+      assert.same(paging_keys(11, 20), keys_of(data))
+      assert.is_true(data.isTruncated)
+      assert.equal(paging_key(15), data.nextExclusiveStartKey)
+      data = paging_page(port, 1, paging_key(10))
+      assert.same({ paging_key(11) }, keys_of(data))
+      assert.equal(paging_key(10), data.nextExclusiveStartKey)
+    end)
+
+    it("cursor_ahead: a normal page whose cursor skips past its last key", function()
+      emu:faults{ { kind = "cursor_ahead" }, { kind = "cursor_ahead", skip = 1 }, { kind = "cursor_ahead" } }
+      local data = paging_page(port, 10, paging_key(10))
+      assert.same(paging_keys(11, 20), keys_of(data))
+      assert.equal(paging_key(23), data.nextExclusiveStartKey)
+      assert.equal(paging_key(21), paging_page(port, 10, paging_key(10)).nextExclusiveStartKey)
+      data = paging_page(port, 10, paging_key(PAGING_COUNT - 3))
+      assert.same(paging_keys(PAGING_COUNT - 2, PAGING_COUNT), keys_of(data))
+      assert.is_false(data.isTruncated)
+      assert.equal(paging_key(PAGING_COUNT) .. "~", data.nextExclusiveStartKey)
+    end)
+
+    it("reverse_page: the page's items in descending order", function()
+      emu:faults{ { kind = "reverse_page" } }
+      local data = paging_page(port, 10, paging_key(10))
+      local descending = {}
+      for i = 20, 11, -1 do descending[#descending + 1] = paging_key(i) end
+      assert.same(descending, keys_of(data))
+      assert.equal(paging_key(20), data.nextExclusiveStartKey)
+      assert.is_true(data.isTruncated)
+    end)
+
+    it("duplicate_items: each item twice, never more items than the limit", function()
+      emu:faults{ { kind = "duplicate_items" }, { kind = "duplicate_items" } }
+      local data = paging_page(port, 10, paging_key(10))
+      assert.same({ paging_key(11), paging_key(11), paging_key(12), paging_key(12), paging_key(13),
+        paging_key(13), paging_key(14), paging_key(14), paging_key(15), paging_key(15) }, keys_of(data))
+      assert.equal(10, data.count)
+      assert.is_true(data.isTruncated)
+      assert.equal(paging_key(15), data.nextExclusiveStartKey)
+      data = list(port, "order", "exclusiveStartKey=z").json.data   -- the last 2 keys, limit 1000
+      assert.same({ "~", "~", "\195\169", "\195\169" }, keys_of(data))
+      assert.is_false(data.isTruncated)
+    end)
+
+    it("include_cursor: the page starts with the cursor when it is a key", function()
+      emu:faults{ { kind = "include_cursor" }, { kind = "include_cursor" } }
+      local data = paging_page(port, 10, paging_key(10))
+      assert.same(paging_keys(10, 19), keys_of(data))
+      assert.is_true(data.isTruncated)
+      assert.equal(paging_key(19), data.nextExclusiveStartKey)
+      -- a cursor that is not a key: a normal page
+      data = paging_page(port, 10, paging_key(10) .. "x")
+      assert.same(paging_keys(11, 20), keys_of(data))
+    end)
+
+    it("only_nonempty: a fault passes by requests whose page has no key", function()
+      emu:faults{ { kind = "reverse_page", only_nonempty = true } }
+      local data = paging_page(port, 10, paging_key(PAGING_COUNT))
+      assert.same({}, data.items)
+      assert.equal(1, #emu:pending_faults())
+      data = paging_page(port, 3, nil)
+      assert.same({ paging_key(3), paging_key(2), paging_key(1) }, keys_of(data))
+      assert.same({}, emu:pending_faults())
+    end)
+
+    it("oversized: a valid page of `items` items whatever the limit", function()
+      emu:faults{ { kind = "oversized", items = 2500 } }
+      local data = paging_page(port, 10, paging_key(10))
+      assert.equal(2500, #data.items)
+      assert.equal(2500, data.count)
+      assert.equal(10, data.limit)
+      assert.is_true(data.isTruncated)
+      for i = 2, #data.items do assert.is_true(data.items[i - 1].key < data.items[i].key) end
+      assert.is_true(data.items[1].key > paging_key(10))
+      assert.equal(data.items[2500].key, data.nextExclusiveStartKey)
+    end)
+
+    it("oversized: 1,000,000 items by default, made in chunks (nginx memory stays small)", function()
+      local pid = cjson.decode(get(port, "/_emulator/ping").body).pid
+      local peak = peak_meter(pid)
+      local before = peak and peak()
+      emu:faults{ { kind = "oversized" } }
+      local status, count, tail, bytes = stream_count(port, keys_path("paging", "limit=10"), '{"key":')
+      assert.equal(200, status)
+      assert.equal(1000000, count)
+      assert.is_true(bytes > 50 * 1024 * 1024, bytes .. " bytes")
+      assert.truthy(tail:find('"count":1000000,"limit":10,', 1, true))
+      assert.truthy(tail:find('"isTruncated":true,"nextExclusiveStartKey":"o001000000"}}$'))
+      if peak then
+        local grown = peak() - before
+        assert.is_true(grown < 30 * 1024, "nginx worker peak RSS grew by " .. grown .. " kB")
+      end
+    end)
+
+    it("drip: the normal body in pieces of `bytes`, `seconds` apart, without gzip", function()
+      local plain = get(port, keys_path("order"))
+      emu:faults{ { kind = "drip", bytes = 400, seconds = 0.2 } }
+      local res = get(port, keys_path("order"), { ["Accept-Encoding"] = "gzip" })
+      assert.equal(200, res.status)
+      assert.is_nil(res.headers["content-encoding"])
+      assert.equal(plain.body, res.body)
+      assert.equal(tostring(#plain.body), res.headers["content-length"])
+      local gaps = math.ceil(#plain.body / 400) - 1
+      assert.is_true(gaps >= 2)
+      assert.is_true(res.t_done >= gaps * 0.2 * 0.9, "took " .. res.t_done)
+      assert.is_true(res.t_headers < 0.2 * SLOW + 0.1)
+    end)
+
+    it("raw with body_file: the file's bytes as they are, with the given headers", function()
+      local path = tmp .. "/page.json.gz"
+      local json = '{"data":{"items":[{"key":"z","size":1}],"isTruncated":false}}' .. (" "):rep(1000)
+      write_file(tmp .. "/page.json", json)
+      assert(os.execute("gzip -9 -c " .. sh_quote(tmp .. "/page.json") .. " > " .. sh_quote(path)))
+      local bytes = io.open(path, "rb"):read("*a")
+      emu:faults{ { kind = "raw", body_file = path, times = 2,
+        headers = { ["Content-Encoding"] = "gzip", ["Content-Type"] = "application/json" } } }
+      for _, headers in ipairs({ {}, { ["Accept-Encoding"] = "gzip" } }) do
+        local res = get(port, keys_path("order"), headers)
+        assert.equal(200, res.status)
+        assert.equal("gzip", res.headers["content-encoding"])
+        assert.equal("application/json", res.headers["content-type"])
+        assert.equal(tostring(#bytes), res.headers["content-length"])
+        assert.equal(bytes, res.body)
+      end
+    end)
+
     it("rejects malformed faults", function()
       assert.has_error(function() emu:faults{ { kind = "nonsense" } } end)
       assert.has_error(function() emu:faults{ { kind = "status", times = 0 } } end)
+      write_file(tmp .. "/exists.json", "{}")
+      for _, bad in ipairs({
+        { kind = "empty_page", mode = "sideways" }, { kind = "empty_page", next = 5 },
+        { kind = "empty_page", next = "a", mode = "null" },
+        { kind = "cursor_ahead", skip = 0 }, { kind = "cursor_ahead", skip = 1.5 },
+        { kind = "oversized", items = -1 }, { kind = "oversized", items = 1e9 },
+        { kind = "drip", bytes = 0 }, { kind = "drip", seconds = -1 },
+        { kind = "raw", body_file = "relative/path" }, { kind = "raw", body_file = "/no/such/file" },
+        { kind = "raw", body_file = "/tmp" }, { kind = "raw", body_file = tmp .. "/exists.json", body = "x" },
+        { kind = "no_next_field", null = "yes" }, { kind = "reverse_page", only_nonempty = 1 },
+      }) do
+        assert.has_error(function() emu:faults{ bad } end, nil, bad.kind)
+      end
       assert.same({}, emu:pending_faults())
     end)
   end)

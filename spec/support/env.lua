@@ -115,6 +115,17 @@ function M.client(emu, extra)
   return M.kvs.new(opts)
 end
 
+-- A TCP port on 127.0.0.1 that nothing listens on (at the time of asking).
+function M.free_port()
+  local socket = require "socket"
+  local server = assert(socket.bind("127.0.0.1", 0))
+  local _, port = server:getsockname()
+  server:close()
+  return tonumber(port)
+end
+
+M.write_file = write
+
 function M.now()
   local ok, socket = pcall(require, "socket")
   if ok then return socket.gettime() end
