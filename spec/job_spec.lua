@@ -112,11 +112,31 @@ describe("store:job", function()
     for _ in job:poll() do error("no keys after close") end
   end)
 
-  it("is not a sans-I/O listing, and a listing is not a job", function()
+  it("has methods of its own: on any other listing they raise at once", function()
+    local _, keys_state = store:keys({})
+    local _, parallel = store:keys({ parallel = 4 })
+    local others = { { store:listing({}), "apify.kvs.listing" }, { keys_state, "apify.kvs.keys" },
+                     { parallel, "apify.kvs.keys" } }
+    for _, other in ipairs(others) do
+      local o, name = other[1], other[2]
+      local function expect(method, f)
+        assert.are.equal(("bad argument #1 to '%s' (apify.kvs.job expected, got %s)"):format(method, name),
+                         T.raised_message(f))
+      end
+      expect("poll", function() o.poll(o) end)
+      expect("status", function() o.status(o) end)
+      expect("timeout", function() o.timeout(o) end)
+      expect("sockets", function() o.sockets(o) end)
+      assert.matches("calling 'poll' on bad self %(apify%.kvs%.job expected, got " .. name:gsub("%.", "%%.") .. "%)",
+                     T.raised(function() o:poll() end))
+      o:close()
+    end
     local job = store:job({})
-    assert.matches("driven by libcurl", T.raised(job.request, job))
-    local listing = store:listing({})
-    assert.matches("not a job", T.raised(listing.poll, listing))
+    assert.are.equal("bad argument #1 to 'request' (apify.kvs.listing expected, got apify.kvs.job)",
+                     T.raised_message(function() job.request(job) end))
+    assert.are.equal("bad argument #1 to 'page_keys' (apify.kvs.listing expected, got apify.kvs.job)",
+                     T.raised_message(function() job.page_keys(job) end))
+    job:close()
     assert.matches("unknown option 'prefetch'", T.raised(store.job, store, { prefetch = false }))
   end)
 end)

@@ -8,10 +8,7 @@
 
 static listing_ud *check_job(lua_State *L)
 {
-    listing_ud *u = kvs_check_listing(L, 1);
-    if (u->core && !u->async)
-        luaL_argerror(L, 1, "not a job (made by store:listing; use store:job)");
-    return u;
+    return kvs_check_kind(L, 1, KIND_JOB);
 }
 
 /* Settles a job whose driver has nothing left and whose keys are all out. */

@@ -308,7 +308,8 @@ static listing_ud *new_listing(lua_State *L, unsigned call)
 
 int kvs_store_keys(lua_State *L)
 {
-    new_listing(L, KEYS);
+    listing_ud *u = new_listing(L, KEYS);
+    u->kind = u->par ? KIND_PARALLEL : KIND_KEYS;
     lua_pushvalue(L, -1);
     lua_pushcclosure(L, keys_next, 1);     /* iterator */
     lua_pushvalue(L, -2);                  /* state: the listing */
@@ -319,13 +320,14 @@ int kvs_store_keys(lua_State *L)
 
 int kvs_store_listing(lua_State *L)
 {
-    new_listing(L, LISTING);
+    new_listing(L, LISTING)->kind = KIND_LISTING;
     return 1;
 }
 
 int kvs_store_job(lua_State *L)
 {
     listing_ud *u = new_listing(L, LISTING);
+    u->kind = KIND_JOB;
     u->prefetch = 1;
     u->budget = -1;
     kvs_listing_drive(L, u);
@@ -336,6 +338,20 @@ int kvs_store_job(lua_State *L)
 listing_ud *kvs_check_listing(lua_State *L, int idx)
 {
     return luaL_checkudata(L, idx, KVS_LISTING_MT);
+}
+
+/* What a script sees each kind as (all share one metatable). */
+static const char *const kind_names[] = {
+    "apify.kvs.keys", "apify.kvs.keys", "apify.kvs.listing", "apify.kvs.job"
+};
+
+listing_ud *kvs_check_kind(lua_State *L, int idx, listing_kind kind)
+{
+    listing_ud *u = kvs_check_listing(L, idx);
+    if (u->kind != kind)
+        luaL_argerror(L, idx, lua_pushfstring(L, "%s expected, got %s", kind_names[kind],
+                      kind_names[u->kind]));
+    return u;
 }
 
 static int listing_close(lua_State *L)
