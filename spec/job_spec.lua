@@ -31,6 +31,10 @@ describe("store:job", function()
     assert.are.same(T.numbered(2500), keys)
     assert.are.equal("done", job:status())
     assert.is_nil(job:timeout())
+    assert.are.equal(1, select("#", job:timeout()))   -- an explicit nil, not no value
+    assert.are.equal("apify.kvs.job (done)", tostring(job))
+    job:close()                                       -- nothing left to cancel
+    assert.are.equal("done", job:status())
   end)
 
   it("never blocks in poll, even when each page takes 0.2 s", function()
@@ -81,6 +85,8 @@ describe("store:job", function()
     assert.are.equal(500, err.status)
     assert.are.equal(3, err.retries)
     assert.is_nil(job:timeout())
+    assert.are.equal(1, select("#", job:timeout()))
+    assert.are.equal("apify.kvs.job (failed)", tostring(job))
   end)
 
   it("tells an event loop when to come back and which sockets to watch", function()
@@ -104,12 +110,19 @@ describe("store:job", function()
   it("can be closed while a request is in flight", function()
     emu:config({ delay = 1 })
     local job = store:job({})
+    assert.are.equal("apify.kvs.job (running)", tostring(job))
     for _ in job:poll() do end
     local t0 = socket.gettime()
     job:close()
     assert.is_true(socket.gettime() - t0 < 0.2)
-    assert.are.equal("done", job:status())
+    assert.are.equal("cancelled", job:status())
+    assert.are.equal(1, select("#", job:status()))
+    assert.are.equal("apify.kvs.job (cancelled)", tostring(job))
+    assert.is_nil(job:timeout())
+    assert.are.equal(1, select("#", job:timeout()))
     for _ in job:poll() do error("no keys after close") end
+    job:close()                                       -- idempotent
+    assert.are.equal("cancelled", job:status())
   end)
 
   it("has methods of its own: on any other listing they raise at once", function()

@@ -47,7 +47,7 @@ static int job_poll(lua_State *L)
     return 1;
 }
 
-/* job:status() -> "running" | "done" | "failed", err */
+/* job:status() -> "running" | "done" | "failed", err | "cancelled" (closed before done) */
 static int job_status(lua_State *L)
 {
     listing_ud *u = check_job(L);
@@ -55,6 +55,7 @@ static int job_status(lua_State *L)
     switch (u->run) {
     case L_RUNNING: lua_pushliteral(L, "running"); return 1;
     case L_DONE:    lua_pushliteral(L, "done"); return 1;
+    case L_CANCELLED: lua_pushliteral(L, "cancelled"); return 1;
     default:
         lua_pushliteral(L, "failed");
         kvs_push_error(L, &u->err);
@@ -62,8 +63,8 @@ static int job_status(lua_State *L)
     }
 }
 
-/* job:timeout() -> seconds until poll() has work (0: now), or nil when it never will */
-static int job_timeout(lua_State *L)
+/* Pushes the seconds until poll() has work (0: now); nothing when it never will. */
+static int push_timeout(lua_State *L)
 {
     listing_ud *u = check_job(L);
     double t;
@@ -72,6 +73,14 @@ static int job_timeout(lua_State *L)
     t = u->pos < u->page.count ? 0 : kvs_async_timeout(u->async);
     if (t < 0) return 0;
     lua_pushnumber(L, t);
+    return 1;
+}
+
+/* job:timeout() -> seconds until poll() has work (0: now), or nil when it never will */
+static int job_timeout(lua_State *L)
+{
+    if (push_timeout(L)) return 1;
+    lua_pushnil(L);                  /* one value, always */
     return 1;
 }
 

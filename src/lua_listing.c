@@ -354,9 +354,18 @@ listing_ud *kvs_check_kind(lua_State *L, int idx, listing_kind kind)
     return u;
 }
 
+/* Nothing is left to hand out: closing now cancels nothing. */
+static int used_up(const listing_ud *u)
+{
+    if (!u->core || u->par || u->pos < u->page.count) return 0;
+    if (u->async) return kvs_async_finished(u->async);
+    return u->kind == KIND_LISTING && kvs_listing_finished(u->core);
+}
+
 static int listing_close(lua_State *L)
 {
     listing_ud *u = kvs_check_listing(L, 1);
+    if (u->run == L_RUNNING && !used_up(u)) u->run = L_CANCELLED;
     if (u->run == L_RUNNING) u->run = L_DONE;
     if (u->core) kvs_listing_release(u);
     return 0;
@@ -364,9 +373,11 @@ static int listing_close(lua_State *L)
 
 static int listing_tostring(lua_State *L)
 {
+    static const char *const states[] = { "open", "closed", "failed", "closed" };
+    static const char *const job_states[] = { "running", "done", "failed", "cancelled" };
     listing_ud *u = kvs_check_listing(L, 1);
-    lua_pushfstring(L, "apify.kvs.listing (%s)", u->run == L_RUNNING ? "open"
-                    : u->run == L_DONE ? "closed" : "failed");
+    lua_pushfstring(L, "%s (%s)", kind_names[u->kind],
+                    (u->kind == KIND_JOB ? job_states : states)[u->run]);
     return 1;
 }
 

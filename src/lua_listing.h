@@ -14,7 +14,7 @@
  * body for the next poll: a 1000-key page is spread over a few frames. */
 #define KVS_JOB_POLL_BUDGET 0.0004
 
-typedef enum { L_RUNNING, L_DONE, L_FAILED } run_t;
+typedef enum { L_RUNNING, L_DONE, L_FAILED, L_CANCELLED } run_t;
 
 /* Which call made a listing userdata: each kind has methods of its own. */
 typedef enum {
