@@ -88,13 +88,14 @@ static int job_timeout(lua_State *L)
 static int job_sockets(lua_State *L)
 {
     listing_ud *u = check_job(L);
-    int fds[16], ev[16], n = 0, i, nr = 0, nw = 0;
-    if (u->core) n = kvs_async_sockets(u->async, fds, ev, 16);
-    lua_createtable(L, n, 0);
-    lua_createtable(L, n, 0);
-    for (i = 0; i < n; i++) {
-        if (ev[i] & 1) { lua_pushinteger(L, fds[i]); lua_rawseti(L, -3, ++nr); }
-        if (ev[i] & 2) { lua_pushinteger(L, fds[i]); lua_rawseti(L, -2, ++nw); }
+    const kvs_socket *s = NULL;
+    size_t n = u->core ? kvs_async_sockets(u->async, &s) : 0, i;
+    int nr = 0, nw = 0;
+    lua_createtable(L, (int)n, 0);
+    lua_createtable(L, (int)n, 0);
+    for (i = 0; i < n; i++) {     /* presized: filling them allocates nothing */
+        if (s[i].events & 1) { lua_pushinteger(L, s[i].fd); lua_rawseti(L, -3, ++nr); }
+        if (s[i].events & 2) { lua_pushinteger(L, s[i].fd); lua_rawseti(L, -2, ++nw); }
     }
     return 2;
 }
