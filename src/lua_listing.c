@@ -78,6 +78,26 @@ static void read_common(lua_State *L, kvs_client *c, const char *id, kvs_listing
 
 /* --- list_keys: one page ----------------------------------------------------------- */
 
+#define PAGE_BOX_MT "apify.kvs.page_box"
+
+/* The page list_keys decodes lives in a userdata (as lauxlib boxes its
+ * buffers): when a Lua error (out of memory) cuts the result table short
+ * and unwinds past list_keys, the box's __gc frees the page. */
+static int page_box_gc(lua_State *L)
+{
+    kvs_page_free(lua_touserdata(L, 1));   /* idempotent */
+    return 0;
+}
+
+static kvs_page *push_page_box(lua_State *L)
+{
+    kvs_page *p = kvs_newuserdata(L, sizeof *p);
+    kvs_page_init(p);
+    luaL_getmetatable(L, PAGE_BOX_MT);
+    lua_setmetatable(L, -2);
+    return p;
+}
+
 static void set_string_field(lua_State *L, const char *name, int present, const kvs_buf *b)
 {
     if (!present) return;
@@ -123,7 +143,7 @@ int kvs_store_list_keys(lua_State *L)
     kvs_listing_config cfg;
     kvs_listing *core;
     kvs_conn *conn;
-    kvs_page page;
+    kvs_page *page;
     kvs_error err;
     int rc;
 
@@ -133,6 +153,7 @@ int kvs_store_list_keys(lua_State *L)
     cfg.limit = -1;
     cfg.single_page = 1;
     cfg.seed = kvs_random_seed(&cfg);
+    page = push_page_box(L);       /* first: it may raise, before anything is allocated */
 
     core = kvs_listing_new(&cfg);
     conn = core ? kvs_conn_new(c) : NULL;
@@ -140,19 +161,18 @@ int kvs_store_list_keys(lua_State *L)
         kvs_listing_free(core);
         return luaL_error(L, "apify.kvs: out of memory");
     }
-    kvs_page_init(&page);
-    rc = kvs_conn_next_page(conn, core, &page);   /* a failure leaves `page` empty */
+    rc = kvs_conn_next_page(conn, core, page);    /* a failure leaves `page` empty */
     if (rc < 0) err = *kvs_listing_error(core);
     kvs_conn_free(conn);
     kvs_listing_free(core);
     if (rc < 0) {
-        kvs_page_free(&page);
+        kvs_page_free(page);
         lua_pushnil(L);
         kvs_push_error(L, &err);
         return 2;
     }
-    push_page_table(L, &page);   /* (a Lua memory error here would leak one page) */
-    kvs_page_free(&page);
+    push_page_table(L, page);    /* may raise: the box frees the page then */
+    kvs_page_free(page);         /* now, rather than when the box is collected */
     return 1;
 }
 
@@ -393,6 +413,7 @@ void kvs_open_listing(lua_State *L)
     };
     static const luaL_Reg methods[] = { { "close", listing_close }, { NULL, NULL } };
     static const luaL_Reg error_meta[] = { { "__tostring", error_tostring }, { NULL, NULL } };
+    static const luaL_Reg page_box_meta[] = { { "__gc", page_box_gc }, { NULL, NULL } };
     kvs_new_class(L, KVS_LISTING_MT, meta, methods);
     luaL_getmetatable(L, KVS_LISTING_MT);
     lua_getfield(L, -1, "__index");
@@ -400,4 +421,5 @@ void kvs_open_listing(lua_State *L)
     kvs_open_job(L, lua_gettop(L));
     lua_pop(L, 2);
     kvs_new_class(L, KVS_ERROR_MT, error_meta, NULL);
+    kvs_new_class(L, PAGE_BOX_MT, page_box_meta, NULL);
 }
