@@ -3,6 +3,8 @@
  * checking what a script passes in, and keeping the token out of sight.
  * Listings live in lua_listing.c.
  */
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,6 +55,8 @@ const char *kvs_opt_string(lua_State *L, int arg, const char *name, size_t *len)
     return s;
 }
 
+/* Range errors name the whole range: integers as lo..hi (">= lo" when there
+ * is no upper bound), numbers as an interval, "(0, 1e9]". */
 long long kvs_opt_integer(lua_State *L, int arg, const char *name,
                           long long min, long long max, long long dflt)
 {
@@ -61,15 +65,31 @@ long long kvs_opt_integer(lua_State *L, int arg, const char *name,
     lua_getfield(L, arg, name);
     if (!lua_isnil(L, -1)) {
         if (!kvs_tointeger(L, -1, &v) || v < min || v > max) {
-            if (max == 0x7fffffffffffffffLL)
-                luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be an integer >= %d",
-                              name, (int)min));
-            luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be an integer in %d..%d",
-                          name, (int)min, (int)max));
+            char range[64];
+            if (max == LLONG_MAX) snprintf(range, sizeof range, ">= %lld", min);
+            else snprintf(range, sizeof range, "in %lld..%lld", min, max);
+            luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be an integer %s",
+                          name, range));
         }
     }
     lua_pop(L, 1);
     return v;
+}
+
+#define NUMBER_OPTION_MAX 1e9
+
+/* A bound as a person writes it: 0.5, 30, 1e9 (not printf's 1e+09). */
+static const char *format_bound(char *buf, size_t cap, double v)
+{
+    char *exp;
+    snprintf(buf, cap, "%g", v);
+    if ((exp = strchr(buf, 'e')) != NULL) {
+        exp++;
+        if (*exp == '+') memmove(exp, exp + 1, strlen(exp));
+        if (*exp == '-') exp++;
+        while (exp[0] == '0' && exp[1]) memmove(exp, exp + 1, strlen(exp));
+    }
+    return buf;
 }
 
 static double opt_number(lua_State *L, int arg, const char *name, double min, double dflt,
@@ -80,9 +100,12 @@ static double opt_number(lua_State *L, int arg, const char *name, double min, do
     lua_getfield(L, arg, name);
     if (!lua_isnil(L, -1)) {
         v = (double)lua_tonumber(L, -1);
-        if (!(v == v) || v > 1e9 || (min_exclusive ? v <= min : v < min))
-            luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be a number %s %d",
-                          name, min_exclusive ? ">" : ">=", (int)min));
+        if (!(v == v) || v > NUMBER_OPTION_MAX || (min_exclusive ? v <= min : v < min)) {
+            char lo[32], hi[32];
+            luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be a number in %s%s, %s]",
+                          name, min_exclusive ? "(" : "[", format_bound(lo, sizeof lo, min),
+                          format_bound(hi, sizeof hi, NUMBER_OPTION_MAX)));
+        }
     }
     lua_pop(L, 1);
     return v;

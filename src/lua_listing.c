@@ -302,7 +302,7 @@ static listing_ud *new_listing(lua_State *L, unsigned call)
         if (!lua_isnil(L, -1)) {
             rate = (double)lua_tonumber(L, -1);
             if (!(rate > 0 && rate <= 1e6))
-                luaL_argerror(L, 2, "option 'rate_limit' must be a number > 0");
+                luaL_argerror(L, 2, "option 'rate_limit' must be a number in (0, 1e6]");
         }
         lua_getfield(L, 2, "ordered");
         ordered = lua_isnil(L, -1) || lua_toboolean(L, -1);
