@@ -64,6 +64,30 @@ describe("kvs.new", function()
     assert.is_userdata(kvs.new({ base_url = "http://127.0.0.1:1/some/prefix/" }))
   end)
 
+  it("takes schemes in any case, and keeps them lower-case", function()
+    local function shown(base_url) return tostring(kvs.new({ base_url = base_url, token = false })) end
+    assert.are.equal("apify.kvs.client (http://127.0.0.1:1, no token)", shown("HTTP://127.0.0.1:1"))
+    assert.are.equal("apify.kvs.client (https://api.example.com/p, no token)", shown("Https://api.example.com/p"))
+    assert.are.equal("apify.kvs.client (https://api.example.com, no token)", shown("hTtPs://api.example.com/"))
+    assert.matches("must start with http:// or https://", T.raised(kvs.new, { base_url = "HTTPX://x" }))
+  end)
+
+  it("drops one trailing /v2: the API's version prefix, which every request adds", function()
+    local function shown(base_url) return tostring(kvs.new({ base_url = base_url, token = false })) end
+    for given, kept in pairs({
+      ["https://api.apify.com/v2"] = "https://api.apify.com",
+      ["https://api.apify.com/v2/"] = "https://api.apify.com",
+      ["HTTPS://api.apify.com/v2"] = "https://api.apify.com",
+      ["http://127.0.0.1:8080/proxy/v2"] = "http://127.0.0.1:8080/proxy",
+      ["https://h.example/v2/v2"] = "https://h.example/v2",       -- one, not every
+      ["https://h.example/v20"] = "https://h.example/v20",
+      ["https://h.example/apiv2"] = "https://h.example/apiv2",
+      ["http://v2"] = "http://v2",                                -- a host, not a path
+    }) do
+      assert.are.equal("apify.kvs.client (" .. kept .. ", no token)", shown(given))
+    end
+  end)
+
   it("refuses header injection through token or user_agent", function()
     assert.matches("'token' must not contain control characters",
       T.raised(kvs.new, { token = "abc\r\nX-Evil: 1" }))

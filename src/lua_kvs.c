@@ -154,11 +154,30 @@ static kvs_client **check_client(lua_State *L, int idx)
     return ud;
 }
 
+/* `s` (n bytes) starts with the lower-case ASCII `prefix`, in any case. */
+static int starts_nocase(const char *s, size_t n, const char *prefix)
+{
+    size_t i;
+    for (i = 0; prefix[i]; i++) {
+        char c = i < n ? s[i] : '\0';
+        if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
+        if (c != prefix[i]) return 0;
+    }
+    return 1;
+}
+
+/* Schemes are case-insensitive (RFC 3986): the client keeps its own copy in lower case. */
+static void lower_scheme(char *url)
+{
+    for (; *url && *url != ':'; url++)
+        if (*url >= 'A' && *url <= 'Z') *url = (char)(*url - 'A' + 'a');
+}
+
 static const char *check_base_url(lua_State *L, int arg, const char *u, size_t n, size_t *outlen)
 {
     const char *host;
-    if (n >= 8 && memcmp(u, "https://", 8) == 0) host = u + 8;
-    else if (n >= 7 && memcmp(u, "http://", 7) == 0) host = u + 7;
+    if (starts_nocase(u, n, "https://")) host = u + 8;
+    else if (starts_nocase(u, n, "http://")) host = u + 7;
     else {
         luaL_argerror(L, arg, "option 'base_url' must start with http:// or https://");
         return NULL;
@@ -170,6 +189,11 @@ static const char *check_base_url(lua_State *L, int arg, const char *u, size_t n
                       "without user, query or fragment");
     check_header_safe(L, arg, "base_url", u, n);
     while (n > 0 && u[n - 1] == '/') n--;
+    /* "https://api.apify.com/v2" is a common copy-paste; the requests add /v2 themselves */
+    if (n > (size_t)(host - u) + 3 && memcmp(u + n - 3, "/v2", 3) == 0) {
+        n -= 3;
+        while (n > 0 && u[n - 1] == '/') n--;
+    }
     *outlen = n;
     return u;
 }
@@ -240,6 +264,7 @@ static int kvs_new(lua_State *L)
         lua_pop(L, 1);
     }
     c->base_url = dup_bytes(base, blen);
+    if (c->base_url) lower_scheme(c->base_url);
     c->user_agent = dup_bytes(ua, ulen);
     c->token = token ? dup_bytes(token, tlen) : NULL;
     c->http = kvs_http_new(c);
