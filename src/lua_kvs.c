@@ -81,13 +81,13 @@ long long kvs_opt_integer(lua_State *L, int arg, const char *name,
 /* A bound as a person writes it: 0.5, 30, 1e9 (not printf's 1e+09). */
 static const char *format_bound(char *buf, size_t cap, double v)
 {
-    char *exp;
+    char *exponent;
     snprintf(buf, cap, "%g", v);
-    if ((exp = strchr(buf, 'e')) != NULL) {
-        exp++;
-        if (*exp == '+') memmove(exp, exp + 1, strlen(exp));
-        if (*exp == '-') exp++;
-        while (exp[0] == '0' && exp[1]) memmove(exp, exp + 1, strlen(exp));
+    if ((exponent = strchr(buf, 'e')) != NULL) {
+        exponent++;
+        if (*exponent == '+') memmove(exponent, exponent + 1, strlen(exponent));
+        if (*exponent == '-') exponent++;
+        while (exponent[0] == '0' && exponent[1]) memmove(exponent, exponent + 1, strlen(exponent));
     }
     return buf;
 }
