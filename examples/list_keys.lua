@@ -5,11 +5,20 @@
 -- APIFY_API_BASE_URL points it at another server (make demo uses the local emulator).
 local kvs = require "apify.kvs"
 
-local store_id, prefix = arg[1], arg[2]
-if not store_id then
-  io.stderr:write("usage: list_keys.lua <store-id> [prefix]\n")
+local USAGE = "usage: list_keys.lua <store-id> [prefix]"
+if arg[1] == "--help" or arg[1] == "-h" then
+  print(USAGE .. "\n" ..
+        "Prints every key of the store with its size, then the totals; with a prefix, only\n" ..
+        "the keys that start with it. Reads APIFY_TOKEN and APIFY_API_BASE_URL.")
+  os.exit(0)
+end
+local function usage_error(problem)
+  io.stderr:write("list_keys.lua: ", problem, "\n", USAGE, "\n")
   os.exit(2)
 end
+local store_id, prefix = arg[1], arg[2]
+if not store_id then usage_error("missing <store-id>") end
+if arg[3] then usage_error("too many arguments") end
 
 local client = kvs.new()            -- token from APIFY_TOKEN, base URL from APIFY_API_BASE_URL
 local store = client:store(store_id)

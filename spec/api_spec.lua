@@ -2,6 +2,12 @@
 local T = require "spec.support.env"
 local kvs = T.kvs
 
+-- Asserts that f(...) raises an argument error whose message is exactly `msg`.
+local function raises_arg(msg, f, ...)
+  local err = T.raised_message(f, ...)
+  assert.are.equal("(" .. msg .. ")", err:match("%(.*%)$"), err)
+end
+
 describe("apify.kvs module", function()
   it("has a version and names its transport", function()
     assert.are.equal("apify.kvs 0.2.0", kvs._VERSION)
@@ -35,12 +41,17 @@ describe("kvs.new", function()
     assert.matches("option 'gzip' must be a boolean, got string", T.raised(kvs.new, { gzip = "no" }))
   end)
 
-  it("rejects out-of-range numbers", function()
-    assert.matches("'timeout' must be a number > 0", T.raised(kvs.new, { timeout = 0 }))
-    assert.matches("'timeout' must be a number > 0", T.raised(kvs.new, { timeout = 0 / 0 }))
-    assert.matches("'min_delay' must be a number >= 0", T.raised(kvs.new, { min_delay = -1 }))
-    assert.matches("'max_retries' must be an integer in 0..100", T.raised(kvs.new, { max_retries = -1 }))
-    assert.matches("'max_retries' must be an integer in 0..100", T.raised(kvs.new, { max_retries = 1.5 }))
+  it("rejects out-of-range numbers, naming the whole range", function()
+    for _, bad in ipairs({ 0, -1, 2e9, 1 / 0, 0 / 0 }) do
+      raises_arg("option 'timeout' must be a number in (0, 1e9]", kvs.new, { timeout = bad })
+    end
+    for _, bad in ipairs({ -1, -0.001, 1e10, 0 / 0 }) do
+      raises_arg("option 'min_delay' must be a number in [0, 1e9]", kvs.new, { min_delay = bad })
+    end
+    for _, bad in ipairs({ -1, 101, 1.5, 2 ^ 53 }) do
+      raises_arg("option 'max_retries' must be an integer in 0..100", kvs.new, { max_retries = bad })
+    end
+    assert.is_userdata(kvs.new({ timeout = 1e9, min_delay = 0, max_retries = 100 }))
   end)
 
   it("checks base_url", function()
@@ -51,6 +62,30 @@ describe("kvs.new", function()
     assert.matches("without user, query or fragment",
       T.raised(kvs.new, { base_url = "https://example.com/?a=1" }))
     assert.is_userdata(kvs.new({ base_url = "http://127.0.0.1:1/some/prefix/" }))
+  end)
+
+  it("takes schemes in any case, and keeps them lower-case", function()
+    local function shown(base_url) return tostring(kvs.new({ base_url = base_url, token = false })) end
+    assert.are.equal("apify.kvs.client (http://127.0.0.1:1, no token)", shown("HTTP://127.0.0.1:1"))
+    assert.are.equal("apify.kvs.client (https://api.example.com/p, no token)", shown("Https://api.example.com/p"))
+    assert.are.equal("apify.kvs.client (https://api.example.com, no token)", shown("hTtPs://api.example.com/"))
+    assert.matches("must start with http:// or https://", T.raised(kvs.new, { base_url = "HTTPX://x" }))
+  end)
+
+  it("drops one trailing /v2: the API's version prefix, which every request adds", function()
+    local function shown(base_url) return tostring(kvs.new({ base_url = base_url, token = false })) end
+    for given, kept in pairs({
+      ["https://api.apify.com/v2"] = "https://api.apify.com",
+      ["https://api.apify.com/v2/"] = "https://api.apify.com",
+      ["HTTPS://api.apify.com/v2"] = "https://api.apify.com",
+      ["http://127.0.0.1:8080/proxy/v2"] = "http://127.0.0.1:8080/proxy",
+      ["https://h.example/v2/v2"] = "https://h.example/v2",       -- one, not every
+      ["https://h.example/v20"] = "https://h.example/v20",
+      ["https://h.example/apiv2"] = "https://h.example/apiv2",
+      ["http://v2"] = "http://v2",                                -- a host, not a path
+    }) do
+      assert.are.equal("apify.kvs.client (" .. kept .. ", no token)", shown(given))
+    end
   end)
 
   it("refuses header injection through token or user_agent", function()
@@ -128,8 +163,17 @@ describe("option checks of keys and list_keys (raised before any request)", func
       T.raised(store.keys, store, { page_size = "10" }))
   end)
 
+  it("checks parallel and rate_limit, naming the whole range", function()
+    for _, bad in ipairs({ 0, 65, 1.5 }) do
+      raises_arg("option 'parallel' must be an integer in 1..64", store.keys, store, { parallel = bad })
+    end
+    for _, bad in ipairs({ 0, -5, 2e6, 0 / 0 }) do
+      raises_arg("option 'rate_limit' must be a number in (0, 1e6]", store.keys, store, { rate_limit = bad })
+    end
+  end)
+
   it("checks limit", function()
-    assert.matches("option 'limit' must be an integer >= 0", T.raised(store.keys, store, { limit = -1 }))
+    raises_arg("option 'limit' must be an integer >= 0", store.keys, store, { limit = -1 })
     assert.matches("option 'limit' must be an integer >= 0", T.raised(store.keys, store, { limit = 0.5 }))
     assert.matches("option 'limit' must be an integer in 1..1000",
       T.raised(store.list_keys, store, { limit = 1001 }))

@@ -1,6 +1,7 @@
 -- Frame loops outside a Lua interpreter: examples/embed (a C program embedding Lua 5.4 with a
--- 60 Hz loop) and examples/love (a LÖVE 11 game, headless) list a store through the job API.
--- This spec only drives processes (the host uses build/5.4, LÖVE build/jit), so it runs the
+-- 60 Hz loop) and examples/love (a LÖVE 11 game, headless) list a store through the job API;
+-- and a C host whose Lua allocator fails on demand (spec/support/oom_host.c).
+-- This spec only drives processes (the hosts use build/5.4, LÖVE build/jit), so it runs the
 -- same under every target of the suite.
 local T = require "spec.support.env"
 
@@ -92,5 +93,57 @@ describe("frame loops outside the Lua interpreter", function()
                     " APIFY_TOKEN=wrong KVS_STORE=s timeout 60 love examples/love")
     assert.are.equal(1, code, out)
     assert.matches("failed: apify%.kvs: .*%(invalid%-token, HTTP 401%)", out)
+  end)
+end)
+
+describe("a C host whose Lua allocator fails", function()
+  local ctx = T.emulated({ s = T.numbered(1000) }, TOKEN)
+  local tmp
+  lazy_setup(function() tmp = T.tmpdir() end)
+  lazy_teardown(function() T.rmrf(tmp) end)
+
+  -- Runs in oom_host: list_keys fails again and again while it builds its result table
+  -- (a table per key) out of the page it decoded, then prints how much the heap grew.
+  local SCRIPT = [==[
+local cpath, base_url, token, rounds = ...
+package.cpath = cpath .. ";" .. package.cpath
+local store = require("apify.kvs").new({ base_url = base_url, token = token, max_retries = 0 }):store("s")
+local function settle() collectgarbage(); collectgarbage() end
+local function failing_list_keys()
+  settle()                         -- no garbage to collect that would make room
+  fail_after(20000)                -- about a tenth of the 1000-item table
+  local ok, page, err = pcall(store.list_keys, store)
+  fail_after(nil)
+  if ok then error("list_keys did not fail: " .. (page and #page.items .. " items" or tostring(err))) end
+  assert(tostring(page):find("not enough memory", 1, true), tostring(page))
+end
+assert(store:list_keys())          -- connection and caches: made once, before counting
+failing_list_keys()
+settle()
+local before = heap_in_use()
+for _ = 1, tonumber(rounds) do failing_list_keys() end
+settle()
+print("grew " .. (heap_in_use() - before))
+]==]
+
+  it("frees list_keys's page when a memory error cuts the result table short", function()
+    local host, script, rounds = tmp .. "/oom_host", tmp .. "/list_keys_oom.lua", 20
+    local log, code = run("cc -std=c99 -Wall -Wextra -Werror -O1 -o " .. q(host) ..
+                          " spec/support/oom_host.c $(pkg-config --cflags --libs lua5.4)")
+    assert.are.equal(0, code, "building the host failed:\n" .. log)
+    local f = assert(io.open(script, "w"))
+    f:write(SCRIPT)
+    f:close()
+
+    local out
+    out, code = run("timeout 60 " .. q(host) .. " " .. q(script) .. " build/5.4/?.so " ..
+                    q(ctx.emu.base_url) .. " " .. q(TOKEN) .. " " .. rounds)
+    assert.are.equal(0, code, out)
+    -- every call fetched its page before it failed
+    assert.are.equal(rounds + 2, #ctx.emu:requests())
+    -- a 1000-key page holds about 100 KB outside Lua: one lost per call adds up to megabytes
+    local grew = tonumber(out:match("grew (%-?%d+)"))
+    assert.is_number(grew, out)
+    assert.is_true(grew < 64 * 1024, ("the heap grew %d bytes over %d failed calls"):format(grew, rounds))
   end)
 end)

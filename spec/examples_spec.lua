@@ -14,8 +14,10 @@ describe("examples", function()
     if emu then emu:stop() end
   end)
 
+  -- (under `timeout`: a script that never ends fails with exit=124 instead of hanging the suite)
   local function run(script, args)
-    return T.read(env .. T.lua .. " examples/" .. script .. " " .. args .. " 2>&1; echo \"exit=$?\"")
+    return T.read(env .. "timeout 30 " .. T.lua .. " examples/" .. script .. " " .. args ..
+                  " 2>&1; echo \"exit=$?\"")
   end
 
   it("list_keys.lua lists the demo store", function()
@@ -39,6 +41,37 @@ describe("examples", function()
     local out = run("resume.lua", "demo 10")
     assert.matches("batch 2: 10 keys, cursor now \"report%-2026%-01\"", out)
     assert.matches("25 keys in 3 batches\nexit=0", out)
+  end)
+
+  it("resume.lua refuses a batch that is not an integer >= 1 with its usage line and exit 2", function()
+    -- batch 0 asked for limit = 0 again and again: every batch empty and "full", for ever
+    for _, bad in ipairs({ "0", "-3", "2.5", "ten", "inf" }) do
+      local out = run("resume.lua", "demo " .. bad)
+      assert.matches("^resume%.lua: batch must be an integer >= 1, got " .. bad:gsub("%p", "%%%0") ..
+                     "\nusage: resume%.lua <store%-id> %[batch%]\n.*exit=2\n$", out)
+    end
+    assert.matches("^resume%.lua: missing <store%-id>\nusage: resume%.lua .*exit=2\n$", run("resume.lua", ""))
+    assert.matches("^resume%.lua: too many arguments\nusage: .*exit=2\n$", run("resume.lua", "demo 10 x"))
+  end)
+
+  it("one_page.lua and list_keys.lua check their arguments the same way", function()
+    for _, bad in ipairs({ "0", "1001", "x" }) do
+      assert.matches("^one_page%.lua: limit must be an integer in 1%.%.1000, got " .. bad ..
+                     "\nusage: one_page%.lua <store%-id> %[limit%]\n.*exit=2\n$", run("one_page.lua", "demo " .. bad))
+    end
+    assert.matches("^one_page%.lua: missing <store%-id>\nusage: .*exit=2\n$", run("one_page.lua", ""))
+    assert.matches("^list_keys%.lua: missing <store%-id>\nusage: list_keys%.lua <store%-id> %[prefix%]\n.*exit=2\n$",
+                   run("list_keys.lua", ""))
+    assert.matches("^list_keys%.lua: too many arguments\nusage: .*exit=2\n$", run("list_keys.lua", "demo a b"))
+  end)
+
+  it("every example answers --help with its usage, exit 0", function()
+    for _, script in ipairs({ "list_keys.lua", "resume.lua", "one_page.lua" }) do
+      for _, flag in ipairs({ "--help", "-h" }) do
+        local out = run(script, flag)
+        assert.matches("^usage: " .. script:gsub("%p", "%%%0") .. " <store%-id>.*\nexit=0\n$", out)
+      end
+    end
   end)
 
   it("one_page.lua prints one page and the next cursor", function()

@@ -1,8 +1,27 @@
 -- store:job — the non-blocking listing for frame loops: poll() never waits.
 local T = require "spec.support.env"
 local socket = require "socket"
+local lfs = require "lfs"
 
 local TOKEN = "apify_api_job_SECRET_31"
+
+-- The inode of this process's descriptor fd if it is a socket (Linux /proc).
+local function socket_inode(fd)
+  local target = lfs.symlinkattributes("/proc/self/fd/" .. fd, "target")
+  return target and target:match("^socket:%[(%d+)%]$")
+end
+
+-- The remote port of this process's TCP socket with that inode.
+local function remote_port(inode)
+  for _, table_file in ipairs({ "/proc/self/net/tcp", "/proc/self/net/tcp6" }) do
+    local f = io.open(table_file)
+    for line in f and f:lines() or function() end do
+      local port, ino = line:match("^%s*%d+: %x+:%x+ %x+:(%x+) %x+ %x+:%x+ %x+:%x+ %x+%s+%d+%s+%d+%s+(%d+)")
+      if ino == inode then f:close(); return tonumber(port, 16) end
+    end
+    if f then f:close() end
+  end
+end
 
 describe("store:job", function()
   local ctx = T.emulated({ s = T.numbered(2500) }, TOKEN)
@@ -31,6 +50,10 @@ describe("store:job", function()
     assert.are.same(T.numbered(2500), keys)
     assert.are.equal("done", job:status())
     assert.is_nil(job:timeout())
+    assert.are.equal(1, select("#", job:timeout()))   -- an explicit nil, not no value
+    assert.are.equal("apify.kvs.job (done)", tostring(job))
+    job:close()                                       -- nothing left to cancel
+    assert.are.equal("done", job:status())
   end)
 
   it("never blocks in poll, even when each page takes 0.2 s", function()
@@ -81,6 +104,8 @@ describe("store:job", function()
     assert.are.equal(500, err.status)
     assert.are.equal(3, err.retries)
     assert.is_nil(job:timeout())
+    assert.are.equal(1, select("#", job:timeout()))
+    assert.are.equal("apify.kvs.job (failed)", tostring(job))
   end)
 
   it("tells an event loop when to come back and which sockets to watch", function()
@@ -101,22 +126,103 @@ describe("store:job", function()
     assert.are.same({}, w2)
   end)
 
+  -- polls until the job's request is out and it waits for the reply: one socket, to read
+  local function awaiting_reply(job)
+    local r, w
+    local deadline = socket.gettime() + 2 * T.slow
+    repeat
+      for _ in job:poll() do end
+      r, w = job:sockets()
+      if #r == 1 and #w == 0 then break end
+      socket.sleep(0.002)
+    until socket.gettime() > deadline
+    return r, w
+  end
+
+  it("names the socket a request in flight waits on, and that it waits to read", function()
+    emu:faults({ { kind = "stall", seconds = 1 * T.slow } })   -- the reply comes after 1 s
+    local job = store:job({ limit = 5 })
+    local r, w = awaiting_reply(job)
+    assert.are.equal(1, #r, "read fds: " .. table.concat(r, ","))
+    assert.are.same({}, w)
+    local inode = socket_inode(r[1])
+    assert.is_string(inode, "fd " .. r[1] .. " is not a socket")
+    assert.are.equal(emu.port, remote_port(inode))          -- the connection to the API
+    local keys = frames(job)
+    assert.are.equal(5, #keys)
+    r, w = job:sockets()
+    assert.are.same({}, r)
+    assert.are.same({}, w)
+  end)
+
+  it("names sockets whatever their descriptor number, past FD_SETSIZE (1024) too", function()
+    emu:faults({ { kind = "stall", seconds = 1 * T.slow } })
+    local files = {}
+    for i = 1, 1100 do
+      files[i] = io.open("/dev/null")
+      if not files[i] then break end
+    end
+    if #files < 1100 then
+      for _, f in ipairs(files) do f:close() end
+      pending("needs 1100 open files; ulimit -n is lower")
+    end
+    local ok, err = pcall(function()
+      -- a client of its own connects now, on a descriptor above all those files
+      local job = T.client(emu, { token = TOKEN }):store("s"):job({ limit = 5 })
+      local r, w = awaiting_reply(job)
+      assert.are.equal(1, #r, "read fds: " .. table.concat(r, ","))
+      assert.are.same({}, w)
+      assert.is_true(r[1] >= 1024, "fd " .. r[1])
+      assert.are.equal(emu.port, remote_port(socket_inode(r[1])))
+      job:close()
+    end)
+    for _, f in ipairs(files) do f:close() end
+    assert(ok, err)
+  end)
+
   it("can be closed while a request is in flight", function()
     emu:config({ delay = 1 })
     local job = store:job({})
+    assert.are.equal("apify.kvs.job (running)", tostring(job))
     for _ in job:poll() do end
     local t0 = socket.gettime()
     job:close()
     assert.is_true(socket.gettime() - t0 < 0.2)
-    assert.are.equal("done", job:status())
+    assert.are.equal("cancelled", job:status())
+    assert.are.equal(1, select("#", job:status()))
+    assert.are.equal("apify.kvs.job (cancelled)", tostring(job))
+    assert.is_nil(job:timeout())
+    assert.are.equal(1, select("#", job:timeout()))
     for _ in job:poll() do error("no keys after close") end
+    job:close()                                       -- idempotent
+    assert.are.equal("cancelled", job:status())
   end)
 
-  it("is not a sans-I/O listing, and a listing is not a job", function()
+  it("has methods of its own: on any other listing they raise at once", function()
+    local _, keys_state = store:keys({})
+    local _, parallel = store:keys({ parallel = 4 })
+    local others = { { store:listing({}), "apify.kvs.listing" }, { keys_state, "apify.kvs.keys" },
+                     { parallel, "apify.kvs.keys" } }
+    for _, other in ipairs(others) do
+      local o, name = other[1], other[2]
+      local function expect(method, f)
+        assert.are.equal(("bad argument #1 to '%s' (apify.kvs.job expected, got %s)"):format(method, name),
+                         T.raised_message(f))
+      end
+      expect("poll", function() o.poll(o) end)
+      expect("status", function() o.status(o) end)
+      expect("timeout", function() o.timeout(o) end)
+      expect("sockets", function() o.sockets(o) end)
+      assert.matches("calling 'poll' on bad self %(apify%.kvs%.job expected, got " .. name:gsub("%.", "%%.") .. "%)",
+                     T.raised(function() o:poll() end))
+      o:close()
+    end
     local job = store:job({})
-    assert.matches("driven by libcurl", T.raised(job.request, job))
-    local listing = store:listing({})
-    assert.matches("not a job", T.raised(listing.poll, listing))
+    assert.are.equal("bad argument #1 to 'request' (apify.kvs.listing expected, got apify.kvs.job)",
+                     T.raised_message(function() job.request(job) end))
+    assert.are.equal("bad argument #1 to 'page_keys' (apify.kvs.listing expected, got apify.kvs.job)",
+                     T.raised_message(function() job.page_keys(job) end))
+    job:close()
     assert.matches("unknown option 'prefetch'", T.raised(store.job, store, { prefetch = false }))
   end)
 end)

@@ -122,6 +122,43 @@ describe("sans-I/O listing driven by luasocket", function()
     assert.are.equal("retry", step)
   end)
 
+  it("alone has the sans-I/O methods: on keys, parallel and job listings they raise at once", function()
+    local next_key, keys_state = store:keys({ page_size = 2, limit = 3 })
+    local _, parallel = store:keys({ parallel = 4 })
+    local job = store:job({})
+    local calls = {
+      request = function(o) o.request(o) end,
+      begin = function(o) o.begin(o, 200) end,
+      header = function(o) o.header(o, "Content-Type", "application/json") end,
+      body = function(o) o.body(o, "{}") end,
+      finish = function(o) o.finish(o) end,
+      reply = function(o) o.reply(o, 200, {}, "{}") end,
+      page_keys = function(o) o.page_keys(o) end,
+    }
+    for _, other in ipairs({ { keys_state, "apify.kvs.keys" }, { parallel, "apify.kvs.keys" },
+                             { job, "apify.kvs.job" } }) do
+      for method, call in pairs(calls) do
+        assert.are.equal(("bad argument #1 to '%s' (apify.kvs.listing expected, got %s)"):format(method, other[2]),
+                         T.raised_message(call, other[1]))
+      end
+    end
+    assert.matches("calling 'request' on bad self %(apify%.kvs%.listing expected, got apify%.kvs%.keys%)",
+                   T.raised(function() keys_state:request() end))
+    -- the iterator is untouched by the attempt (it used to spin for ever after keys_state:request())
+    assert.are.equal("apify.kvs.keys (open)", tostring(keys_state))
+    assert.are.same({ "k00001", "k00002", "k00003" }, { (next_key()), (next_key()), (next_key()) })
+    assert.is_nil(next_key())
+    assert.are.equal("apify.kvs.keys (closed)", tostring(keys_state))
+    assert.are.equal("apify.kvs.keys (open)", tostring(parallel))
+    parallel:close()
+    assert.are.equal("apify.kvs.keys (closed)", tostring(parallel))
+    job:close()
+    local listing = store:listing({})
+    assert.are.equal("apify.kvs.listing (open)", tostring(listing))
+    listing:close()
+    assert.are.equal("apify.kvs.listing (closed)", tostring(listing))
+  end)
+
   it("checks its arguments", function()
     local listing = store:listing()
     listing:request()

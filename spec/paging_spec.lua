@@ -51,6 +51,23 @@ describe("listing keys", function()
     assert.are.equal(1, #emu:requests())
   end)
 
+  it("lists through a base_url ending in /v2 or with an upper-case scheme", function()
+    local upper = emu.base_url:gsub("^http:", "HTTP:")
+    for _, base_url in ipairs({ emu.base_url .. "/v2", emu.base_url .. "/v2/", upper, upper .. "/v2" }) do
+      emu:clear_requests()
+      local c = T.client(emu, { token = TOKEN, base_url = base_url })
+      assert.are.same({ "img-1", "img-2", "img-3" }, T.collect(c:store("prefixed"), { prefix = "img-" }), base_url)
+      local page = assert(c:store("prefixed"):list_keys({ prefix = "doc-" }))
+      assert.are.equal(2, #page.items, base_url)
+      local reqs = emu:requests()
+      assert.are.equal(2, #reqs, base_url)
+      for _, r in ipairs(reqs) do
+        assert.are.equal(200, r.status)
+        assert.matches("^/v2/key%-value%-stores/prefixed/keys%?", r.uri)
+      end
+    end
+  end)
+
   it("filters by prefix", function()
     assert.are.same({ "img-1", "img-2", "img-3" }, T.collect(client:store("prefixed"), { prefix = "img-" }))
     assert.are.same({ "img-1", "img-2", "img-3", "imgx" }, T.collect(client:store("prefixed"), { prefix = "img" }))

@@ -7,10 +7,16 @@
  * are deadlines, never sleeps.  Used by the game-loop job (store:job) and,
  * with prefetch, under the blocking iterator (store:keys): page k+1 is in
  * flight while the loop body works through page k.
+ *
+ * libcurl tells which sockets it waits on, and for what, through
+ * CURLMOPT_SOCKETFUNCTION (libcurl >= 7.15.4); the driver keeps them in a
+ * small growable table, whatever their number or descriptor value (unlike
+ * curl_multi_fdset, which skips descriptors >= FD_SETSIZE), for job:sockets().
+ * That table is only kept current by curl_multi_socket_action, so the
+ * transfers are driven through it rather than by curl_multi_perform.
  */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/select.h>
 #include <time.h>
 
 #include <curl/curl.h>
@@ -28,9 +34,55 @@ struct kvs_async {
     int          wanted;        /* without prefetch: a page was asked for */
     double       retry_at;      /* monotonic seconds; 0: no retry pending */
     double       budget;        /* seconds of body work per poll; 0: no limit */
+    kvs_socket  *sockets;       /* what libcurl waits on, as its socket callback says */
+    size_t       nsockets, socket_cap;
+    int          untracked;     /* a socket could not be recorded (out of memory) */
 };
 
 #define monotonic kvs_monotonic
+
+/* CURLMOPT_SOCKETFUNCTION: libcurl starts, changes or stops waiting on `fd`. */
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    kvs_async *a = userp;
+    size_t i;
+    (void)easy;
+    (void)socketp;
+    for (i = 0; i < a->nsockets && a->sockets[i].fd != fd; i++) {}
+    if (what == CURL_POLL_REMOVE) {
+        if (i < a->nsockets) a->sockets[i] = a->sockets[--a->nsockets];
+        return 0;
+    }
+    if (i == a->nsockets) {
+        if (a->nsockets == a->socket_cap) {
+            size_t cap = a->socket_cap ? 2 * a->socket_cap : 4;
+            kvs_socket *grown = realloc(a->sockets, cap * sizeof *grown);
+            if (!grown) {
+                a->untracked = 1;       /* drive() falls back to curl_multi_perform */
+                return 0;
+            }
+            a->sockets = grown;
+            a->socket_cap = cap;
+        }
+        a->sockets[a->nsockets++].fd = fd;
+    }
+    a->sockets[i].events = what & (CURL_POLL_IN | CURL_POLL_OUT);   /* 1 read, 2 write */
+    return 0;
+}
+
+/* One turn of the transfer: libcurl looks at each socket it waits on itself
+ * (an event mask of 0: nothing claimed ready), then runs the timers that are
+ * due (a transfer just added or resumed, timeouts). */
+static void drive(kvs_async *a)
+{
+    int running;
+    size_t i;
+    for (i = a->nsockets; i-- > 0;)     /* the callback may shrink the table meanwhile */
+        if (i < a->nsockets)
+            curl_multi_socket_action(a->multi, a->sockets[i].fd, 0, &running);
+    curl_multi_socket_action(a->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    if (a->untracked) curl_multi_perform(a->multi, &running);
+}
 
 kvs_async *kvs_async_new(const kvs_client *c, kvs_listing *l, int prefetch)
 {
@@ -43,6 +95,8 @@ kvs_async *kvs_async_new(const kvs_client *c, kvs_listing *l, int prefetch)
         kvs_async_free(a);
         return NULL;
     }
+    curl_multi_setopt(a->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(a->multi, CURLMOPT_SOCKETDATA, a);
     a->listing = l;
     a->prefetch = prefetch;
     a->wanted = 1;
@@ -61,6 +115,7 @@ void kvs_async_free(kvs_async *a)
         curl_multi_remove_handle(a->multi, kvs_conn_handle(a->conn));
     kvs_conn_free(a->conn);
     if (a->multi) curl_multi_cleanup(a->multi);
+    free(a->sockets);                   /* after: removing the handle reports to it */
     kvs_page_free(&a->ready);
     free(a);
 }
@@ -111,13 +166,12 @@ void kvs_async_poll(kvs_async *a)
 {
     int round;
     for (round = 0; round < 3; round++) {   /* a retry due at once may start right away */
-        int running;
         CURLMsg *m;
         int left;
         start_next(a);
         if (!a->inflight) return;
         kvs_conn_budget(a->conn, a->budget > 0 ? monotonic() + a->budget : 0);
-        curl_multi_perform(a->multi, &running);
+        drive(a);
         while ((m = curl_multi_info_read(a->multi, &left)) != NULL)
             if (m->msg == CURLMSG_DONE) finish_transfer(a, m->data.result);
         if (a->inflight || a->has_ready) return;
@@ -172,16 +226,8 @@ void kvs_async_wait(kvs_async *a, double max)
         kvs_sleep(t);
 }
 
-int kvs_async_sockets(kvs_async *a, int *fds, int *events, int cap)
+size_t kvs_async_sockets(const kvs_async *a, const kvs_socket **sockets)
 {
-    fd_set r, w, x;
-    int maxfd = -1, fd, n = 0;
-    if (!a->inflight) return 0;
-    FD_ZERO(&r); FD_ZERO(&w); FD_ZERO(&x);
-    if (curl_multi_fdset(a->multi, &r, &w, &x, &maxfd) != CURLM_OK) return 0;
-    for (fd = 0; fd <= maxfd && n < cap; fd++) {
-        int ev = (FD_ISSET(fd, &r) ? 1 : 0) | (FD_ISSET(fd, &w) ? 2 : 0);
-        if (ev) { fds[n] = fd; events[n] = ev; n++; }
-    }
-    return n;
+    *sockets = a->sockets;
+    return a->inflight ? a->nsockets : 0;
 }

@@ -89,9 +89,14 @@ int        kvs_async_finished(const kvs_async *a);         /* nothing ready, not
 double     kvs_async_timeout(kvs_async *a);
 /* Blocks up to `max` seconds until poll may have work. */
 void       kvs_async_wait(kvs_async *a, double max);
-/* Sockets to wait on: fills up to `cap` fds with what they wait for
- * (1 read, 2 write, 3 both); returns the count. */
-int        kvs_async_sockets(kvs_async *a, int *fds, int *events, int cap);
+/* A socket libcurl waits on, and for what: 1 read, 2 write, 3 both (0: not yet). */
+typedef struct kvs_socket {
+    int fd;
+    int events;
+} kvs_socket;
+/* Points *sockets at every socket the request in flight waits on; returns
+ * their count.  Valid until the next call into `a`. */
+size_t     kvs_async_sockets(const kvs_async *a, const kvs_socket **sockets);
 
 /* --- parallel key-range listing on libcurl multi (driver_parallel.c) ----------- */
 

@@ -8,10 +8,7 @@
 
 static listing_ud *check_job(lua_State *L)
 {
-    listing_ud *u = kvs_check_listing(L, 1);
-    if (u->core && !u->async)
-        luaL_argerror(L, 1, "not a job (made by store:listing; use store:job)");
-    return u;
+    return kvs_check_kind(L, 1, KIND_JOB);
 }
 
 /* Settles a job whose driver has nothing left and whose keys are all out. */
@@ -51,7 +48,7 @@ static int job_poll(lua_State *L)
     return 1;
 }
 
-/* job:status() -> "running" | "done" | "failed", err */
+/* job:status() -> "running" | "done" | "failed", err | "cancelled" (closed before done) */
 static int job_status(lua_State *L)
 {
     listing_ud *u = check_job(L);
@@ -59,6 +56,7 @@ static int job_status(lua_State *L)
     switch (u->run) {
     case L_RUNNING: lua_pushliteral(L, "running"); return 1;
     case L_DONE:    lua_pushliteral(L, "done"); return 1;
+    case L_CANCELLED: lua_pushliteral(L, "cancelled"); return 1;
     default:
         lua_pushliteral(L, "failed");
         kvs_push_error(L, &u->err);
@@ -66,8 +64,8 @@ static int job_status(lua_State *L)
     }
 }
 
-/* job:timeout() -> seconds until poll() has work (0: now), or nil when it never will */
-static int job_timeout(lua_State *L)
+/* Pushes the seconds until poll() has work (0: now); nothing when it never will. */
+static int push_timeout(lua_State *L)
 {
     listing_ud *u = check_job(L);
     double t;
@@ -79,17 +77,26 @@ static int job_timeout(lua_State *L)
     return 1;
 }
 
+/* job:timeout() -> seconds until poll() has work (0: now), or nil when it never will */
+static int job_timeout(lua_State *L)
+{
+    if (push_timeout(L)) return 1;
+    lua_pushnil(L);                  /* one value, always */
+    return 1;
+}
+
 /* job:sockets() -> {fds to wait on for reading}, {fds for writing} */
 static int job_sockets(lua_State *L)
 {
     listing_ud *u = check_job(L);
-    int fds[16], ev[16], n = 0, i, nr = 0, nw = 0;
-    if (u->core) n = kvs_async_sockets(u->async, fds, ev, 16);
-    lua_createtable(L, n, 0);
-    lua_createtable(L, n, 0);
-    for (i = 0; i < n; i++) {
-        if (ev[i] & 1) { lua_pushinteger(L, fds[i]); lua_rawseti(L, -3, ++nr); }
-        if (ev[i] & 2) { lua_pushinteger(L, fds[i]); lua_rawseti(L, -2, ++nw); }
+    const kvs_socket *s = NULL;
+    size_t n = u->core ? kvs_async_sockets(u->async, &s) : 0, i;
+    int nr = 0, nw = 0;
+    lua_createtable(L, (int)n, 0);
+    lua_createtable(L, (int)n, 0);
+    for (i = 0; i < n; i++) {     /* presized: filling them allocates nothing */
+        if (s[i].events & 1) { lua_pushinteger(L, s[i].fd); lua_rawseti(L, -3, ++nr); }
+        if (s[i].events & 2) { lua_pushinteger(L, s[i].fd); lua_rawseti(L, -2, ++nw); }
     }
     return 2;
 }

@@ -3,6 +3,8 @@
  * checking what a script passes in, and keeping the token out of sight.
  * Listings live in lua_listing.c.
  */
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,6 +56,8 @@ const char *kvs_opt_string(lua_State *L, int arg, const char *name, size_t *len)
     return s;
 }
 
+/* Range errors name the whole range: integers as lo..hi (">= lo" when there
+ * is no upper bound), numbers as an interval, "(0, 1e9]". */
 long long kvs_opt_integer(lua_State *L, int arg, const char *name,
                           long long min, long long max, long long dflt)
 {
@@ -62,15 +66,31 @@ long long kvs_opt_integer(lua_State *L, int arg, const char *name,
     lua_getfield(L, arg, name);
     if (!lua_isnil(L, -1)) {
         if (!kvs_tointeger(L, -1, &v) || v < min || v > max) {
-            if (max == 0x7fffffffffffffffLL)
-                luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be an integer >= %d",
-                              name, (int)min));
-            luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be an integer in %d..%d",
-                          name, (int)min, (int)max));
+            char range[64];
+            if (max == LLONG_MAX) snprintf(range, sizeof range, ">= %lld", min);
+            else snprintf(range, sizeof range, "in %lld..%lld", min, max);
+            luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be an integer %s",
+                          name, range));
         }
     }
     lua_pop(L, 1);
     return v;
+}
+
+#define NUMBER_OPTION_MAX 1e9
+
+/* A bound as a person writes it: 0.5, 30, 1e9 (not printf's 1e+09). */
+static const char *format_bound(char *buf, size_t cap, double v)
+{
+    char *exponent;
+    snprintf(buf, cap, "%g", v);
+    if ((exponent = strchr(buf, 'e')) != NULL) {
+        exponent++;
+        if (*exponent == '+') memmove(exponent, exponent + 1, strlen(exponent));
+        if (*exponent == '-') exponent++;
+        while (exponent[0] == '0' && exponent[1]) memmove(exponent, exponent + 1, strlen(exponent));
+    }
+    return buf;
 }
 
 static double opt_number(lua_State *L, int arg, const char *name, double min, double dflt,
@@ -81,9 +101,12 @@ static double opt_number(lua_State *L, int arg, const char *name, double min, do
     lua_getfield(L, arg, name);
     if (!lua_isnil(L, -1)) {
         v = (double)lua_tonumber(L, -1);
-        if (!(v == v) || v > 1e9 || (min_exclusive ? v <= min : v < min))
-            luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be a number %s %d",
-                          name, min_exclusive ? ">" : ">=", (int)min));
+        if (!(v == v) || v > NUMBER_OPTION_MAX || (min_exclusive ? v <= min : v < min)) {
+            char lo[32], hi[32];
+            luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be a number in %s%s, %s]",
+                          name, min_exclusive ? "(" : "[", format_bound(lo, sizeof lo, min),
+                          format_bound(hi, sizeof hi, NUMBER_OPTION_MAX)));
+        }
     }
     lua_pop(L, 1);
     return v;
@@ -133,11 +156,30 @@ static kvs_client **check_client(lua_State *L, int idx)
     return ud;
 }
 
+/* `s` (n bytes) starts with the lower-case ASCII `prefix`, in any case. */
+static int starts_nocase(const char *s, size_t n, const char *prefix)
+{
+    size_t i;
+    for (i = 0; prefix[i]; i++) {
+        char c = i < n ? s[i] : '\0';
+        if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
+        if (c != prefix[i]) return 0;
+    }
+    return 1;
+}
+
+/* Schemes are case-insensitive (RFC 3986): the client keeps its own copy in lower case. */
+static void lower_scheme(char *url)
+{
+    for (; *url && *url != ':'; url++)
+        if (*url >= 'A' && *url <= 'Z') *url = (char)(*url - 'A' + 'a');
+}
+
 static const char *check_base_url(lua_State *L, int arg, const char *u, size_t n, size_t *outlen)
 {
     const char *host;
-    if (n >= 8 && memcmp(u, "https://", 8) == 0) host = u + 8;
-    else if (n >= 7 && memcmp(u, "http://", 7) == 0) host = u + 7;
+    if (starts_nocase(u, n, "https://")) host = u + 8;
+    else if (starts_nocase(u, n, "http://")) host = u + 7;
     else {
         luaL_argerror(L, arg, "option 'base_url' must start with http:// or https://");
         return NULL;
@@ -149,6 +191,11 @@ static const char *check_base_url(lua_State *L, int arg, const char *u, size_t n
                       "without user, query or fragment");
     check_header_safe(L, arg, "base_url", u, n);
     while (n > 0 && u[n - 1] == '/') n--;
+    /* "https://api.apify.com/v2" is a common copy-paste; the requests add /v2 themselves */
+    if (n > (size_t)(host - u) + 3 && memcmp(u + n - 3, "/v2", 3) == 0) {
+        n -= 3;
+        while (n > 0 && u[n - 1] == '/') n--;
+    }
     *outlen = n;
     return u;
 }
@@ -229,6 +276,7 @@ static int kvs_new(lua_State *L)
         lua_pop(L, 1);
     }
     c->base_url = dup_bytes(base, blen);
+    if (c->base_url) lower_scheme(c->base_url);
     c->user_agent = dup_bytes(ua, ulen);
     c->token = token ? dup_bytes(token, tlen) : NULL;
     c->http = kvs_http_new(c);

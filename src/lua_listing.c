@@ -112,6 +112,26 @@ static void read_common(lua_State *L, kvs_client *c, const char *id, kvs_listing
 
 /* --- list_keys: one page ----------------------------------------------------------- */
 
+#define PAGE_BOX_MT "apify.kvs.page_box"
+
+/* The page list_keys decodes lives in a userdata (as lauxlib boxes its
+ * buffers): when a Lua error (out of memory) cuts the result table short
+ * and unwinds past list_keys, the box's __gc frees the page. */
+static int page_box_gc(lua_State *L)
+{
+    kvs_page_free(lua_touserdata(L, 1));   /* idempotent */
+    return 0;
+}
+
+static kvs_page *push_page_box(lua_State *L)
+{
+    kvs_page *p = kvs_newuserdata(L, sizeof *p);
+    kvs_page_init(p);
+    luaL_getmetatable(L, PAGE_BOX_MT);
+    lua_setmetatable(L, -2);
+    return p;
+}
+
 static void set_string_field(lua_State *L, const char *name, int present, const kvs_buf *b)
 {
     if (!present) return;
@@ -157,7 +177,7 @@ int kvs_store_list_keys(lua_State *L)
     kvs_listing_config cfg;
     kvs_listing *core;
     kvs_conn *conn;
-    kvs_page page;
+    kvs_page *page;
     kvs_error err;
     kvs_retry_hook hook;
     int rc;
@@ -168,6 +188,7 @@ int kvs_store_list_keys(lua_State *L)
     cfg.limit = -1;
     cfg.single_page = 1;
     cfg.seed = kvs_random_seed(&cfg);
+    page = push_page_box(L);       /* first: it may raise, before anything is allocated */
 
     core = kvs_listing_new(&cfg);
     conn = core ? kvs_conn_new(c) : NULL;
@@ -175,19 +196,18 @@ int kvs_store_list_keys(lua_State *L)
         kvs_listing_free(core);
         return luaL_error(L, "apify.kvs: out of memory");
     }
-    kvs_page_init(&page);
-    rc = kvs_conn_next_page(conn, core, &page);   /* a failure leaves `page` empty */
+    rc = kvs_conn_next_page(conn, core, page);    /* a failure leaves `page` empty */
     if (rc < 0) err = *kvs_listing_error(core);
     kvs_conn_free(conn);
     kvs_listing_free(core);
     if (rc < 0) {
-        kvs_page_free(&page);
+        kvs_page_free(page);
         lua_pushnil(L);
         kvs_push_error(L, &err);
         return 2;
     }
-    push_page_table(L, &page);   /* (a Lua memory error here would leak one page) */
-    kvs_page_free(&page);
+    push_page_table(L, page);    /* may raise: the box frees the page then */
+    kvs_page_free(page);         /* now, rather than when the box is collected */
     return 1;
 }
 
@@ -324,7 +344,7 @@ static listing_ud *new_listing(lua_State *L, unsigned call)
         if (!lua_isnil(L, -1)) {
             rate = (double)lua_tonumber(L, -1);
             if (!(rate > 0 && rate <= 1e6))
-                luaL_argerror(L, 2, "option 'rate_limit' must be a number > 0");
+                luaL_argerror(L, 2, "option 'rate_limit' must be a number in (0, 1e6]");
         }
         lua_getfield(L, 2, "ordered");
         ordered = lua_isnil(L, -1) || lua_toboolean(L, -1);
@@ -345,7 +365,8 @@ static listing_ud *new_listing(lua_State *L, unsigned call)
 
 int kvs_store_keys(lua_State *L)
 {
-    new_listing(L, KEYS);
+    listing_ud *u = new_listing(L, KEYS);
+    u->kind = u->par ? KIND_PARALLEL : KIND_KEYS;
     lua_pushvalue(L, -1);
     lua_pushcclosure(L, keys_next, 1);     /* iterator */
     lua_pushvalue(L, -2);                  /* state: the listing */
@@ -356,13 +377,14 @@ int kvs_store_keys(lua_State *L)
 
 int kvs_store_listing(lua_State *L)
 {
-    new_listing(L, LISTING);
+    new_listing(L, LISTING)->kind = KIND_LISTING;
     return 1;
 }
 
 int kvs_store_job(lua_State *L)
 {
     listing_ud *u = new_listing(L, LISTING);
+    u->kind = KIND_JOB;
     u->prefetch = 1;
     u->budget = -1;
     kvs_listing_drive(L, u);
@@ -375,9 +397,32 @@ listing_ud *kvs_check_listing(lua_State *L, int idx)
     return luaL_checkudata(L, idx, KVS_LISTING_MT);
 }
 
+/* What a script sees each kind as (all share one metatable). */
+static const char *const kind_names[] = {
+    "apify.kvs.keys", "apify.kvs.keys", "apify.kvs.listing", "apify.kvs.job"
+};
+
+listing_ud *kvs_check_kind(lua_State *L, int idx, listing_kind kind)
+{
+    listing_ud *u = kvs_check_listing(L, idx);
+    if (u->kind != kind)
+        luaL_argerror(L, idx, lua_pushfstring(L, "%s expected, got %s", kind_names[kind],
+                      kind_names[u->kind]));
+    return u;
+}
+
+/* Nothing is left to hand out: closing now cancels nothing. */
+static int used_up(const listing_ud *u)
+{
+    if (!u->core || u->par || u->pos < u->page.count) return 0;
+    if (u->async) return kvs_async_finished(u->async);
+    return u->kind == KIND_LISTING && kvs_listing_finished(u->core);
+}
+
 static int listing_close(lua_State *L)
 {
     listing_ud *u = kvs_check_listing(L, 1);
+    if (u->run == L_RUNNING && !used_up(u)) u->run = L_CANCELLED;
     if (u->run == L_RUNNING) u->run = L_DONE;
     if (u->core) kvs_listing_release(L, u);
     return 0;
@@ -385,9 +430,11 @@ static int listing_close(lua_State *L)
 
 static int listing_tostring(lua_State *L)
 {
+    static const char *const states[] = { "open", "closed", "failed", "closed" };
+    static const char *const job_states[] = { "running", "done", "failed", "cancelled" };
     listing_ud *u = kvs_check_listing(L, 1);
-    lua_pushfstring(L, "apify.kvs.listing (%s)", u->run == L_RUNNING ? "open"
-                    : u->run == L_DONE ? "closed" : "failed");
+    lua_pushfstring(L, "%s (%s)", kind_names[u->kind],
+                    (u->kind == KIND_JOB ? job_states : states)[u->run]);
     return 1;
 }
 
@@ -403,6 +450,7 @@ void kvs_open_listing(lua_State *L)
     };
     static const luaL_Reg methods[] = { { "close", listing_close }, { NULL, NULL } };
     static const luaL_Reg error_meta[] = { { "__tostring", error_tostring }, { NULL, NULL } };
+    static const luaL_Reg page_box_meta[] = { { "__gc", page_box_gc }, { NULL, NULL } };
     kvs_new_class(L, KVS_LISTING_MT, meta, methods);
     luaL_getmetatable(L, KVS_LISTING_MT);
     lua_getfield(L, -1, "__index");
@@ -410,4 +458,5 @@ void kvs_open_listing(lua_State *L)
     kvs_open_job(L, lua_gettop(L));
     lua_pop(L, 2);
     kvs_new_class(L, KVS_ERROR_MT, error_meta, NULL);
+    kvs_new_class(L, PAGE_BOX_MT, page_box_meta, NULL);
 }

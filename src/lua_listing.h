@@ -14,9 +14,18 @@
  * body for the next poll: a 1000-key page is spread over a few frames. */
 #define KVS_JOB_POLL_BUDGET 0.0004
 
-typedef enum { L_RUNNING, L_DONE, L_FAILED } run_t;
+typedef enum { L_RUNNING, L_DONE, L_FAILED, L_CANCELLED } run_t;
+
+/* Which call made a listing userdata: each kind has methods of its own. */
+typedef enum {
+    KIND_KEYS,              /* store:keys, the iterator's state */
+    KIND_PARALLEL,          /* store:keys{ parallel = n } (or rate_limit) */
+    KIND_LISTING,           /* store:listing: sans-I/O, driven by the caller */
+    KIND_JOB                /* store:job */
+} listing_kind;
 
 typedef struct listing_ud {
+    listing_kind kind;      /* set where it is made, never changed */
     kvs_client  *client;
     kvs_listing *core;
     kvs_async   *async;     /* libcurl multi driver (keys, job); NULL: sans-I/O */
@@ -31,6 +40,9 @@ typedef struct listing_ud {
 } listing_ud;
 
 listing_ud *kvs_check_listing(lua_State *L, int idx);
+/* The listing userdata at idx if it is of `kind`; else raises like a type
+ * error: "apify.kvs.listing expected, got apify.kvs.keys". */
+listing_ud *kvs_check_kind(lua_State *L, int idx, listing_kind kind);
 /* Pushes key, size, url of the next item of the current page; returns 3. */
 int  kvs_push_item(lua_State *L, listing_ud *u);
 /* Lets go of driver, core and buffers, keeping a failure's error. */

@@ -7,9 +7,8 @@
 
 static listing_ud *check_open(lua_State *L)
 {
-    listing_ud *u = kvs_check_listing(L, 1);
+    listing_ud *u = kvs_check_kind(L, 1, KIND_LISTING);
     if (!u->core) luaL_argerror(L, 1, "listing is closed");
-    if (u->async) luaL_argerror(L, 1, "listing is driven by libcurl (store:keys or store:job)");
     return u;
 }
 
@@ -175,7 +174,7 @@ static int page_next(lua_State *L)
 /* listing:page_keys() -> iterator over the keys of the latest page */
 static int listing_page_keys(lua_State *L)
 {
-    kvs_check_listing(L, 1);
+    kvs_check_kind(L, 1, KIND_LISTING);
     lua_settop(L, 1);
     lua_pushcclosure(L, page_next, 1);
     return 1;

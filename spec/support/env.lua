@@ -82,6 +82,11 @@ function M.raised(f, ...)
   return err
 end
 
+-- The message of the error f raised, without the "file:line: " Lua puts before it.
+function M.raised_message(f, ...)
+  return (tostring(M.raised(f, ...)):gsub("^[^\n]-:%d+: ", ""))
+end
+
 -- For a describe block: a temp storage holding `stores` (name -> keys, see
 -- make_store), an emulator over it started once, a client, and a clean slate
 -- (no faults, no logged requests, no delay) before each test.  The returned
