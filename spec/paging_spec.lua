@@ -172,7 +172,7 @@ describe("listing keys", function()
 
   it("sends a User-Agent naming the module", function()
     T.collect(store, { limit = 1 })
-    assert.matches("^apify%.kvs/0%.1%.0 %(Lua", emu:requests()[1].headers["user-agent"])
+    assert.matches("^apify%.kvs/" .. T.kvs._VERSION:match("[%d.]+$"):gsub("%.", "%%.") .. " %(Lua", emu:requests()[1].headers["user-agent"])
     local custom = T.client(emu, { token = TOKEN, user_agent = "my-app/2" })
     T.collect(custom:store("big"), { limit = 1 })
     local reqs = emu:requests()
@@ -310,10 +310,14 @@ describe("listing keys", function()
 
     it("with prefetch, a broken loop made at most one request ahead", function()
       for _ = 1, 20 do
-        for _ in store:keys({ page_size = 10 }) do break end
+        for _ in store:keys({ page_size = 11 }) do break end
       end
       collectgarbage(); collectgarbage()
-      local n = #emu:requests()
+      -- this test's own requests: an earlier test's may reach the emulator's log late
+      local n = 0
+      for _, r in ipairs(emu:requests()) do
+        if r.args.limit == "11" then n = n + 1 end
+      end
       assert.is_true(n >= 20 and n <= 40, n .. " requests")
     end)
 
