@@ -3,6 +3,8 @@
 #   make demo    build, start the local API emulator, list a store through the module
 #   make test    the busted suite under Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT, then `make check`
 #   make check   the suite again against an ASan/UBSan build, and a valgrind run
+#   make test-timing  the speed claims (frame times, prefetch overlap, parallel speed-up,
+#                rate caps, OpenResty concurrency): on a quiet machine only, never in make test
 #   make bench   bench/run.sh: apify.kvs against the alternatives (bench/README.md)
 #   make         the module for every Lua: build/<5.1|5.2|5.3|5.4|jit>/apify/kvs.so
 #   make install the module, its Lua files, bin/apify-kvs and the type definitions for one
@@ -67,7 +69,7 @@ VERSION    := $(shell sed -n 's/^\#define KVS_VERSION "\(.*\)"/\1/p' src/kvs.h)
 ROCK_REV   := 1
 ROCK_FILES := src lua bin types rockspec LICENSE CHANGELOG.md README.md
 
-.PHONY: all deps test-deps demo-deps build demo test check asan valgrind bench bench-smoke clean \
+.PHONY: all deps test-deps demo-deps build demo test test-timing check asan valgrind bench bench-smoke clean \
         install uninstall rock
 
 all: build
@@ -128,6 +130,9 @@ demo: build/5.4/apify/kvs.so | demo-deps
 test: build build/asan/apify/kvs.so | test-deps
 	@bash spec/run hosts 5.4 valgrind 5.1 5.2 5.3 jit asan
 	@$(MAKE) --no-print-directory bench-smoke
+
+test-timing: build | test-deps
+	@KVS_TIMING=1 bash spec/run hosts 5.4
 
 check: asan valgrind
 

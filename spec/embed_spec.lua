@@ -67,12 +67,12 @@ describe("frame loops outside the Lua interpreter", function()
     assert.are.equal(N, tonumber(keys))
     assert.are.equal(BYTES, tonumber(bytes))
     assert.are.equal("done", status)
-    assert.are.equal(0, late)
+    T.timed_claim(late == 0, late .. " late frames")
     -- three pages, 0.05 s each, handed out 250 keys a frame: well over a dozen frames
     assert.is_true(frames >= 12, "only " .. tostring(frames) .. " frames")
     assert.is_true(tonumber(median_ms) <= tonumber(p99_ms) and tonumber(p99_ms) <= tonumber(max_ms))
     -- the worst frame is the one a 1000-key page arrives in (decoded there): ~1 ms
-    assert.is_true(tonumber(max_ms) < 8, "worst frame " .. max_ms .. " ms")
+    T.timed_claim(tonumber(max_ms) < 8, "worst frame " .. max_ms .. " ms")
   end)
 
   it("a headless LÖVE 11 game lists every key from love.update", function()
@@ -86,7 +86,8 @@ describe("frame loops outside the Lua interpreter", function()
     assert.are.equal(0, code, out)
     assert.matches("\n?" .. N .. " keys, " .. BYTES .. " bytes\n", out)
     local worst = tonumber(out:match("worst love%.update ([%d.]+) ms"))
-    assert.is_true(worst ~= nil and worst < 8, out)
+    assert.is_true(worst ~= nil, out)
+    T.timed_claim(worst < 8, out)
 
     -- a failure quits with 1 and prints the error
     out, code = run("KVS_HEADLESS=1 APIFY_API_BASE_URL=" .. q(emu.base_url) ..
