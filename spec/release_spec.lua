@@ -4,10 +4,7 @@
 local T = require "spec.support.env"
 
 local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
+  return assert(T.read_file(path), "cannot read " .. path)
 end
 
 local function version()

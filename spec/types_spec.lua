@@ -7,10 +7,7 @@ local T = require "spec.support.env"
 local kvs = T.kvs
 
 local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
+  return assert(T.read_file(path), "cannot read " .. path)
 end
 
 -- The definitions: functions/methods per class, fields per class (with inheritance).

@@ -36,6 +36,15 @@ function M.tmpdir()
   return (M.read("mktemp -d /tmp/apify-kvs-spec.XXXXXX"):gsub("%s+$", ""))
 end
 
+-- A file's bytes, or nil when it cannot be read.
+function M.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
 local function write(path, content)
   local f = assert(io.open(path, "wb"))
   f:write(content)
