@@ -23,6 +23,7 @@ static int job_next(lua_State *L)
     listing_ud *u = lua_touserdata(L, lua_upvalueindex(1));
     if (u->budget == 0) return 0;
     while (u->pos >= u->page.count) {
+        u->hook.L = L;          /* taking a page may start the next request, and retry */
         if (!u->core || !kvs_async_take(u->async, &u->page)) {
             if (u->core) settle_if_finished(L, u);
             return 0;
