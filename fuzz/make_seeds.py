@@ -69,3 +69,72 @@ write("fuzz_reply", "error-html-502", reply(502, 5, "<html><head><title>502 Bad 
 write("fuzz_reply", "error-planted", reply(500, 5, error("internal", "upstream said: "), flags=1, plant_at=230))
 
 
+# --- fuzz_listing: a stream of choices (see the reader in fuzz_listing.c)
+ALPH = "-0159AZ_abz"
+STATUS_IDX = {200: 0, 201: 6, 0: 7, 400: 8, 401: 9, 404: 10, 429: 11, 500: 12, 503: 13, 302: 14}
+
+
+def key(k):
+    """gen_key: mode 0 (a short key of the small alphabet) when it fits, else raw bytes"""
+    if 1 <= len(k) <= 4 and all(c in ALPH for c in k):
+        return bytes([0, len(k) - 1] + [ALPH.index(c) for c in k])
+    b = k.encode()
+    assert len(b) <= 8
+    return bytes([12, len(b)]) + b
+
+
+def cfg(page_size=3, limit=None, start=None, upper=None, single=False, retries=2,
+        min_delay=0, max_delay=0, elapsed=None, hook=False, date_hook=False):
+    ps = page_size - 1 if page_size <= 10 else 200 + [20, 100, 999, 1000].index(page_size)
+    lim = 0 if limit is None else 64 + limit
+    fl = (1 if start is not None else 0) | (2 if upper is not None else 0) | (4 if single else 0) \
+        | (8 if hook else 0) | (16 if date_hook else 0)
+    dl = min_delay | (max_delay << 3)
+    el = 1 if elapsed is None else elapsed * 4
+    out = bytes([ps, lim, fl, retries, dl, el])
+    if start is not None:
+        out += key(start)
+    if upper is not None:
+        out += key(upper)
+    return out + struct.pack("<Q", 0x5EED)
+
+
+def pg(keys, trunc=True, nxt="last", sort=True, extra=False):
+    shape = (0 if sort else 2) | (4 if extra else 0)
+    t = 0 if trunc else 5
+    nx = {"last": 0, "null": 3, "absent": 4}.get(nxt, 5)
+    out = bytes([shape, t, nx, len(keys)]) + b"".join(key(k) for k in keys)
+    if nx == 5:
+        out += key(nxt)
+    return out + bytes([16 * (i % 2) + 3 for i in range(len(keys))])
+
+
+def step(body=b"", status=200, kind=0, fault=0, hdr=0, hdr_bytes=b"", chunk=4, dt=1, tail=b""):
+    """one request: the body's choices come first, then the headers', then the
+    fault message's and the hooks' (the order the target reads them in)"""
+    return bytes([fault, STATUS_IDX[status], hdr, kind, chunk, dt]) + body + hdr_bytes + tail
+
+
+write("fuzz_listing", "three-pages", cfg() + step(pg(["a0", "a1", "a5"])) + step(pg(["b0", "b1", "b5"]))
+      + step(pg(["z"], trunc=False, nxt="null")))
+write("fuzz_listing", "rate-limited", cfg(retries=3, hook=True)
+      + step(kind=5, status=429, hdr=1 | 2, hdr_bytes=bytes([2, 0]), body=bytes([0, 0]), tail=b"\x02")
+      + step(pg(["a", "b"], trunc=False)))
+write("fuzz_listing", "empty-page-cursor", cfg(page_size=2)
+      + step(pg([], nxt="k5")) + step(pg(["m", "n"])) + step(pg([], trunc=False, nxt="null")))
+write("fuzz_listing", "cursor-repeated", cfg(page_size=3, start="a1")
+      + step(pg(["a1", "a5", "b"])) + step(pg(["b", "b1", "b5"], nxt="a")) + step(pg(["z"], trunc=False)))
+write("fuzz_listing", "out-of-order", cfg() + step(pg(["b", "a", "c"], sort=False)))
+write("fuzz_listing", "limit-5", cfg(page_size=3, limit=5) + step(pg(["a", "b", "c"]))
+      + step(pg(["d", "e"])))
+write("fuzz_listing", "upper-key", cfg(page_size=3, start="a", upper="b5")
+      + step(pg(["a0", "b", "b1"])) + step(pg(["b5", "b9", "z"])))
+write("fuzz_listing", "network-then-page", cfg(retries=2)
+      + step(fault=12, kind=7, tail=bytes([2 | 4, 150, 20]) + bytes(range(10)) * 45)
+      + step(fault=11, kind=7, tail=b"\x01") + step(pg(["a"], trunc=False)))
+write("fuzz_listing", "single-page", cfg(page_size=5, single=True) + step(pg(["a", "b", "c"])))
+write("fuzz_listing", "error-401", cfg() + step(kind=5, status=401, body=bytes([2, 2])))
+write("fuzz_listing", "retry-after-huge", cfg(retries=3, max_delay=3)
+      + step(kind=5, status=503, hdr=1, hdr_bytes=bytes([8]), body=bytes([6, 4])) + step(pg(["a"], False)))
+
+
