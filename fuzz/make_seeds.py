@@ -138,3 +138,25 @@ write("fuzz_listing", "retry-after-huge", cfg(retries=3, max_delay=3)
       + step(kind=5, status=503, hdr=1, hdr_bytes=bytes([8]), body=bytes([6, 4])) + step(pg(["a"], False)))
 
 
+# --- fuzz_keyspace: keys to learn, keys a b c, a span choice
+KS_ALPH = "!'()-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+
+
+def kskey(k):
+    if isinstance(k, bytes):            # any bytes: each one escaped as 0xE0 + the byte
+        return bytes([len(k)]) + b"".join(bytes([0xE0, c]) for c in k)
+    assert len(k) < 12
+    return bytes([len(k)]) + bytes(KS_ALPH.index(c) for c in k)
+
+
+def ks(learn, abc, smode=0, sbits=0):
+    return bytes([len(learn)]) + b"".join(kskey(k) for k in learn) + b"".join(kskey(k) for k in abc) \
+        + bytes([smode]) + struct.pack("<Q", sbits)
+
+
+write("fuzz_keyspace", "numbered", ks(["k0001", "k0002", "k0107", "k0999"], ["k0050", "k0500", "k0990"]))
+write("fuzz_keyspace", "words", ks(["apple", "banana", "cherry", "date"], ["b", "bz", "c"], smode=4, sbits=500))
+write("fuzz_keyspace", "mixed-classes", ks(["A-1", "a_2", "Z.9", "(x)"], ["A", "Z9", "a"], smode=1, sbits=1 << 62))
+write("fuzz_keyspace", "nothing-learnt", ks([], ["", "!", "zzzzzzzzzzz"], smode=2, sbits=0x3FE0000000000000))
+write("fuzz_keyspace", "odd-bytes", ks(["img-1"], [b"\x00a", b"\xff", "img-9"], smode=3, sbits=12345))
+
