@@ -168,3 +168,34 @@ write("fuzz_escape", "dots", b"\x01" + b"..")
 write("fuzz_escape", "nul-inside", b"\x02" + b"ab\0cd")
 
 
+# --- regressions: inputs that broke an invariant (fuzz/regressions/<target>/)
+def regression(target, name, data):
+    d = os.path.join(HERE, "regressions", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+# A lone surrogate after a JSON error in the same chunk: decoded whole, the
+# surrogate scan (run over the chunk before yajl) says "surrogate" (final);
+# in small chunks yajl stops first and says "not valid JSON" (retried).
+regression("fuzz_reply", "surrogate-after-bad-json", reply(200, 5, '{"data":x "\\ud800"}', chunks=(3, 3, 3, 3)))
+# ... the same after a page that is no page ("items" a number): retried or not by chunking.
+regression("fuzz_reply", "surrogate-after-bad-items", reply(200, 5, '{"data":{"items":5,"k":"\\ud800"}}',
+           chunks=(2, 2, 2, 2)))
+# Retry-After: 1e999 (past DBL_MAX) is taken as no Retry-After: retried after the
+# backoff instead of failing as a wait above max_delay (R6).
+regression("fuzz_listing", "retry-after-1e999", cfg(retries=3)
+           + step(kind=5, status=503, hdr=1, hdr_bytes=bytes([15]), body=bytes([6, 4]))
+           + step(pg(["a"], False)))
+# Retry-After: 1 followed by 70 zeros (delay-seconds, 71 bytes): ignored as well.
+regression("fuzz_listing", "retry-after-71-digits", cfg(retries=3)
+           + step(kind=5, status=503, hdr=1, hdr_bytes=bytes([200 + 35]) + bytes([1] + [0] * 70),
+                  body=bytes([6, 4]))
+           + step(pg(["a"], False)))
+# A transport message of 390 bytes with the token at 372: cut at 399 bytes of
+# "network error: ...", then " (gave up after 1 retry)" is appended, so the
+# first 12 bytes of the token stand in the middle of the message, unredacted (R5).
+regression("fuzz_listing", "fault-message-cut-token", cfg(retries=1)
+           + step(fault=12, kind=7, tail=bytes([1]))
+           + step(fault=12, kind=7, tail=bytes([2 | 4, 130, 124]) + bytes([0] * 390)))
