@@ -760,6 +760,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                           (int)p->items[i].key_len, p->bytes.data + p->items[i].key_off,
                           (int)raw.items[kept[i]].key_len, raw.bytes.data + raw.items[kept[i]].key_off);
                     CHECK(p->items[i].size == raw.items[kept[i]].size, "key %zu lost its size", i);
+                    CHECK((p->items[i].url_off == KVS_NO_URL) == (raw.items[kept[i]].url_off == KVS_NO_URL)
+                          && (p->items[i].url_off == KVS_NO_URL
+                              || kvs_key_cmp(p->bytes.data + p->items[i].url_off, p->items[i].url_len,
+                                             raw.bytes.data + raw.items[kept[i]].url_off,
+                                             raw.items[kept[i]].url_len) == 0),
+                          "key %zu lost its recordPublicUrl", i);
                     /* R1 over the whole listing, checked on its own */
                     if (m.has_last)
                         CHECK(bcmp_(&m.last, RKEY(p, i)) < 0, "key \"%.*s\" is not after \"%.*s\"",
@@ -804,6 +810,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
 
+    if (kvs_listing_finished(l) && fz_u8(&in) % 4 == 0) {
+        /* a driver that goes on anyway: refused, nothing breaks */
+        kvs_request req;
+        double wait = -1;
+        int failed = kvs_listing_failed(l);
+        CHECK(!kvs_listing_next_request(l, &req), "a request after the end");
+        kvs_listing_reply_begin(l, 200);
+        kvs_listing_reply_header(l, "Retry-After", 11, "5", 1);
+        CHECK(kvs_listing_reply_body(l, "{}", 2) == -1, "a finished listing takes a body");
+        CHECK(kvs_listing_reply_end(l, KVS_FAULT_NONE, NULL, now, &wait) == KVS_STEP_FAILED && wait == 0,
+              "a reply without a request");
+        CHECK(kvs_listing_failed(l) && kvs_listing_error(l), "no error for a reply without a request");
+        if (!failed) CHECK(strcmp(kvs_listing_error(l)->type, "usage") == 0, "%s", kvs_listing_error(l)->type);
+    }
     kvs_listing_free(l);
     kvs_reply_free(shadow);
     kvs_page_free(&raw);
