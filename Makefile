@@ -123,6 +123,9 @@ FUZZ_CFLAGS   = -std=c99 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -g -O1 \
 FUZZ_OPTS_fuzz_reply    := -dict=fuzz/json.dict
 FUZZ_OPTS_fuzz_listing  := -dict=fuzz/json.dict
 FUZZ_OPTS_fuzz_keyspace := -max_len=800
+rparen := )
+# sets $opts in a recipe's shell to FUZZ_OPTS_<target> of target $t
+FUZZ_OPTS_OF = case $$t in $(foreach x,$(FUZZ_TARGETS),$(x)$(rparen) opts="$(FUZZ_OPTS_$(x))";;) esac
 
 build/fuzz/%: fuzz/%.c fuzz/fuzz_util.h $(CORE_SRCS) src/core.h | deps
 	@mkdir -p $(@D)
@@ -136,8 +139,8 @@ fuzz: $(FUZZ_BINS)
 	@mkdir -p build/fuzz/artifacts; fail=0; \
 	for t in $(FUZZ_TARGETS); do \
 	  mkdir -p build/fuzz/corpus/$$t; cp fuzz/corpus/$$t/* build/fuzz/corpus/$$t/; \
-	  echo "fuzz:     $$t for $(FUZZ_SECONDS) s (log: build/fuzz/$$t.log)"; \
-	  if build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_OPTS_$$t) \
+	  echo "fuzz:     $$t for $(FUZZ_SECONDS) s (log: build/fuzz/$$t.log)"; $(FUZZ_OPTS_OF); \
+	  if build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$opts \
 	       -artifact_prefix=build/fuzz/artifacts/$$t- build/fuzz/corpus/$$t >build/fuzz/$$t.log 2>&1; \
 	  then st=ok; else st=FAILED; fail=1; fi; \
 	  echo "          $$st: $$(grep -o 'number_of_executed_units: [0-9]*' build/fuzz/$$t.log | grep -o '[0-9]*$$') runs," \
@@ -151,8 +154,8 @@ fuzz: $(FUZZ_BINS)
 fuzz-smoke: $(FUZZ_BINS)
 	@rm -rf build/fuzz/smoke; mkdir -p build/fuzz/smoke; fail=0; seeds=0; regs=0; bad=""; \
 	for t in $(FUZZ_TARGETS); do \
-	  mkdir -p build/fuzz/smoke/$$t; seeds=$$((seeds + $$(ls fuzz/corpus/$$t | wc -l))); \
-	  build/fuzz/$$t -runs=2000 -seed=1 -max_total_time=20 $(FUZZ_OPTS_$$t) \
+	  mkdir -p build/fuzz/smoke/$$t; seeds=$$((seeds + $$(ls fuzz/corpus/$$t | wc -l))); $(FUZZ_OPTS_OF); \
+	  build/fuzz/$$t -runs=2000 -seed=1 -max_total_time=20 $$opts \
 	    -artifact_prefix=build/fuzz/smoke/$$t- build/fuzz/smoke/$$t fuzz/corpus/$$t \
 	    >>build/fuzz/smoke.log 2>&1 || { fail=1; bad="$$bad $$t(mutations)"; }; \
 	  for r in fuzz/regressions/$$t/*; do \
