@@ -6,6 +6,8 @@
 #   make test-timing  the speed claims (frame times, prefetch overlap, parallel speed-up,
 #                rate caps, OpenResty concurrency): on a quiet machine only, never in make test
 #   make bench   bench/run.sh: apify.kvs against the alternatives (bench/README.md)
+#   make fuzz    libFuzzer targets of the sans-I/O core (fuzz/), FUZZ_SECONDS (180) each
+#   make fuzz-smoke  those targets over their seeds and regressions, a few seconds each
 #   make         the module for every Lua: build/<5.1|5.2|5.3|5.4|jit>/apify/kvs.so
 #   make install the module, its Lua files, bin/apify-kvs and the type definitions for one
 #                Lua (LUA=5.1|5.2|5.3|5.4|jit, default 5.4) under PREFIX (/usr/local), DESTDIR
@@ -48,7 +50,8 @@ BUILD_DEBS := build-essential pkg-config libcurl4-openssl-dev libyajl-dev \
 # Tests, demo, bench: interpreters, busted, lua-cjson, luasocket, the emulator (nginx + Lua
 # module), LuaRocks and zip (packaging specs), valgrind, LÖVE, zlib (bench/gen.c).
 TEST_DEBS := lua5.1 lua5.2 lua5.3 lua5.4 luajit2 lua-busted lua-cjson lua-socket lua-filesystem \
-        nginx libnginx-mod-http-lua luarocks zip valgrind curl ca-certificates time love zlib1g-dev
+        nginx libnginx-mod-http-lua luarocks zip valgrind curl ca-certificates time love zlib1g-dev \
+        clang libclang-rt-14-dev
 DEMO_DEBS := lua5.4 nginx libnginx-mod-http-lua
 
 # Installation (make install / uninstall): LUA picks the interpreter. With PREFIX equal to
@@ -69,7 +72,7 @@ VERSION    := $(shell sed -n 's/^\#define KVS_VERSION "\(.*\)"/\1/p' src/kvs.h)
 ROCK_REV   := 1
 ROCK_FILES := src lua bin types rockspec LICENSE CHANGELOG.md README.md
 
-.PHONY: all deps test-deps demo-deps build demo test test-timing check asan valgrind bench bench-smoke clean \
+.PHONY: all deps test-deps demo-deps build demo test test-timing check asan valgrind bench bench-smoke fuzz fuzz-smoke clean \
         install uninstall rock
 
 all: build
@@ -129,6 +132,7 @@ demo: build/5.4/apify/kvs.so | demo-deps
 # Every target of the suite in one run, two at a time, the longest first.
 test: build build/asan/apify/kvs.so | test-deps
 	@bash spec/run hosts 5.4 valgrind 5.1 5.2 5.3 jit asan
+	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory bench-smoke
 
 test-timing: build | test-deps
@@ -183,6 +187,69 @@ rock:
 	  if command -v zip >/dev/null; then zip -q $(ROCK_NAME).src.rock $(ROCK_NAME).rockspec v$(VERSION).tar.gz; \
 	  else python3 -m zipfile -c $(ROCK_NAME).src.rock $(ROCK_NAME).rockspec v$(VERSION).tar.gz; fi
 	@echo "rock:     build/rock/$(ROCK_NAME).src.rock"
+
+# Fuzzing the sans-I/O core with libFuzzer (fuzz/*.c says what each target
+# checks).  The core is built without any Lua include path: it needs none.
+# Clang comes from the Debian packages above; libclang-rt-14-dev (the fuzzer
+# and sanitizer runtimes) is only a Recommends of clang, so it is listed too.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 180
+FUZZ_TARGETS := fuzz_reply fuzz_listing fuzz_keyspace fuzz_escape
+FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/%)
+CORE_SRCS    := $(wildcard src/core_*.c)
+FUZZ_CFLAGS   = -std=c99 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -g -O1 \
+                -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+                -Wno-unused-function $(WERROR) \
+                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_OPTS_fuzz_reply    := -dict=fuzz/json.dict
+FUZZ_OPTS_fuzz_listing  := -dict=fuzz/json.dict
+FUZZ_OPTS_fuzz_keyspace := -max_len=800
+rparen := )
+# sets $opts in a recipe's shell to FUZZ_OPTS_<target> of target $t
+FUZZ_OPTS_OF = case $$t in $(foreach x,$(FUZZ_TARGETS),$(x)$(rparen) opts="$(FUZZ_OPTS_$(x))";;) esac
+
+build/fuzz/%: fuzz/%.c fuzz/fuzz_util.h $(CORE_SRCS) src/core.h | test-deps
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Isrc $(shell pkg-config --cflags yajl) -o $@ $< $(CORE_SRCS) \
+	  $(shell pkg-config --libs yajl)
+
+# Each target in turn, from a working corpus under build/ (the committed seeds
+# copied in, what it finds added there); a broken invariant leaves its input
+# in build/fuzz/artifacts/ and fails the run after the other targets ran.
+fuzz: $(FUZZ_BINS)
+	@mkdir -p build/fuzz/artifacts; fail=0; \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz/corpus/$$t; cp fuzz/corpus/$$t/* build/fuzz/corpus/$$t/; \
+	  echo "fuzz:     $$t for $(FUZZ_SECONDS) s (log: build/fuzz/$$t.log)"; $(FUZZ_OPTS_OF); \
+	  if build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$opts \
+	       -artifact_prefix=build/fuzz/artifacts/$$t- build/fuzz/corpus/$$t >build/fuzz/$$t.log 2>&1; \
+	  then st=ok; else st=FAILED; fail=1; fi; \
+	  echo "          $$st: $$(grep -o 'number_of_executed_units: [0-9]*' build/fuzz/$$t.log | grep -o '[0-9]*$$') runs," \
+	       "$$(grep -o 'cov: [0-9]* ft: [0-9]*' build/fuzz/$$t.log | tail -1)"; \
+	  [ $$st = ok ] || { grep -A3 -E 'invariant broken|ERROR: (Address|Undefined|LeakSanitizer|libFuzzer)|runtime error' \
+	                       build/fuzz/$$t.log | head -12; ls build/fuzz/artifacts/$$t-* 2>/dev/null; }; \
+	done; exit $$fail
+
+# Quick: each target over its committed seeds plus 2000 mutations of them
+# (fixed seed), then every input in fuzz/regressions/<target>/ once.
+fuzz-smoke: $(FUZZ_BINS)
+	@rm -rf build/fuzz/smoke; mkdir -p build/fuzz/smoke; fail=0; seeds=0; regs=0; bad=""; \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz/smoke/$$t; seeds=$$((seeds + $$(ls fuzz/corpus/$$t | wc -l))); $(FUZZ_OPTS_OF); \
+	  build/fuzz/$$t -runs=2000 -seed=1 -max_total_time=20 $$opts \
+	    -artifact_prefix=build/fuzz/smoke/$$t- build/fuzz/smoke/$$t fuzz/corpus/$$t \
+	    >>build/fuzz/smoke.log 2>&1 || { fail=1; bad="$$bad $$t(mutations)"; }; \
+	  for r in fuzz/regressions/$$t/*; do \
+	    [ -f "$$r" ] || continue; regs=$$((regs + 1)); \
+	    build/fuzz/$$t $$r >>build/fuzz/smoke.log 2>&1 || { fail=1; bad="$$bad $$t/$$(basename $$r)"; }; \
+	  done; \
+	done; \
+	if [ $$fail = 0 ]; then \
+	  echo "fuzz:     $(words $(FUZZ_TARGETS)) core targets ran $$seeds seeds, 2000 mutations each and $$regs regressions"; \
+	else \
+	  grep -A1 -E 'invariant broken|ERROR: (Address|Undefined|LeakSanitizer)|runtime error' build/fuzz/smoke.log | head -20; \
+	  echo "fuzz:     broken invariants in:$$bad (log: build/fuzz/smoke.log)"; exit 1; \
+	fi
 
 # build/ holds every build product; LuaRocks builds put nothing in the checkout (older ones
 # left src/*.o and ./apify/kvs.so, which ./?.so would load instead of the built module).

@@ -208,19 +208,26 @@ void kvs_listing_reply_begin(kvs_listing *l, int status)
         l->status = -1;   /* reported by reply_end */
 }
 
-/* Retry-After: delta-seconds, or an HTTP-date when the driver can read one. */
+/* Retry-After: delta-seconds, or an HTTP-date when the driver can read one.
+ * A number too large to read is an endless wait (HUGE_VAL), never none. */
 static double parse_retry_after(kvs_listing *l, const char *v, size_t n)
 {
     char tmp[64];
     char *end;
     double secs;
-    if (n == 0 || n >= sizeof tmp) return -1;
+    if (n == 0) return -1;
+    if (n >= sizeof tmp) {      /* no date is that long; digits that many are forever */
+        size_t i;
+        for (i = 0; i < n && v[i] >= '0' && v[i] <= '9'; i++)
+            ;
+        return i == n ? HUGE_VAL : -1;
+    }
     memcpy(tmp, v, n);
     tmp[n] = '\0';
     if (tmp[0] >= '0' && tmp[0] <= '9') {
-        secs = strtod(tmp, &end);
+        secs = strtod(tmp, &end);     /* 1e999: HUGE_VAL */
         while (*end == ' ' || *end == '\t') end++;
-        return (*end == '\0' && isfinite(secs)) ? secs : -1;
+        return (*end == '\0' && !isnan(secs)) ? secs : -1;
     }
     if (l->http_date_delay) {
         secs = l->http_date_delay(tmp);
@@ -289,8 +296,12 @@ static kvs_step retry_or_fail(kvs_listing *l, const char *type, const char *msg,
         return KVS_STEP_FAILED;
     }
     if (l->retry_after > l->max_delay) {
-        snprintf(why, sizeof why, "the server asked to wait %.0f s, more than max_delay (%g s)",
-                 l->retry_after < 1e15 ? l->retry_after : 1e15, l->max_delay);
+        if (l->retry_after < 1e15)
+            snprintf(why, sizeof why, "the server asked to wait %.0f s, more than max_delay "
+                     "(%g s)", l->retry_after, l->max_delay);
+        else
+            snprintf(why, sizeof why, "the server asked to wait for ever, more than max_delay "
+                     "(%g s)", l->max_delay);
         gave_up(full, sizeof full, msg, l->attempt, why);
         set_error(l, type, full, status);
         return KVS_STEP_FAILED;
@@ -437,6 +448,8 @@ kvs_step kvs_listing_reply_end(kvs_listing *l, kvs_fault fault, const char *faul
         int status = l->status > 0 ? l->status : 0;
         snprintf(msg, sizeof msg, "%s%s%s", what[fault], fault_msg ? ": " : "",
                  fault_msg ? fault_msg : "");
+        /* now, while a copy cut off at the end is still at the end */
+        kvs_redact(msg, sizeof msg, l->secret, l->secret_len);
         if (fault == KVS_FAULT_TLS || fault == KVS_FAULT_REQUEST)
             return fail_now(l, type[fault], msg, status);     /* retrying cannot mend it */
         return retry_or_fail(l, type[fault], msg, status, now, wait);

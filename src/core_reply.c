@@ -54,6 +54,7 @@ struct kvs_reply {
     const char *secret;
     size_t      secret_len;
     esc_t       esc;            /* escape scanner state */
+    int         lone_surrogate; /* the scanner met one */
     int         hex_n, high;    /* hex digits read; a high surrogate waits for its low */
     unsigned    hex;
     /* error body */
@@ -373,6 +374,7 @@ int kvs_reply_begin(kvs_reply *r, int status, kvs_page *page, size_t max_items)
     r->body_max = r->is_page ? KVS_BODY_MAX(max_items) : ERR_PARSE_CAP;
     r->body_len = 0;
     r->esc = E_TEXT;
+    r->lone_surrogate = 0;
     r->hex_n = r->high = 0;
     r->hex = 0;
     return 0;
@@ -447,6 +449,7 @@ static int body_verdict(const kvs_reply *r)
 int kvs_reply_body(kvs_reply *r, const char *data, size_t len)
 {
     size_t take;
+    yajl_status st;
     if (!r->is_page && r->raw.len < ERR_BODY_CAP) {
         size_t n = ERR_BODY_CAP - r->raw.len;
         if (kvs_buf_append(&r->raw, data, len < n ? len : n) != 0)
@@ -458,13 +461,14 @@ int kvs_reply_body(kvs_reply *r, const char *data, size_t len)
     take = r->body_max - r->body_len;
     if (take > len) take = len;
     r->body_len += take;
-    if (r->is_page && scan_escapes(r, (const unsigned char *)data, take) != 0) {
-        r->final = 1;
-        fail(r, "a string holds a lone UTF-16 surrogate escape (such as \\ud800), "
-                "which names no UTF-8 key");
-        return -1;
-    }
-    if (yajl_parse(r->h, (const unsigned char *)data, take) != yajl_status_ok) {
+    /* A lone surrogate is reported at the end, and only if the body is JSON
+     * all through: yajl lexes ahead, so which of two problems it meets first
+     * would depend on the chunks. */
+    if (r->is_page && !r->lone_surrogate
+        && scan_escapes(r, (const unsigned char *)data, take) != 0)
+        r->lone_surrogate = 1;
+    st = yajl_parse(r->h, (const unsigned char *)data, take);
+    if (st != yajl_status_ok) {
         if (!r->failed) fail(r, "the body is not valid JSON");
         return body_verdict(r);
     }
@@ -541,6 +545,11 @@ kvs_verdict kvs_reply_end(kvs_reply *r, kvs_error *err)
     if (!r->is_page) {
         if (r->out_of_memory) goto memory;
         return end_error_body(r, err);
+    }
+    if (!r->failed && r->lone_surrogate) {
+        r->final = 1;
+        fail(r, "a string holds a lone UTF-16 surrogate escape (such as \\ud800), "
+                "which names no UTF-8 key");
     }
     if (!r->failed) {
         if (!r->saw_data) fail(r, "the body has no \"data\" object");
