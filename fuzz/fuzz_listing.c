@@ -653,7 +653,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             expect = O_FAIL;                     /* other 4xx, or a page no retry mends */
             expect_type = se.type;
         }
-        /* reported: a Retry-After of 64+ bytes, or past DBL_MAX (1e999), is ignored */
+        /* (was a core bug: a Retry-After of 64+ bytes, or past DBL_MAX, ignored) */
         if (ra_bug && tolerate("retry-after-huge"))
             ra = NAN;
         if (expect == O_RETRY) {

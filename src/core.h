@@ -233,10 +233,16 @@ void kvs_listing_stop(kvs_listing *l);
  * numbers read as evenly spread numbers; a position nothing was seen at yet
  * takes the whole alphabet.  Bytes outside a position's characters take the
  * rank of the nearest one below.  Within one model the reading keeps byte
- * order (a <= b gives num(a) <= num(b)), so the span between two keys
- * estimates how many keys lie between them.  It only guides splitting: a
- * splitter checks each boundary against the real keys with kvs_key_cmp, and
- * numbers read under different models must not be mixed.
+ * order (a <= b gives num(a) <= num(b), strictly where both bytes count) when,
+ * at the first position where a and b differ, a has ended or both bytes are
+ * characters that position may hold: so for any two keys of the alphabet the
+ * model has learnt.  Elsewhere (a byte outside the alphabet, or of a class the
+ * position has not learnt: "9z" and "A" where only digits were seen) two
+ * bytes may share a digit and later digits may reverse the order, as
+ * fuzz/fuzz_keyspace.c shows.  So the span between two keys estimates how
+ * many keys lie between them, and only guides splitting: a splitter checks
+ * each boundary against the real keys with kvs_key_cmp, and numbers read
+ * under different models must not be mixed.
  */
 
 #define KVS_KS_DIGITS  272     /* digits kept: keys are at most 256 bytes on the API */

@@ -216,11 +216,18 @@ static double parse_retry_after(kvs_listing *l, const char *v, size_t n)
     char *end;
     double secs;
     if (n == 0) return -1;
-    if (n >= sizeof tmp) {      /* no date is that long; digits that many are forever */
+    if (n >= sizeof tmp) {      /* no date is that long: delta-seconds, or nothing */
         size_t i;
+        char *big;
         for (i = 0; i < n && v[i] >= '0' && v[i] <= '9'; i++)
             ;
-        return i == n ? HUGE_VAL : -1;
+        if (i < n) return -1;
+        if (!(big = malloc(n + 1))) return HUGE_VAL;   /* unreadable: wait for ever */
+        memcpy(big, v, n);
+        big[n] = '\0';
+        secs = strtod(big, NULL);                     /* HUGE_VAL past DBL_MAX */
+        free(big);
+        return secs;
     }
     memcpy(tmp, v, n);
     tmp[n] = '\0';
