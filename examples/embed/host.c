@@ -19,6 +19,7 @@
  *   KVS_FRAME_SCRIPT    the Lua script (default: frame.lua, compiled in by the Makefile)
  *   KVS_KEYS_PER_FRAME  keys handed out per frame at most (default 250)
  *   KVS_MAX_SECONDS     give up after this long (default 60)
+ *   KVS_LATE_FRAMES_OK  1: late frames are reported, not a failure (a busy machine)
  *
  * Exit status: 0 ok, 1 incomplete / failed / late frames, 2 usage or Lua error.
  */
@@ -110,6 +111,7 @@ int main(int argc, char **argv)
     const char *script = env_or("KVS_FRAME_SCRIPT", HOST_SCRIPT);
     long per_frame = atol(env_or("KVS_KEYS_PER_FRAME", "250"));
     double max_seconds = atof(env_or("KVS_MAX_SECONDS", "60"));
+    int late_ok = strcmp(env_or("KVS_LATE_FRAMES_OK", "0"), "1") == 0;
     long long expected = -1;
     size_t max_frames, frames = 0;
     double *work, *sorted, max_interval = 0, prev_start = -1;
@@ -233,14 +235,15 @@ int main(int argc, char **argv)
            late_limit * 1e3, late);
 
     status_ok = status && strcmp(status, "done") == 0;
-    rc = !lua_failed && status_ok && (expected < 0 || keys == expected) && late == 0 ? 0 : 1;
+    rc = !lua_failed && status_ok && (expected < 0 || keys == expected) && (late == 0 || late_ok)
+         ? 0 : 1;
     if (rc == 0) {
         printf("ok\n");
     } else {
         printf("FAILED:%s%s%s%s\n", lua_failed ? " frame() raised an error;" : "",
                status_ok ? "" : " the job is not done;",
                expected >= 0 && keys != expected ? " not every key was listed;" : "",
-               late ? " late frames;" : "");
+               late && !late_ok ? " late frames;" : "");
     }
 
     lua_close(L);
