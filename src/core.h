@@ -4,9 +4,9 @@
  * Everything that decides *what* to send and *what a reply means* lives behind
  * this header, with no transport inside: paging state and cursor checks
  * (core_listing.c), URL and query building (core_request.c), streaming decoding
- * of reply bodies with yajl (core_reply.c), the retry policy
- * (core_listing.c) and where to split a listing into key ranges fetched side
- * by side (core_keyspace.c).  A driver (blocking libcurl, libcurl multi, an
+ * of reply bodies with yajl (core_reply.c), keeping the token out of server
+ * text (core_redact.c), the retry policy (core_listing.c) and where to split
+ * a listing into key ranges fetched side by side (core_keyspace.c).  A driver (blocking libcurl, libcurl multi, an
  * OpenResty cosocket, a game loop's poll) only moves bytes:
  *
  *     while (kvs_listing_next_request(l, &req)) {       // URL of the next page
@@ -78,7 +78,7 @@ typedef struct kvs_error {
     int  retries;         /* retries made before giving up */
 } kvs_error;
 
-/* Every occurrence of `secret` in s (NUL-terminated, room for cap bytes) becomes
+/* (core_redact.c) Every occurrence of `secret` in s (NUL-terminated, room for cap bytes) becomes
  * "[redacted]", and so does a tail of s that is the start of `secret` (a cut-off
  * copy).  A secret of fewer than 4 bytes is left alone: it would eat words. */
 void kvs_redact(char *s, size_t cap, const char *secret, size_t n);

@@ -5,8 +5,9 @@
  * flat arrays; nothing is built per key.  What a reply may cost is bounded
  * (items, decoded bytes), lone UTF-16 surrogate escapes are refused (yajl
  * would turn them into bytes that no longer name the server's key), and
- * server text is cleared of the token before it can reach an error.  The
- * verdict does not depend on how the body is cut into chunks.  No I/O.
+ * server text is cleared of the token (core_redact.c) before it can reach an
+ * error.  The verdict does not depend on how the body is cut into chunks.
+ * No I/O.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -568,47 +569,4 @@ memory:
     snprintf(err->type, sizeof err->type, "%s", KVS_ERR_MEMORY);
     snprintf(err->message, sizeof err->message, "out of memory while decoding a reply");
     return KVS_REPLY_NOMEM;
-}
-
-/* --- redaction ------------------------------------------------------------- */
-
-static char *find_bytes(char *s, size_t len, const char *w, size_t n)
-{
-    char *p = s, *end = s + len;
-    while ((size_t)(end - p) >= n && (p = memchr(p, w[0], (size_t)(end - p) - n + 1)) != NULL) {
-        if (memcmp(p, w, n) == 0) return p;
-        p++;
-    }
-    return NULL;
-}
-
-void kvs_redact(char *s, size_t cap, const char *secret, size_t n)
-{
-    static const char mark[] = KVS_REDACTED;
-    size_t len, i, tail;
-    char *hit;
-    if (!secret || n < 4 || cap == 0) return;
-    len = strlen(s);
-    i = 0;
-    while (i + n <= len && (hit = find_bytes(s + i, len - i, secret, n)) != NULL) {
-        size_t at = (size_t)(hit - s), keep = len - at - n;   /* bytes after the hit */
-        size_t room = cap - 1 - at;                           /* room from the hit on */
-        size_t mlen = sizeof mark - 1 < room ? sizeof mark - 1 : room;
-        if (keep > room - mlen) keep = room - mlen;
-        memmove(s + at + mlen, hit + n, keep);
-        memcpy(s + at, mark, mlen);
-        len = at + mlen + keep;
-        s[len] = '\0';
-        i = at + mlen;
-    }
-    /* a copy cut short at the end: the longest tail that starts the secret */
-    for (tail = n - 1 < len ? n - 1 : len; tail >= 4; tail--) {
-        if (memcmp(s + len - tail, secret, tail) == 0) {
-            size_t at = len - tail;
-            size_t mlen = sizeof mark - 1 < cap - 1 - at ? sizeof mark - 1 : cap - 1 - at;
-            memcpy(s + at, mark, mlen);
-            s[at + mlen] = '\0';
-            break;
-        }
-    }
 }
