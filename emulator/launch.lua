@@ -27,7 +27,7 @@ local socket = require "socket"
 local M = {}
 
 local NGINX = "/usr/sbin/nginx"
-local START_TIMEOUT = 5     -- seconds until the emulator must answer
+local START_TIMEOUT = 30    -- seconds until the emulator must answer (a loaded machine is slow)
 local STOP_TIMEOUT = 5      -- seconds until nginx must be gone (then SIGKILL)
 local PORT_ATTEMPTS = 5     -- free-port race: tries with a fresh port when nginx cannot bind
 
@@ -283,7 +283,7 @@ end
 -- opts: storage (required), token, port, rundir, keep_rundir (leave files on stop),
 -- watch (default true: nginx stops by itself once the calling Lua process has exited; a pid:
 -- once that process has exited; false: never),
--- timeout (seconds to wait for the first answer, default 5).
+-- timeout (seconds to wait for the first answer, default 30).
 function M.start(opts)
   opts = opts or {}
   if type(opts.storage) ~= "string" or opts.storage == "" then

@@ -360,7 +360,7 @@ local function start_host(emu)
     local host = setmetatable({ rundir = rundir, port = tonumber(vars.PORT),
       short_port = tonumber(vars.SHORT_PORT) }, Host)
     if ok then
-      local deadline = socket.gettime() + 5 * SLOW
+      local deadline = socket.gettime() + 30 * SLOW   -- a loaded machine starts nginx slowly
       repeat
         local c = socket.tcp()
         c:settimeout(0.5)
