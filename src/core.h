@@ -359,6 +359,7 @@ int       kvs_plan_inflight(const kvs_plan *p);    /* requests awaiting a reply 
 /* Figures for tests and benches: requests made, 429s seen, ranges made. */
 typedef struct kvs_plan_stats {
     long requests, throttled, shards;
+    int  alive, held;       /* ranges now; pages held and requests in flight */
     double rate;            /* the pace right now, requests per second */
 } kvs_plan_stats;
 void      kvs_plan_stats_get(const kvs_plan *p, kvs_plan_stats *st);

@@ -48,6 +48,7 @@ typedef struct shard {
     kvs_buf       cursor, hi;   /* the range (cursor, hi]; cursor: the next exclusiveStartKey */
     int           has_cursor, has_hi;
     kvs_ks_sample dens;         /* its latest page's, or its parent's */
+    kvs_ks_model  model;        /* how its keys read as numbers: learnt from that page */
     int           fed;          /* keys came from the range (or its parent's, handed over) */
     int           skip;         /* could not be cut this round */
     int           rebuild;      /* hi moved since l was made */
@@ -62,8 +63,10 @@ typedef struct shard {
 struct kvs_plan {
     kvs_listing_config cfg;            /* its strings are the copies in strs */
     char              *strs[6];
-    shard             *s[KVS_PLAN_MAX]; /* in key order */
+    shard             *s[2 * KVS_PLAN_MAX]; /* in key order */
     int                n, parallel, ordered, turn;
+    int                max_shards;     /* ranges at once, finished ones holding pages included */
+    int                held;           /* pages held and requests in flight */
     int                started;        /* the first page is in: splitting may begin */
     int                inflight, finished, failed;
     long long          remaining;      /* keys still to hand out; -1: all */
@@ -74,7 +77,6 @@ struct kvs_plan {
     unsigned           next_id, next_serial;
     unsigned          *cancels;
     size_t             ncancels, cancels_cap;
-    kvs_ks_model       model;          /* how keys read as numbers, learnt from pages */
     kvs_buf            first;          /* the first key listed */
     kvs_buf            proof;          /* the greatest key a page showed keys after */
     size_t             prefix_len;
@@ -207,6 +209,14 @@ static int make_listing(kvs_plan *p, shard *s)
     return s->l ? 0 : -1;
 }
 
+/* Pages held and requests in flight, all shards together. */
+static int pages_held(const kvs_plan *p)
+{
+    int i, n = p->inflight;
+    for (i = 0; i < p->n; i++) n += p->s[i]->npages;
+    return n;
+}
+
 static shard *by_id(kvs_plan *p, unsigned id)
 {
     int i;
@@ -217,9 +227,9 @@ static shard *by_id(kvs_plan *p, unsigned id)
 
 /* --- splitting ----------------------------------------------------------------------- */
 
-static void num_of(const kvs_plan *p, const kvs_buf *key, kvs_ks_num *n)
+static void num_of(const shard *s, const kvs_buf *key, kvs_ks_num *n)
 {
-    kvs_ks_from_key(&p->model, n, key->data, key->len);
+    kvs_ks_from_key(&s->model, n, key->data, key->len);
 }
 
 /* Shard i keeps (cursor, m]; a new shard after it gets (m, hi].  1 done, 0 no
@@ -231,9 +241,9 @@ static int split_at(kvs_plan *p, int i, const kvs_ks_num *m)
     kvs_ks_num cur;
     kvs_buf kb;
     size_t len;
-    if (p->n >= p->parallel || !s->has_cursor) return 0;
-    num_of(p, &s->cursor, &cur);
-    len = kvs_ks_key(&p->model, m, &cur, key);
+    if (p->n >= p->max_shards || !s->has_cursor) return 0;
+    num_of(s, &s->cursor, &cur);
+    len = kvs_ks_key(&s->model, m, &cur, key);
     if (kvs_key_cmp(s->cursor.data, s->cursor.len, key, len) >= 0
         || (s->has_hi && kvs_key_cmp(key, len, s->hi.data, s->hi.len) >= 0))
         return 0;
@@ -243,6 +253,7 @@ static int split_at(kvs_plan *p, int i, const kvs_ks_num *m)
         shard_free(p, t);
         return oom(p);
     }
+    t->model = s->model;
     s->has_hi = 1;
     s->rebuild = 1;             /* a page in flight is trimmed to the new hi */
     insert_after(p, i, t);
@@ -255,6 +266,7 @@ static int handoff(kvs_plan *p, int i)
 {
     shard *s = p->s[i], *t = shard_new(p, &s->cursor, s->has_hi ? &s->hi : NULL, &s->dens);
     if (!t) return oom(p);
+    t->model = s->model;
     t->fed = 1;                 /* s's last page said there is more past the cursor */
     shard_stop(p, s);
     insert_after(p, i, t);
@@ -264,15 +276,15 @@ static int handoff(kvs_plan *p, int i)
 /* The first page said more: boundaries past its end (see the top). */
 static void first_split(kvs_plan *p, shard *s, size_t got)
 {
-    long double step, mult = p->ordered ? K : 1, dens = kvs_ks_density(&p->model, &s->dens);
+    long double step, mult = p->ordered ? K : 1, dens = kvs_ks_density(&s->model, &s->dens);
     long long need = p->remaining >= 0 ? p->remaining - (long long)got : -1;
     kvs_ks_num cur, top, b;
     if (!(dens > 0)) return;
-    num_of(p, &s->cursor, &cur);
-    kvs_ks_top(&p->model, &top, p->cfg.prefix, p->prefix_len);
+    num_of(s, &s->cursor, &cur);
+    kvs_ks_top(&s->model, &top, p->cfg.prefix, p->prefix_len);
     step = (long double)p->cfg.page_size * SLACK / dens;
     while (p->n < p->parallel && mult <= (long double)(p->parallel * K)) {
-        kvs_ks_advance(&p->model, &b, &cur, step * mult);
+        kvs_ks_advance(&s->model, &b, &cur, step * mult);
         if (kvs_ks_cmp(&b, &top) >= 0 || split_at(p, p->n - 1, &b) <= 0) break;
         if (need >= 0 && mult * p->cfg.page_size >= (long double)need) break;
         mult = p->ordered ? mult + K : mult * 2;
@@ -286,14 +298,14 @@ static long double estimate(const kvs_plan *p, const shard *s, const kvs_ks_num 
     long double span, est;
     kvs_ks_num n;
     if (s->has_hi) {
-        num_of(p, &s->hi, &n);
-        span = kvs_ks_span(&p->model, cur, &n);
+        num_of(s, &s->hi, &n);
+        span = kvs_ks_span(&s->model, cur, &n);
     } else {        /* no end in sight: guess the store goes on as far again as seen */
         long double again;
-        num_of(p, &p->first, &n);
-        again = kvs_ks_span(&p->model, &n, cur);
-        kvs_ks_top(&p->model, &n, p->cfg.prefix, p->prefix_len);
-        span = kvs_ks_span(&p->model, cur, &n);
+        num_of(s, &p->first, &n);
+        again = kvs_ks_span(&s->model, &n, cur);
+        kvs_ks_top(&s->model, &n, p->cfg.prefix, p->prefix_len);
+        span = kvs_ks_span(&s->model, cur, &n);
         if (again < span) span = again;
     }
     est = dens * span - (s->inflight ? (long double)p->cfg.page_size : 0);
@@ -311,8 +323,8 @@ static long double keep_of(const kvs_plan *p, int i, const kvs_ks_num *cur, long
     if (!s->has_hi) {           /* the new last range: at most a window past the proof */
         kvs_ks_num pr;
         long double room = (long double)(p->parallel * K) * ps - (s->inflight ? ps : 0);
-        num_of(p, &p->proof, &pr);
-        room -= dens * kvs_ks_span(&p->model, &pr, cur);
+        num_of(s, &p->proof, &pr);
+        room -= dens * kvs_ks_span(&s->model, &pr, cur);
         if (room < ps / 2) return -1;
         if (keep > room) keep = room;
     }
@@ -329,7 +341,7 @@ static void schedule(kvs_plan *p)
 {
     long double ps = (long double)p->cfg.page_size;
     int i;
-    while (p->started && !p->failed && p->n < p->parallel) {
+    while (p->started && !p->failed && p->n < p->max_shards) {
         int best = -1, r;
         long double best_x = ps, best_keep = 0, best_dens = 0, before = 0;
         kvs_ks_num cur, m;
@@ -341,12 +353,13 @@ static void schedule(kvs_plan *p)
                 break;              /* the ranges before it cover the limit */
             before += (long double)(s->npages + s->inflight) * ps;
             if (s->done || s->skip || !s->has_cursor || (s->has_hi && !s->fed)
-                || !((dens = kvs_ks_density(&p->model, &s->dens)) > 0))
+                || !((dens = kvs_ks_density(&s->model, &s->dens)) > 0))
                 continue;
-            num_of(p, &s->cursor, &cur);
+            num_of(s, &s->cursor, &cur);
             est = estimate(p, s, &cur, dens);
             before += est;
-            if ((keep = keep_of(p, i, &cur, dens, est)) >= 0 && est - keep > best_x) {
+            keep = keep_of(p, i, &cur, dens, est);
+            if (keep >= 0 && est - keep > best_x) {
                 best = i;
                 best_x = est - keep;
                 best_keep = keep;
@@ -358,8 +371,8 @@ static void schedule(kvs_plan *p)
         if (best_keep < ps / 4 && !s->inflight && s->npages >= K) {
             r = handoff(p, best);
         } else {
-            num_of(p, &s->cursor, &cur);
-            kvs_ks_advance(&p->model, &m, &cur, ((s->inflight ? ps : 0) + best_keep) / best_dens);
+            num_of(s, &s->cursor, &cur);
+            kvs_ks_advance(&s->model, &m, &cur, ((s->inflight ? ps : 0) + best_keep) / best_dens);
             r = split_at(p, best, &m);
         }
         if (r < 0) return;
@@ -377,6 +390,77 @@ static int prove(kvs_plan *p, const char *key, size_t len)
     return kvs_buf_set(&p->proof, key, len) == 0 ? 0 : oom(p);
 }
 
+static const char *key_of(const kvs_page *pg, size_t i, size_t *len)
+{
+    *len = pg->items[i].key_len;
+    return pg->bytes.data + pg->items[i].key_off;
+}
+
+/* Appends item i of src to dst.  0 ok, -1 out of memory. */
+static int page_add(kvs_page *dst, const kvs_page *src, size_t i)
+{
+    const kvs_item *it = &src->items[i];
+    kvs_item *d;
+    if (dst->count == dst->cap) {
+        size_t cap = dst->cap ? 2 * dst->cap : 64;
+        kvs_item *items = realloc(dst->items, cap * sizeof *items);
+        if (!items) return -1;
+        dst->items = items, dst->cap = cap;
+    }
+    d = &dst->items[dst->count];
+    d->size = it->size;
+    d->key_off = dst->bytes.len, d->key_len = it->key_len;
+    if (kvs_buf_append(&dst->bytes, src->bytes.data + it->key_off, it->key_len) != 0) return -1;
+    d->url_off = KVS_NO_URL, d->url_len = 0;
+    if (it->url_off != KVS_NO_URL) {
+        d->url_off = dst->bytes.len, d->url_len = it->url_len;
+        if (kvs_buf_append(&dst->bytes, src->bytes.data + it->url_off, it->url_len) != 0)
+            return -1;
+    }
+    dst->count++;
+    return 0;
+}
+
+/* Shard s's page pg ran past its range from item `from` on: those keys are
+ * the next shards' (in order, each to its hi), and for a shard that has seen
+ * none of its own yet they are its first page, so that nothing fetched is
+ * thrown away.  Such a shard's request in flight is aborted; it goes on from
+ * the last key it was given, or is done when the page showed keys past its
+ * range.  `more`: keys exist past the page's last one; if not, every shard
+ * after s is done. */
+static void carry(kvs_plan *p, shard *s, const kvs_page *pg, size_t from, int more)
+{
+    int j;
+    size_t i = from, len;
+    const char *k;
+    for (j = 0; p->s[j] != s; j++)
+        ;
+    for (j++; j < p->n && i < pg->count; j++) {
+        shard *t = p->s[j];
+        kvs_page *dst;
+        if (t->done || t->fed || t->npages) break;     /* it has keys of its own */
+        dst = &t->pages[t->first];
+        kvs_page_reset(dst);
+        while (i < pg->count && (k = key_of(pg, i, &len), !t->has_hi
+                                 || kvs_key_cmp(k, len, t->hi.data, t->hi.len) <= 0))
+            if (page_add(dst, pg, i++) != 0) return (void)oom(p);
+        shard_stop(p, t);       /* aborts its request: what it asked for is here */
+        if (dst->count > 0) {
+            k = key_of(dst, dst->count - 1, &len);
+            if (dst->count > 1) memset(&t->model, 0, sizeof t->model);
+            if (kvs_ks_sample_page(&t->dens, &t->model, dst) != 0
+                || kvs_buf_set(&t->cursor, k, len) != 0 || prove(p, k, len) != 0)
+                return (void)oom(p);
+            t->npages = 1;
+            t->fed = 1;
+        }
+        if (i == pg->count && more)     /* its range goes on past the page */
+            t->done = 0, t->retry_at = 0, t->retrying = 0, t->has_cursor = 1;
+    }
+    if (!more)
+        for (; j < p->n; j++) shard_stop(p, p->s[j]);
+}
+
 /* A page arrived for s: trim it to the range, keep it, move the cursor on. */
 static void accept_page(kvs_plan *p, shard *s)
 {
@@ -392,6 +476,8 @@ static void accept_page(kvs_plan *p, shard *s)
                                     pg->items[n - 1].key_len, s->hi.data, s->hi.len) > 0)
             n--;
         if (n < pg->count) {
+            carry(p, s, pg, n, more);
+            if (p->failed) return;
             pg->count = n;
             more = 0;
             if (prove(p, s->hi.data, s->hi.len) != 0) return;
@@ -400,7 +486,11 @@ static void accept_page(kvs_plan *p, shard *s)
             more = 0;
     }
     if (n > 0) {
-        if (kvs_ks_sample_page(&s->dens, &p->model, pg) != 0
+        if (n > 1) {            /* the model of the keys around the range's cursor */
+            memset(&s->model, 0, sizeof s->model);
+            if (s->has_hi) kvs_ks_learn(&s->model, s->hi.data, s->hi.len);
+        }
+        if (kvs_ks_sample_page(&s->dens, &s->model, pg) != 0
             || (!p->started && kvs_buf_set(&p->first, pg->bytes.data + pg->items[0].key_off,
                                            pg->items[0].key_len) != 0))
             return (void)oom(p);
@@ -505,9 +595,24 @@ void kvs_plan_reply_end(kvs_plan *p, unsigned id, kvs_fault fault, const char *m
 
 /* --- requests -------------------------------------------------------------------------- */
 
-static int wants_to_send(const shard *s, double now)
+/* Room for one more request of shard i: at most `parallel` in flight, and
+ * parallel x K pages held and in flight, except for the range handed out
+ * next (ordered), which must never wait for the pages behind it. */
+static int room_for(const kvs_plan *p, int i)
 {
-    return !s->done && !s->inflight && s->npages < K && !(s->retry_at > now);
+    int j;
+    if (p->inflight >= p->parallel) return 0;
+    if (pages_held(p) < p->parallel * K) return 1;
+    if (!p->ordered) return 0;
+    for (j = 0; j < i; j++)
+        if (!p->s[j]->done) return 0;
+    return 1;
+}
+
+static int wants_to_send(const kvs_plan *p, int i, double now)
+{
+    const shard *s = p->s[i];
+    return !s->done && !s->inflight && s->npages < K && !(s->retry_at > now) && room_for(p, i);
 }
 
 int kvs_plan_next_request(kvs_plan *p, double now, kvs_plan_request *out)
@@ -520,9 +625,9 @@ int kvs_plan_next_request(kvs_plan *p, double now, kvs_plan_request *out)
     for (i = 0; i < p->n && !p->failed; i++) {  /* ordered: the earliest ranges first */
         shard *s = p->s[(from + i) % p->n];
         kvs_request req;
-        if (!wants_to_send(s, now)) continue;
+        if (!wants_to_send(p, (from + i) % p->n, now)) continue;
         refill(p, now);
-        if (p->tokens < 1) return 0;
+        if (p->tokens < 1 - 1e-9) return 0;   /* (rounding: a token due now is here) */
         if ((!s->l || (s->rebuild && !s->retrying)) && make_listing(p, s) != 0)
             return oom(p), 0;
         if (!kvs_listing_next_request(s->l, &req)) {
@@ -563,7 +668,7 @@ double kvs_plan_timeout(kvs_plan *p, double now)
     if (p->failed || p->finished) return -1;
     for (i = 0; i < p->n; i++) {
         const shard *s = p->s[i];
-        if (s->done || s->inflight || s->npages >= K) continue;
+        if (s->done || s->inflight || s->npages >= K || !room_for(p, i)) continue;
         if (s->retry_at > now) {
             if (t < 0 || s->retry_at - now < t) t = s->retry_at - now;
         } else {
@@ -572,7 +677,7 @@ double kvs_plan_timeout(kvs_plan *p, double now)
     }
     if (want) {
         refill(p, now);
-        if (p->tokens >= 1) return 0;
+        if (p->tokens >= 1 - 1e-9) return 0;
         if (t < 0 || (1 - p->tokens) / p->rate < t) t = (1 - p->tokens) / p->rate;
     }
     if (t < 0 && p->inflight == 0) {
@@ -609,6 +714,7 @@ kvs_plan *kvs_plan_new(const kvs_listing_config *cfg, int parallel, double rate,
     p->cfg.upper_key = NULL;
     p->cfg.single_page = 0;
     p->parallel = parallel < 1 ? 1 : parallel > KVS_PLAN_MAX ? KVS_PLAN_MAX : parallel;
+    p->max_shards = p->parallel > 1 ? 2 * p->parallel : 1;
     p->ordered = ordered;
     p->remaining = cfg->limit;
     p->rate_fixed = rate > 0;
@@ -658,6 +764,8 @@ void kvs_plan_stats_get(const kvs_plan *p, kvs_plan_stats *st)
 {
     *st = p->st;
     st->rate = p->rate;
+    st->alive = p->n;
+    st->held = pages_held(p);
 }
 
 int kvs_plan_take_page(kvs_plan *p, kvs_page *mine)

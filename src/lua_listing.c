@@ -377,6 +377,7 @@ int kvs_store_keys(lua_State *L)
 
 int kvs_store_listing(lua_State *L)
 {
+    if (kvs_plan_wanted(L)) return kvs_store_plan(L);    /* parallel: lua_plan.c */
     new_listing(L, LISTING)->kind = KIND_LISTING;
     return 1;
 }
