@@ -364,6 +364,63 @@ typedef struct kvs_plan_stats {
 } kvs_plan_stats;
 void      kvs_plan_stats_get(const kvs_plan *p, kvs_plan_stats *st);
 
+/* Planner internals, shared by core_parallel.c (lifecycle, pace, requests,
+ * hand-out) and core_split.c (where ranges are cut, what a page gives). */
+#define KVS_PLAN_OK_RING 128   /* times of the latest accepted replies, for the 429 back-off */
+
+typedef struct kvs_shard {
+    kvs_listing  *l;            /* made at the first request, remade when hi moves */
+    kvs_buf       cursor, hi;   /* the range (cursor, hi]; cursor: the next exclusiveStartKey */
+    int           has_cursor, has_hi;
+    kvs_ks_sample dens;         /* its latest page's, or its parent's */
+    kvs_ks_model  model;        /* how its keys read as numbers: learnt from that page */
+    int           fed;          /* keys came from the range (or its parent's, handed over) */
+    int           skip;         /* could not be cut this round */
+    int           rebuild;      /* hi moved since l was made */
+    int           inflight, retrying, done, status;
+    unsigned      id;           /* of the request in flight */
+    unsigned      serial;
+    double        retry_at;     /* 0: none */
+    kvs_page      pages[KVS_PLAN_PAGES];   /* a ring of decoded pages waiting to be handed out */
+    int           first, npages;
+} kvs_shard;
+
+struct kvs_plan {
+    kvs_listing_config cfg;            /* its strings are the copies in strs */
+    char              *strs[6];
+    kvs_shard         *s[2 * KVS_PLAN_MAX]; /* in key order */
+    int                n, parallel, ordered, turn;
+    int                max_shards;     /* ranges at once, finished ones holding pages included */
+    int                held;           /* pages held and requests in flight */
+    kvs_ks_model       model;          /* learnt from every page (see local_model) */
+    int                started;        /* the first page is in: splitting may begin */
+    int                inflight, finished, failed;
+    long long          remaining;      /* keys still to hand out; -1: all */
+    double             rate, ceiling, tokens, refilled, cut_at;
+    int                rate_fixed, clock_set;
+    double             ok_t[KVS_PLAN_OK_RING];  /* when accepted replies came */
+    int                ok_n;
+    unsigned           next_id, next_serial;
+    unsigned          *cancels;
+    size_t             ncancels, cancels_cap;
+    kvs_buf            first;          /* the first key listed */
+    kvs_buf            proof;          /* the greatest key a page showed keys after */
+    size_t             prefix_len;
+    uint64_t           seed;
+    kvs_plan_stats     st;
+    kvs_error          err;
+};
+
+kvs_shard *kvs_shard_new(kvs_plan *p, const kvs_buf *lo, const kvs_buf *hi,
+                         const kvs_ks_sample *dens);
+void kvs_shard_stop(kvs_plan *p, kvs_shard *s);      /* aborts its request, keeps its pages */
+void kvs_shard_free(kvs_plan *p, kvs_shard *s);
+void kvs_plan_insert_after(kvs_plan *p, int i, kvs_shard *t);
+int  kvs_plan_oom(kvs_plan *p);                      /* fails the plan; -1 */
+int  kvs_plan_pages_held(const kvs_plan *p);
+void kvs_plan_schedule(kvs_plan *p);                 /* cuts ranges while there is room */
+void kvs_plan_accept_page(kvs_plan *p, kvs_shard *s);   /* s's listing has a page */
+
 #pragma GCC visibility pop
 
 #endif
