@@ -252,11 +252,11 @@ static int page_add(kvs_page *dst, const kvs_page *src, size_t i)
 /* Shard s's page pg ran past its range from item `from` on: those keys are
  * the next shards' (in order, each to its hi), and for a shard that has seen
  * none of its own yet they are its first page, so that nothing fetched is
- * thrown away.  Such a shard's request in flight is aborted; it goes on from
- * the last key it was given, or is done when the page showed keys past its
- * range.  `more`: keys exist past the page's last one; if not, every kvs_shard
- * after s is done. */
-static void carry(kvs_plan *p, kvs_shard *s, const kvs_page *pg, size_t from, int more)
+ * thrown away.  Such a shard's request in flight is aborted; it is done when
+ * the page showed keys past its range, else it goes on from the last key it
+ * was given.  (That no keys follow the page is never concluded here: the
+ * listing may have trimmed the page to a bound of its own.) */
+static void carry(kvs_plan *p, kvs_shard *s, const kvs_page *pg, size_t from)
 {
     int j;
     size_t i = from, len;
@@ -282,11 +282,9 @@ static void carry(kvs_plan *p, kvs_shard *s, const kvs_page *pg, size_t from, in
             t->npages = 1;
             t->fed = 1;
         }
-        if (i == pg->count && more)     /* its range goes on past the page */
+        if (i == pg->count)         /* its range may go on past the page */
             t->done = 0, t->retry_at = 0, t->retrying = 0, t->has_cursor = 1;
     }
-    if (!more)
-        for (; j < p->n; j++) kvs_shard_stop(p, p->s[j]);
 }
 
 /* A page arrived for s: trim it to the range, keep it, move the cursor on. */
@@ -304,7 +302,7 @@ void kvs_plan_accept_page(kvs_plan *p, kvs_shard *s)
                                     pg->items[n - 1].key_len, s->hi.data, s->hi.len) > 0)
             n--;
         if (n < pg->count) {
-            carry(p, s, pg, n, more);
+            carry(p, s, pg, n);
             if (p->failed) return;
             pg->count = n;
             more = 0;
