@@ -9,10 +9,10 @@
  *
  * Memory: a shard holds at most KVS_PLAN_PAGES decoded pages, the one being
  * received included, and sends nothing while full; all shards together hold
- * at most parallel x KVS_PLAN_PAGES pages (requests in flight included), but
- * the range handed out next may always fetch its own (it never waits for the
- * ranges behind it): at most (parallel + 1) x KVS_PLAN_PAGES pages.  At most
- * `parallel` requests are in flight, and at most 2 x parallel ranges exist.
+ * at most parallel x KVS_PLAN_PAGES pages, requests in flight included, of
+ * which room is kept for the range handed out next (it never waits for the
+ * ranges behind it).  At most `parallel` requests are in flight, and at most
+ * 2 x parallel ranges exist.
  *
  * Pace: a bucket of one token refilled at `rate` per second, so requests go
  * out at least 1/rate apart.  The rate follows X-RateLimit-Limit (unless
@@ -252,17 +252,20 @@ void kvs_plan_reply_end(kvs_plan *p, unsigned id, kvs_fault fault, const char *m
 /* --- requests -------------------------------------------------------------------------- */
 
 /* Room for one more request of shard i: at most `parallel` in flight, and
- * parallel x K pages held and in flight, except for the range handed out
- * next (ordered), which must never wait for the pages behind it. */
+ * at most parallel x K pages held and in flight, of which the room the range
+ * handed out next (ordered) may still need is kept for it: it must never
+ * wait for the pages behind it. */
 static int room_for(const kvs_plan *p, int i)
 {
-    int j;
+    int j, head = -1, held = kvs_plan_pages_held(p), reserve = 0;
     if (p->inflight >= p->parallel) return 0;
-    if (kvs_plan_pages_held(p) < p->parallel * K) return 1;
-    if (!p->ordered) return 0;
-    for (j = 0; j < i; j++)
-        if (!p->s[j]->done) return 0;
-    return 1;
+    if (p->ordered) {
+        for (j = 0; j < p->n && head < 0; j++)
+            if (!p->s[j]->done) head = j;
+        if (head == i) return held < p->parallel * K;
+        if (head >= 0) reserve = K - p->s[head]->npages - p->s[head]->inflight;
+    }
+    return held + reserve < p->parallel * K;
 }
 
 static int wants_to_send(const kvs_plan *p, int i, double now)

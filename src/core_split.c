@@ -252,7 +252,9 @@ static int page_add(kvs_page *dst, const kvs_page *src, size_t i)
 /* Shard s's page pg ran past its range from item `from` on: those keys are
  * the next shards' (in order, each to its hi), and for a shard that has seen
  * none of its own yet they are its first page, so that nothing fetched is
- * thrown away.  Such a shard's request in flight is aborted; it is done when
+ * thrown away (only ranges right after the one before, from its bound: a
+ * finished range may have left the list).  Such a shard's request in flight
+ * is aborted; it is done when
  * the page showed keys past its range, else it goes on from the last key it
  * was given.  (That no keys follow the page is never concluded here: the
  * listing may have trimmed the page to a bound of its own.) */
@@ -264,9 +266,12 @@ static void carry(kvs_plan *p, kvs_shard *s, const kvs_page *pg, size_t from)
     for (j = 0; p->s[j] != s; j++)
         ;
     for (j++; j < p->n && i < pg->count; j++) {
-        kvs_shard *t = p->s[j];
+        kvs_shard *t = p->s[j], *prev = p->s[j - 1];
         kvs_page *dst;
         if (t->done || t->fed || t->npages) break;     /* it has keys of its own */
+        if (!t->has_cursor || !prev->has_hi             /* or does not start where the */
+            || kvs_key_cmp(prev->hi.data, prev->hi.len, t->cursor.data, t->cursor.len) != 0)
+            break;                                      /* range before it ends */
         dst = &t->pages[t->first];
         kvs_page_reset(dst);
         while (i < pg->count && (k = key_of(pg, i, &len), !t->has_hi

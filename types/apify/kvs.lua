@@ -52,6 +52,11 @@ local Store = {}
 ---@class apify.kvs.ListingOptions: apify.kvs.ListKeysOptions
 ---@field page_size? integer keys per request, 1..1000
 
+---Options of `store:listing`: with `parallel`, the parallel planner (`apify.kvs.Plan`), which
+---also takes `rate_limit` and `ordered` as `store:keys` does.
+---@class apify.kvs.StoreListingOptions: apify.kvs.ListingOptions
+---@field parallel? integer key ranges fetched side by side, 1..64: returns an apify.kvs.Plan
+
 ---Options of `store:keys`.
 ---@class apify.kvs.KeysOptions: apify.kvs.ListingOptions
 ---@field prefetch? boolean fetch page k+1 while the loop works through page k, default true
@@ -95,7 +100,7 @@ function Store:job(opts) end
 
 ---A sans-I/O listing: the core decides, your driver moves the bytes.  With `parallel`,
 ---the parallel planner (`apify.kvs.Plan`) instead.
----@param opts? apify.kvs.ListingOptions|apify.kvs.KeysOptions
+---@param opts? apify.kvs.StoreListingOptions|apify.kvs.KeysOptions
 ---@return apify.kvs.Listing|apify.kvs.Plan
 function Store:listing(opts) end
 
