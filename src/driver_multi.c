@@ -21,7 +21,8 @@
 
 #include <curl/curl.h>
 
-#include "kvs.h"
+#include "driver.h"
+#include "platform.h"
 
 struct kvs_async {
     CURLM       *multi;
@@ -84,7 +85,7 @@ static void drive(kvs_async *a)
     if (a->untracked) curl_multi_perform(a->multi, &running);
 }
 
-kvs_async *kvs_async_new(const kvs_client *c, kvs_listing *l, int prefetch)
+kvs_async *kvs_async_new(const kvs_settings *c, kvs_listing *l, int prefetch)
 {
     kvs_async *a = calloc(1, sizeof *a);
     if (!a) return NULL;
