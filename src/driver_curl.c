@@ -75,7 +75,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
 {
     kvs_conn *c = ud;
     size_t len = size * n;
-    if (len > 5 && memcmp(buf, "HTTP/", 5) == 0) {
+    if (len > sizeof("HTTP/") - 1 && memcmp(buf, "HTTP/", sizeof("HTTP/") - 1) == 0) {
         /* a status line: "HTTP/1.1 200 OK"; after a redirect, a new reply */
         const char *sp = memchr(buf, ' ', len);
         int status = 0;

@@ -181,14 +181,11 @@ void kvs_async_poll(kvs_async *a)
 
 int kvs_async_take(kvs_async *a, kvs_page *mine)
 {
-    kvs_page tmp;
     if (!a->has_ready) {
         a->wanted = 1;
         return 0;
     }
-    tmp = *mine;
-    *mine = a->ready;
-    a->ready = tmp;
+    kvs_page_swap(mine, &a->ready);
     a->has_ready = 0;
     /* without prefetch, the next page is wanted only once this one is used up */
     a->wanted = a->prefetch;

@@ -605,7 +605,6 @@ const kvs_error *kvs_par_error(const kvs_par *p)
 int kvs_par_take(kvs_par *p, kvs_page *mine)
 {
     shard *s;
-    kvs_page tmp;
     int i;
     for (;;) {
         if (p->failed) return -1;
@@ -619,9 +618,7 @@ int kvs_par_take(kvs_par *p, kvs_page *mine)
         wait_some(p);
     }
     s = p->s[i];
-    tmp = *mine;
-    *mine = s->pages[s->first];
-    s->pages[s->first] = tmp;
+    kvs_page_swap(mine, &s->pages[s->first]);
     s->first = (s->first + 1) % K;
     s->npages--;
     if (p->remaining >= 0) {
