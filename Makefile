@@ -40,7 +40,7 @@ WERROR     ?= -Werror
 OPT        ?= -O2
 CFLAGS_ALL  = -std=c99 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -fPIC -g $(OPT) \
               -fvisibility=hidden -Wall -Wextra -Wshadow -Wstrict-prototypes \
-              -Wmissing-prototypes -Wno-unused-function $(WERROR)
+              -Wmissing-prototypes $(WERROR)
 DEPS_CFLAGS = $(shell pkg-config --cflags libcurl yajl)
 DEPS_LIBS   = $(shell pkg-config --libs libcurl yajl)
 SANITIZE   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -125,8 +125,8 @@ $(foreach v,$(LUAS),$(eval $(call LUA_RULE,$(v))))
 # Sanitizer build, for Lua 5.4 (loaded into an uninstrumented interpreter via LD_PRELOAD).
 build/asan/apify/kvs.so: $(SRCS) $(HDRS) | deps
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -O1 $(SANITIZE) $(shell pkg-config --cflags lua5.4) $(DEPS_CFLAGS) \
-	  -shared -o $@ $(SRCS) $(DEPS_LIBS)
+	$(CC) $(CFLAGS_ALL) -O1 $(SANITIZE) $(CFLAGS) $(shell pkg-config --cflags lua5.4) $(DEPS_CFLAGS) \
+	  -shared -o $@ $(SRCS) $(DEPS_LIBS) $(SANITIZE) $(LDFLAGS)
 
 demo: build/5.4/apify/kvs.so | demo-deps
 	@bash examples/demo.sh
@@ -225,7 +225,7 @@ FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/%)
 CORE_SRCS    := $(wildcard src/core_*.c)
 FUZZ_CFLAGS   = -std=c99 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -g -O1 \
                 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
-                -Wno-unused-function $(WERROR) \
+                $(WERROR) \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_OPTS_fuzz_reply    := -dict=fuzz/json.dict
 FUZZ_OPTS_fuzz_listing  := -dict=fuzz/json.dict
