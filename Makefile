@@ -126,7 +126,7 @@ $(foreach v,$(LUAS),$(eval $(call LUA_RULE,$(v))))
 build/asan/apify/kvs.so: $(SRCS) $(HDRS) | deps
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -O1 $(SANITIZE) $(CFLAGS) $(shell pkg-config --cflags lua5.4) $(DEPS_CFLAGS) \
-	  -shared -o $@ $(SRCS) $(DEPS_LIBS) $(SANITIZE) $(LDFLAGS)
+	  -shared -o $@ $(SRCS) $(DEPS_LIBS) $(LDFLAGS)
 
 demo: build/5.4/apify/kvs.so | demo-deps
 	@bash examples/demo.sh
