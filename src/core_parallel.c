@@ -430,7 +430,6 @@ void kvs_plan_stats_get(const kvs_plan *p, kvs_plan_stats *st)
 int kvs_plan_take_page(kvs_plan *p, kvs_page *mine)
 {
     kvs_shard *s;
-    kvs_page tmp;
     int i;
     if (p->failed || p->finished) return 0;
     tidy(p);
@@ -439,9 +438,7 @@ int kvs_plan_take_page(kvs_plan *p, kvs_page *mine)
         ;                               /* ordered: the first shard's page; else any */
     if (!p->s[i]->npages) return 0;
     s = p->s[i];
-    tmp = *mine;
-    *mine = s->pages[s->first];
-    s->pages[s->first] = tmp;
+    kvs_page_swap(mine, &s->pages[s->first]);
     s->first = (s->first + 1) % K;
     s->npages--;
     if (p->remaining >= 0) {

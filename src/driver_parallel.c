@@ -11,7 +11,8 @@
 
 #include <curl/curl.h>
 
-#include "kvs.h"
+#include "driver.h"
+#include "platform.h"
 
 typedef struct transfer {
     kvs_par  *par;
@@ -23,7 +24,7 @@ typedef struct transfer {
 } transfer;
 
 struct kvs_par {
-    const kvs_client *client;
+    const kvs_settings *settings;
     kvs_plan         *plan;
     CURLM            *multi;
     transfer          t[KVS_PLAN_MAX];
@@ -105,7 +106,7 @@ static void start_requests(kvs_par *p)
     while (kvs_plan_next_request(p->plan, kvs_monotonic(), &req)) {
         transfer *t = by_id(p, 0);
         CURL *easy;
-        if (t && !t->conn) t->conn = kvs_conn_new(p->client);
+        if (t && !t->conn) t->conn = kvs_conn_new(p->settings);
         if (!t || !t->conn) {
             kvs_plan_reply_end(p->plan, req.id, KVS_FAULT_NETWORK, "out of memory",
                                kvs_monotonic());
@@ -113,7 +114,7 @@ static void start_requests(kvs_par *p)
         }
         t->id = req.id;
         t->stopped = t->timed_out = 0;
-        t->attempt_end = kvs_monotonic() + p->client->timeout;
+        t->attempt_end = kvs_monotonic() + p->settings->timeout;
         easy = kvs_conn_start(t->conn, NULL, &(kvs_request){ req.url, req.url_len, req.attempt });
         curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
         curl_easy_setopt(easy, CURLOPT_HEADERDATA, t);
@@ -150,7 +151,7 @@ static void harvest(kvs_par *p)
         if (!t) continue;
         if (rc == CURLE_WRITE_ERROR && t->timed_out) {
             snprintf(p->msg, sizeof p->msg, "the reply took more than %g s to arrive and decode",
-                     p->client->timeout);
+                     p->settings->timeout);
             msg = p->msg;
             fault = KVS_FAULT_TIMEOUT;
         } else if (rc == CURLE_WRITE_ERROR && t->stopped) {
@@ -195,13 +196,13 @@ static void wait_some(kvs_par *p)
 
 /* --- the API ----------------------------------------------------------------------------- */
 
-kvs_par *kvs_par_new(const kvs_client *c, const kvs_listing_config *cfg,
+kvs_par *kvs_par_new(const kvs_settings *c, const kvs_listing_config *cfg,
                      int parallel, double rate, int ordered)
 {
     kvs_par *p = calloc(1, sizeof *p);
     int i;
     if (!p) return NULL;
-    p->client = c;
+    p->settings = c;
     for (i = 0; i < KVS_PLAN_MAX; i++) p->t[i].par = p;
     p->plan = kvs_plan_new(cfg, parallel, rate, ordered);
     p->multi = curl_multi_init();

@@ -69,7 +69,7 @@ int kvs_store_plan(lua_State *L)
 
     kvs_check_options(L, 2, options, 1);
     memset(&cfg, 0, sizeof cfg);
-    cfg.base_url = c->base_url;
+    cfg.base_url = c->settings.base_url;
     cfg.store_id = id;
     cfg.prefix = kvs_opt_string(L, 2, "prefix", NULL);
     cfg.collection = kvs_opt_string(L, 2, "collection", NULL);
@@ -88,12 +88,12 @@ int kvs_store_plan(lua_State *L)
     lua_getfield(L, 2, "ordered");
     ordered = lua_isnil(L, -1) || lua_toboolean(L, -1);
     lua_pop(L, 2);
-    cfg.max_retries = c->max_retries;
-    cfg.min_delay = c->min_delay;
-    cfg.max_delay = c->max_delay;
-    cfg.max_elapsed = c->max_elapsed;
-    cfg.secret = c->token;
-    cfg.secret_len = c->token ? strlen(c->token) : 0;
+    cfg.max_retries = c->settings.max_retries;
+    cfg.min_delay = c->settings.min_delay;
+    cfg.max_delay = c->settings.max_delay;
+    cfg.max_elapsed = c->settings.max_elapsed;
+    cfg.secret = c->settings.token;
+    cfg.secret_len = c->settings.token ? strlen(c->settings.token) : 0;
     cfg.http_date_delay = kvs_http_date_delay;
 
     u = kvs_newuserdata(L, sizeof *u);
@@ -136,10 +136,10 @@ static int plan_requests(lua_State *L)
         lua_createtable(L, 0, 3);
         lua_pushliteral(L, "application/json");
         lua_setfield(L, -2, "Accept");
-        lua_pushstring(L, u->client->user_agent);
+        lua_pushstring(L, u->client->settings.user_agent);
         lua_setfield(L, -2, "User-Agent");
-        if (u->client->token) {
-            lua_pushfstring(L, "Bearer %s", u->client->token);
+        if (u->client->settings.token) {
+            lua_pushfstring(L, "Bearer %s", u->client->settings.token);
             lua_setfield(L, -2, "Authorization");
         }
         lua_setfield(L, -2, "headers");
