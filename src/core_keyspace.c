@@ -210,6 +210,33 @@ static const char *key_at(const kvs_page *p, size_t i, size_t *len)
     return p->bytes.data + p->items[i].key_off;
 }
 
+/* A page sees only a slice of a random field: "0" + 12 base62 characters
+ * over 1,000 keys shows only 0..2 at the field's first position, and a
+ * boundary carried past "09" would jump over all of "0A".."0z".  So the
+ * positions that vary from the first position where the page's keys differ
+ * on (a run of them: a random field) may hold every class any of them holds.
+ * Constant positions (separators, fixed prefixes) are left as they are. */
+static void widen(kvs_ks_model *m, const kvs_page *p)
+{
+    size_t i, j, len0, len, d, e;
+    const char *k0 = key_at(p, 0, &len0), *k;
+    unsigned char cls = 0;
+    k = key_at(p, p->count - 1, &len);
+    for (d = 0; d < len0 && d < len && k0[d] == k[d]; d++)
+        ;
+    for (e = d; e < KVS_KS_DIGITS; e++) {      /* positions d..e-1 vary */
+        int varies = 0;
+        for (j = 1; j < p->count && !varies; j++) {
+            k = key_at(p, j, &len);
+            varies = (e < len0) != (e < len) || (e < len && k[e] != k0[e]);
+        }
+        if (!varies) break;
+    }
+    for (i = d; i < e; i++) cls = (unsigned char)(cls | (m->cls[i] & ALL_CLASSES));
+    for (i = d; i < e; i++)
+        if (m->cls[i] & ALL_CLASSES) m->cls[i] = (unsigned char)(m->cls[i] | cls);
+}
+
 int kvs_ks_sample_page(kvs_ks_sample *s, kvs_ks_model *m, const kvs_page *p)
 {
     size_t i, len, half;
@@ -219,6 +246,7 @@ int kvs_ks_sample_page(kvs_ks_sample *s, kvs_ks_model *m, const kvs_page *p)
         kvs_ks_learn(m, k, len);
     }
     if (p->count < 2) return 0;
+    widen(m, p);
     half = (p->count - 1) / 2;
     s->n = (long)(p->count - 1 - half);
     k = key_at(p, half, &len);

@@ -10,6 +10,7 @@
 local kvs = require "apify.kvs"
 
 local REPORT = os.getenv("KVS_SIM_REPORT") == "1"
+local TRACE = os.getenv("KVS_SIM_TRACE") == "1" and {} or nil
 local LATENCY = 0.150
 local ALPHABET = "!'()-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
 local BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -196,6 +197,11 @@ local function simulate(shape, n, opts)
     for _, r in ipairs(pending) do if r.due < wake then wake = r.due end end
     assert(wake < math.huge, "nothing to wait for, and not finished")
     if wake <= now then wake = now + 1e-6 end
+    if TRACE then
+      local st = plan:stats()
+      local key = st.inflight .. "/" .. st.held
+      TRACE[key] = (TRACE[key] or 0) + (wake - now)
+    end
     now = wake
     local i = 1
     while i <= #pending do
@@ -211,6 +217,13 @@ local function simulate(shape, n, opts)
   end
   local stats = plan:stats()
   plan:close()
+  if TRACE then
+    local ks = {}
+    for k in pairs(TRACE) do ks[#ks + 1] = k end
+    table.sort(ks, function(a, b) return TRACE[a] > TRACE[b] end)
+    for j = 1, math.min(8, #ks) do io.stderr:write(("  inflight/held %-6s %.2fs\n"):format(ks[j], TRACE[ks[j]])) end
+    for k in pairs(TRACE) do TRACE[k] = nil end
+  end
   local pages = math.ceil(#got / 1000)
   local bound = math.ceil(n / 1000) / (opts.true_rate or 60)
   local fig = { requests = srv.requests, pages = pages, per_page = srv.requests / math.max(1, pages),
