@@ -375,6 +375,8 @@ typedef struct kvs_shard {
     kvs_ks_sample dens;         /* its latest page's, or its parent's */
     kvs_ks_model  model;        /* how its keys read as numbers: learnt from that page */
     int           fed;          /* keys came from the range (or its parent's, handed over) */
+    int           probe;        /* opened past the group of keys its parent showed: not cut
+                                   before a page of its own */
     int           skip;         /* could not be cut this round */
     int           rebuild;      /* hi moved since l was made */
     int           inflight, retrying, done, status;

@@ -42,6 +42,27 @@ static void num_of(const kvs_shard *s, const kvs_buf *key, kvs_ks_num *n)
     kvs_ks_from_key(&s->model, n, key->data, key->len);
 }
 
+/* Whether a boundary key for the last range s leaves the group of keys its
+ * latest page showed (their common prefix) through a position that is not a
+ * counter's digit: a separator ("crawlee-snapshot-zz" to "crawlee-snapshot.").  The model reads such a space as dense as the group, yet it is
+ * mostly empty; so one range (a probe) opens at the group's end, g, and is
+ * not cut before a page of its own shows what lies there.  A counter or a
+ * random field carries ("item-0009" to "item-0010"): letters and digits may. */
+static int past_group(const kvs_shard *s, const char *key, size_t len, kvs_ks_num *g)
+{
+    const kvs_buf *lo = &s->dens.lo, *hi = &s->dens.hi, *cur = &s->cursor;
+    size_t c = 0, j = 0, i;
+    while (c < lo->len && c < hi->len && lo->data[c] == hi->data[c]) c++;
+    if (c < 4 || c >= lo->len || c >= hi->len || c > cur->len
+        || memcmp(cur->data, hi->data, c) != 0) return 0;
+    while (j < len && j < cur->len && key[j] == cur->data[j]) j++;
+    for (i = j; i < c && !strchr("!'()-._", cur->data[i]); i++)
+        ;
+    if (i >= c) return 0;
+    kvs_ks_top(&s->model, g, hi->data, c);
+    return 1;
+}
+
 /* Shard i keeps (cursor, m]; a new shard after it gets (m, hi].  1 done, 0 no
  * key strictly between cursor and hi there, -1 failed. */
 static int split_at(kvs_plan *p, int i, const kvs_ks_num *m)
@@ -51,9 +72,17 @@ static int split_at(kvs_plan *p, int i, const kvs_ks_num *m)
     kvs_ks_num cur;
     kvs_buf kb;
     size_t len;
+    int probe = 0;
     if (p->n >= p->max_shards || !s->has_cursor) return 0;
     num_of(s, &s->cursor, &cur);
     len = kvs_ks_key(&s->model, m, &cur, key);
+    if (!s->has_hi && s->dens.n >= 8) { /* the last range: see group_end */
+        kvs_ks_num g;
+        if (past_group(s, key, len, &g)) {
+            len = kvs_ks_key(&s->model, &g, &cur, key);
+            probe = 1;
+        }
+    }
     if (kvs_key_cmp(s->cursor.data, s->cursor.len, key, len) >= 0
         || (s->has_hi && kvs_key_cmp(key, len, s->hi.data, s->hi.len) >= 0))
         return 0;
@@ -64,6 +93,7 @@ static int split_at(kvs_plan *p, int i, const kvs_ks_num *m)
         return kvs_plan_oom(p);
     }
     t->model = s->model;
+    t->probe = probe;
     s->has_hi = 1;
     s->rebuild = 1;             /* a page in flight is trimmed to the new hi */
     kvs_plan_insert_after(p, i, t);
@@ -95,7 +125,8 @@ static void first_split(kvs_plan *p, kvs_shard *s, size_t got)
     step = (long double)p->cfg.page_size * SLACK / dens;
     while (p->n < p->parallel && mult <= (long double)(p->parallel * K)) {
         kvs_ks_advance(&s->model, &b, &cur, step * mult);
-        if (kvs_ks_cmp(&b, &top) >= 0 || split_at(p, p->n - 1, &b) <= 0) break;
+        if (kvs_ks_cmp(&b, &top) >= 0 || split_at(p, p->n - 1, &b) <= 0
+            || p->s[p->n - 1]->probe) break;
         if (need >= 0 && mult * p->cfg.page_size >= (long double)need) break;
         mult = p->ordered ? mult + K : mult * 2;
     }
@@ -162,7 +193,7 @@ void kvs_plan_schedule(kvs_plan *p)
             if (p->remaining >= 0 && before >= (long double)p->remaining)
                 break;              /* the ranges before it cover the limit */
             before += (long double)(s->npages + s->inflight) * ps;
-            if (s->done || s->skip || !s->has_cursor || (s->has_hi && !s->fed)
+            if (s->done || s->skip || !s->has_cursor || ((s->has_hi || s->probe) && !s->fed)
                 || !((dens = kvs_ks_density(&s->model, &s->dens)) > 0))
                 continue;
             num_of(s, &s->cursor, &cur);
