@@ -34,8 +34,8 @@
 #include "fuzz_util.h"
 
 /* the key alphabet, by class, as core.h describes it */
-static const char *const CLASSES[5] = {
-    "!'()-.", "0123456789", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "_", "abcdefghijklmnopqrstuvwxyz"
+static const char *const CLASSES[7] = {
+    "!'()-.", "0123456789", "ABCDEF", "GHIJKLMNOPQRSTUVWXYZ", "_", "abcdef", "ghijklmnopqrstuvwxyz"
 };
 static const char ALPHABET[] = "!'()-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
 
@@ -44,24 +44,24 @@ static int in_alphabet(unsigned char c)
     return c && strchr(ALPHABET, c) != NULL;
 }
 
-/* The classes position i may hold (bit per class), 1 << 5 when keys end there. */
+/* The classes position i may hold (bit per class), 1 << 7 when keys end there. */
 static int pos_mask(const kvs_ks_model *m, size_t i)
 {
-    return (m->cls[i] & 31) ? m->cls[i] : 63;
+    return (m->cls[i] & 127) ? m->cls[i] : 255;
 }
 
 static int in_set(const kvs_ks_model *m, size_t i, unsigned char c)
 {
     int k, mask = pos_mask(m, i);
-    for (k = 0; k < 5; k++)
+    for (k = 0; k < 7; k++)
         if ((mask & (1 << k)) && c && strchr(CLASSES[k], c)) return 1;
     return 0;
 }
 
 static int base_of(const kvs_ks_model *m, size_t i)
 {
-    int k, mask = pos_mask(m, i), n = (mask & 32) ? 1 : 0;
-    for (k = 0; k < 5; k++)
+    int k, mask = pos_mask(m, i), n = (mask & 128) ? 1 : 0;
+    for (k = 0; k < 7; k++)
         if (mask & (1 << k)) n += (int)strlen(CLASSES[k]);
     return n;
 }

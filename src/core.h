@@ -230,7 +230,7 @@ int  kvs_listing_failed(const kvs_listing *l);
  * number in [0, 1), one digit per byte: 0 for "the key ended here", 1..n for
  * the characters of the allowed key alphabet ! ' ( ) - . 0-9 A-Z _ a-z that
  * the position may hold, in byte order.  Which ones it may hold is learnt
- * from the keys seen, by class (punctuation, digits, A-Z, _, a-z): where
+ * from the keys seen, by class (punctuation, digits, A-F, G-Z, _, a-f, g-z): where
  * only digits were seen, a position counts in base 11, so zero-padded
  * numbers read as evenly spread numbers; a position nothing was seen at yet
  * takes the whole alphabet.  Bytes outside a position's characters take the

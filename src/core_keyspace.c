@@ -18,9 +18,10 @@
 /* The allowed key characters by class; the classes follow each other in byte
  * order, and so do the characters inside each. */
 static const char *const CLASS_CHARS[] = {
-    "!'()-.", "0123456789", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "_", "abcdefghijklmnopqrstuvwxyz"
+    "!'()-.", "0123456789", "ABCDEF", "GHIJKLMNOPQRSTUVWXYZ", "_", "abcdef",
+    "ghijklmnopqrstuvwxyz"      /* A-F and a-f apart: hex digits read in base 16 */
 };
-#define NCLASSES 5
+#define NCLASSES 7
 #define ALL_CLASSES ((1 << NCLASSES) - 1)
 #define ENDS (1 << NCLASSES)      /* some key ended at the position */
 
