@@ -8,6 +8,7 @@
  * gives a boundary to split at.  Everything here only guides where to split;
  * the driver checks each boundary against the real keys byte-wise.  No I/O.
  */
+#include <ctype.h>
 #include <string.h>
 
 #include "core.h"
@@ -216,7 +217,10 @@ static const char *key_at(const kvs_page *p, size_t i, size_t *len)
  * boundary carried past "09" would jump over all of "0A".."0z".  So the
  * positions that vary from the first position where the page's keys differ
  * on (a run of them: a random field) may hold every class any of them holds.
- * Constant positions (separators, fixed prefixes) are left as they are. */
+ * So may the letters and digits just before the run, of classes the run
+ * holds (a page of 1,000 of 100,000 such keys shows "00".."00z": the field
+ * starts before the first position that varies).  Separators and fixed
+ * prefixes are left as they are. */
 static void widen(kvs_ks_model *m, const kvs_page *p)
 {
     size_t i, j, len0, len, d, e;
@@ -234,6 +238,9 @@ static void widen(kvs_ks_model *m, const kvs_page *p)
         if (!varies) break;
     }
     for (i = d; i < e; i++) cls = (unsigned char)(cls | (m->cls[i] & ALL_CLASSES));
+    while (d > 0 && d - 1 < len0 && (class_of((unsigned char)k0[d - 1]) & ~cls & ALL_CLASSES) == 0
+           && isalnum((unsigned char)k0[d - 1]))
+        d--;                /* and the field's first characters, constant on this page */
     for (i = d; i < e; i++)
         if (m->cls[i] & ALL_CLASSES) m->cls[i] = (unsigned char)(m->cls[i] | cls);
 }
