@@ -247,7 +247,7 @@ static void widen(kvs_ks_model *m, const kvs_page *p)
 
 int kvs_ks_sample_page(kvs_ks_sample *s, kvs_ks_model *m, const kvs_page *p)
 {
-    size_t i, len, half;
+    size_t i, len;
     const char *k;
     for (i = 0; i < p->count; i++) {
         k = key_at(p, i, &len);
@@ -255,9 +255,9 @@ int kvs_ks_sample_page(kvs_ks_sample *s, kvs_ks_model *m, const kvs_page *p)
     }
     if (p->count < 2) return 0;
     widen(m, p);
-    half = (p->count - 1) / 2;
-    s->n = (long)(p->count - 1 - half);
-    k = key_at(p, half, &len);
+    s->n = (long)(p->count - 1);    /* the whole page: half of it is noisier where keys
+                                       are random (1..40 bytes of the alphabet) */
+    k = key_at(p, 0, &len);
     if (kvs_buf_set(&s->lo, k, len) != 0) return -1;
     k = key_at(p, p->count - 1, &len);
     return kvs_buf_set(&s->hi, k, len);
