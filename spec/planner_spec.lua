@@ -75,8 +75,9 @@ describe("the parallel planner, simulated", function()
 
   describe(("at the API's rate limit (N = %d, 150 ms a page, 60 requests/s)"):format(N), function()
     -- reached today at N = 100,000 (requests a page, time / bound): see the file's top
-    local reached = { uniform = { 1.15, 1.5 }, prefixes = { 1.55, 2.6 }, gap = { 1.3, 3.0 },
-                      alphabet = { 1.25, 2.6 } }
+    -- (measured 1.14/1.44, 1.29/1.91, 1.16/1.46, 1.07/1.48)
+    local reached = { uniform = { 1.2, 1.55 }, prefixes = { 1.35, 2.1 }, gap = { 1.22, 1.6 },
+                      alphabet = { 1.15, 1.65 } }
     for _, shape in ipairs({ "uniform", "prefixes", "gap", "alphabet" }) do
       it(("parallel = 8, %s keys: no 429, requests a page and time bounded"):format(shape), function()
         local got, keys, fig = simulate(shape, N, { parallel = 8 })
@@ -91,7 +92,7 @@ describe("the parallel planner, simulated", function()
       local got, keys, fig = simulate("uniform", N, { parallel = 16 })
       check_ordered(got, keys)
       assert.are.equal(0, fig.throttled)
-      assert.is_true(fig.ratio <= 1.5, ("%.2f s, %.2fx the bound"):format(fig.time, fig.ratio))
+      assert.is_true(fig.ratio <= 1.55, ("%.2f s, %.2fx the bound"):format(fig.time, fig.ratio))
     end)
 
     for _, shape in ipairs({ "prefixes", "gap" }) do
@@ -111,8 +112,9 @@ describe("the parallel planner, simulated", function()
     end)
 
     pending("issue targets not met yet (N = 300,000): parallel = 8 within 1.25x of the bound on "
-            .. "every shape (uniform 1.27x, prefixes 2.3x, gap 3.1x, alphabet 3.7x), <= 1.1 "
-            .. "requests a page (prefixes 1.18, gap 1.11, alphabet 1.16), parallel = 16 within "
-            .. "1.15x on uniform keys (1.17x), 30/s under a 60 header within 1.15x (1.25x)")
+            .. "every shape (uniform 1.27x, prefixes 1.47x, gap 1.34x, alphabet 1.79x), <= 1.1 "
+            .. "requests a page (prefixes 1.16, gap 1.12, alphabet 1.16; uniform 1.09 meets it), "
+            .. "parallel = 16 within 1.15x on uniform keys (1.20x), 30/s under a 60 header within "
+            .. "1.15x (1.26x)")
   end)
 end)

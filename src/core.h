@@ -285,9 +285,9 @@ typedef struct kvs_ks_sample {
 } kvs_ks_sample;
 
 /* Learns the page's keys into the model (a run of positions that vary on
- * the page may hold every class any of them shows) and samples the whole
- * page; a page of fewer than 2 keys keeps the old sample.  0 ok, -1 out of
- * memory. */
+ * the page may hold every class any of them shows) and samples the page's
+ * upper 3/4; a page of fewer than 2 keys keeps the old sample.  0 ok, -1 out
+ * of memory. */
 int  kvs_ks_sample_page(kvs_ks_sample *s, kvs_ks_model *m, const kvs_page *p);
 int  kvs_ks_sample_copy(kvs_ks_sample *dst, const kvs_ks_sample *src);
 void kvs_ks_sample_free(kvs_ks_sample *s);

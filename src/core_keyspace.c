@@ -247,7 +247,7 @@ static void widen(kvs_ks_model *m, const kvs_page *p)
 
 int kvs_ks_sample_page(kvs_ks_sample *s, kvs_ks_model *m, const kvs_page *p)
 {
-    size_t i, len;
+    size_t i, len, lo;
     const char *k;
     for (i = 0; i < p->count; i++) {
         k = key_at(p, i, &len);
@@ -255,9 +255,11 @@ int kvs_ks_sample_page(kvs_ks_sample *s, kvs_ks_model *m, const kvs_page *p)
     }
     if (p->count < 2) return 0;
     widen(m, p);
-    s->n = (long)(p->count - 1);    /* the whole page: half of it is noisier where keys
-                                       are random (1..40 bytes of the alphabet) */
-    k = key_at(p, 0, &len);
+    lo = (p->count - 1) / 4;        /* its upper 3/4: the upper half alone is noisy where
+                                       keys are random, the whole page may start in
+                                       another group of keys */
+    s->n = (long)(p->count - 1 - lo);
+    k = key_at(p, lo, &len);
     if (kvs_buf_set(&s->lo, k, len) != 0) return -1;
     k = key_at(p, p->count - 1, &len);
     return kvs_buf_set(&s->hi, k, len);

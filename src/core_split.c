@@ -12,7 +12,8 @@
  * the one with the most estimated work beyond what it may fetch before it
  * must wait is cut: ordered, after what fits in its buffer (a full one
  * waiting for its turn hands all of its range over); unordered, in halves.
- * Ranges that showed no keys are not cut, and no range opens more than a
+ * Ranges that showed no keys are not cut (nor a probe: see past_group),
+ * and no range opens more than a
  * window (parallel x KVS_PLAN_PAGES pages' worth) past the greatest key a
  * page showed keys after: past a store's end, probing stops.
  *
