@@ -131,7 +131,7 @@ demo: build/5.4/apify/kvs.so | demo-deps
 
 # Every target of the suite in one run, two at a time, the longest first.
 test: build build/asan/apify/kvs.so | test-deps
-	@bash spec/run hosts 5.4 valgrind 5.1 5.2 5.3 jit asan
+	@bash spec/run hosts 5.4 valgrind 5.1 5.2 5.3 jit jit-classic asan
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory bench-smoke
 

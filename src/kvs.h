@@ -19,11 +19,6 @@
 #define KVS_EXPORT __attribute__((visibility("default")))
 KVS_EXPORT int luaopen_apify_kvs(lua_State *L);
 
-#define KVS_CLIENT_MT  "apify.kvs.client"
-#define KVS_STORE_MT   "apify.kvs.store"
-#define KVS_LISTING_MT "apify.kvs.listing"
-#define KVS_ERROR_MT   "apify.kvs.error"
-
 typedef struct kvs_http kvs_http;   /* a transport's per-client state */
 
 typedef struct kvs_client {
@@ -40,9 +35,6 @@ typedef struct kvs_client {
     int       gzip;           /* ask for compressed replies */
     kvs_http *http;
 } kvs_client;
-
-/* Drops one reference; the last one frees the client (and its on_retry ref in L). */
-void kvs_client_release(lua_State *L, kvs_client *c);
 
 /* --- the blocking libcurl driver (driver_curl.c) ------------------------- */
 
@@ -123,37 +115,11 @@ const kvs_error *kvs_par_error(const kvs_par *p);
 double    kvs_http_date_delay(const char *value);
 uint64_t  kvs_random_seed(const void *salt);
 
-/* --- the Lua side (lua_listing.c) ----------------------------------------- */
-
-void kvs_push_error(lua_State *L, const kvs_error *e);
-/* The client's on_retry function as the core's hook; `ud` is a kvs_retry_hook. */
+/* The client's on_retry function as the core's hook (lua_listing.c). */
 typedef struct kvs_retry_hook {
     lua_State  *L;            /* the thread driving the listing right now */
     kvs_client *client;
 } kvs_retry_hook;
-int  kvs_call_on_retry(void *ud, const kvs_error *e, int attempt, double delay,
-                       char *why, size_t why_cap);
-int  kvs_store_list_keys(lua_State *L);
-int  kvs_store_keys(lua_State *L);
-int  kvs_store_listing(lua_State *L);
-int  kvs_store_job(lua_State *L);
-void kvs_open_listing(lua_State *L);     /* registers the listing/error metatables */
-kvs_client *kvs_check_store(lua_State *L, int idx, const char **id);
-
-/* Lua helpers (lua_kvs.c) */
-void kvs_new_class(lua_State *L, const char *name, const luaL_Reg *meta,
-                   const luaL_Reg *methods);
-typedef struct kvs_optspec {
-    const char *name;
-    int         type;         /* LUA_TSTRING, LUA_TNUMBER, LUA_TBOOLEAN */
-    unsigned    calls;        /* which calls take it: a mask of the caller's choosing */
-} kvs_optspec;
-/* Raises on a non-table argument, on option names not in `spec` and on those
- * whose `calls` has no bit of `call`. */
-void kvs_check_options(lua_State *L, int arg, const kvs_optspec *spec, unsigned call);
-const char *kvs_opt_string(lua_State *L, int arg, const char *name, size_t *len);
-long long   kvs_opt_integer(lua_State *L, int arg, const char *name,
-                            long long min, long long max, long long dflt);
 
 #pragma GCC visibility pop
 

@@ -8,6 +8,7 @@
 ---@class apify.kvs
 ---@field _VERSION string "apify.kvs 0.2.0"
 ---@field _TRANSPORT string the libcurl version string the module runs on
+---@field _FFI boolean true when the iterators read pages through LuaJIT's FFI (LuaJIT only; APIFY_KVS_FFI=0 turns it off)
 local kvs = {}
 
 ---@alias apify.kvs.on_retry fun(err: apify.kvs.Error, attempt: integer, delay: number): boolean?
@@ -47,6 +48,7 @@ local Store = {}
 ---@field signature? string for stores shared by signature, without a token
 ---@field exclusiveStartKey? string start after this key (resume)
 ---@field limit? integer most keys (list_keys: 1..1000)
+---@field urls? boolean false: no recordPublicUrl (iterators give nil, items have no field), faster; default true
 
 ---Options of `store:listing` and `store:job`.
 ---@class apify.kvs.ListingOptions: apify.kvs.ListKeysOptions
