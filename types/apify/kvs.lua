@@ -78,10 +78,10 @@ local Store = {}
 ---Every key, in byte order; raises an `apify.kvs.Error` when a page cannot be had.
 ---Returns the iterator, the listing, nil and the listing again (Lua 5.4's to-be-closed value).
 ---@param opts? apify.kvs.KeysOptions
----@return fun(): string?, integer?, string? next_key key, size, url
----@return apify.kvs.Listing listing
+---@return fun(): string?, integer?, string? next_key key, size, url (nil with urls = false)
+---@return apify.kvs.Keys listing
 ---@return nil
----@return apify.kvs.Listing closing
+---@return apify.kvs.Keys closing
 function Store:keys(opts) end
 
 ---Exactly one request (plus retries): the page, or nil and the error.
@@ -106,7 +106,14 @@ function Store:id() end
 ---@alias apify.kvs.Step "page"|"retry"|"failed"
 ---@alias apify.kvs.Fault "none"|"timeout"|"network"|"tls"|"request"
 
----A listing (`store:keys`, `store:listing`).
+---The state of a `store:keys` loop (type apify.kvs.keys): it has only `close`.
+---@class apify.kvs.Keys
+local Keys = {}
+
+---Cancels what is in flight and lets go of the connection; idempotent.
+function Keys:close() end
+
+---A sans-I/O listing (`store:listing`, type apify.kvs.listing).
 ---@class apify.kvs.Listing
 local Listing = {}
 
@@ -150,7 +157,7 @@ function Listing:finish(fault, message, now) end
 ---@return integer|number|apify.kvs.Error x
 function Listing:reply(status, headers, body, now) end
 
----Iterator over the keys of the latest page.
+---Iterator over the keys of the latest page (the same function every call).
 ---@return fun(): string?, integer?, string?
 function Listing:page_keys() end
 
@@ -162,11 +169,12 @@ function Listing:error() end
 
 ---@alias apify.kvs.JobStatus "running"|"done"|"failed"|"cancelled"
 
----A non-blocking listing (`store:job`).
+---A non-blocking listing (`store:job`, type apify.kvs.job).
 ---@class apify.kvs.Job
 local Job = {}
 
----Does the I/O that is ready and returns at once with an iterator over the keys that arrived.
+---Does the I/O that is ready and returns at once with an iterator over the keys that arrived
+---(the same function every call: one per job).
 ---@param max_keys? integer at most this many keys this call
 ---@return fun(): string?, integer?, string?
 function Job:poll(max_keys) end
