@@ -216,15 +216,15 @@ void kvs_client_release(lua_State *L, kvs_client *c)
 {
     if (!c || --c->refs > 0) return;
     luaL_unref(L, LUA_REGISTRYINDEX, c->on_retry_ref);
-    kvs_http_free(c->http);
-    if (c->token) {
+    kvs_http_free(c->settings.http);
+    if (c->settings.token) {
         /* wipe before free: the token should not linger in freed memory */
-        volatile char *p = c->token;
+        volatile char *p = c->settings.token;
         while (*p) *p++ = 0;
-        free(c->token);
+        free(c->settings.token);
     }
-    free(c->base_url);
-    free(c->user_agent);
+    free(c->settings.base_url);
+    free(c->settings.user_agent);
     free(c);
 }
 

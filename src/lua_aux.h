@@ -56,8 +56,6 @@ double      kvs_opt_number(lua_State *L, int arg, const char *name, double min, 
                            int min_exclusive);
 int         kvs_opt_boolean(lua_State *L, int arg, const char *name, int dflt);
 
-#define KVS_MAX_INTEGER 9007199254740992.0   /* 2^53: every integer below is exact */
-
 /* --- error objects ---------------------------------------------------------------- */
 
 /* Pushes an apify.kvs.error table (type, message, status, retries). */

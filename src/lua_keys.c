@@ -91,7 +91,7 @@ static int store_list_keys(lua_State *L)
     page = push_page_box(L);       /* first: it may raise, before anything is allocated */
 
     core = kvs_listing_new(&cfg);
-    conn = core ? kvs_conn_new(c) : NULL;
+    conn = core ? kvs_conn_new(&c->settings) : NULL;
     if (!conn) {
         kvs_listing_free(core);
         return luaL_error(L, "apify.kvs: out of memory");
@@ -205,7 +205,7 @@ static int store_keys(lua_State *L)
         lua_pop(L, 1);
     }
     if (parallel > 1 || rate > 0) {      /* the ranges' driver runs cores of its own */
-        if (!(u->par = kvs_par_new(u->client, &cfg, parallel, rate, ordered)))
+        if (!(u->par = kvs_par_new(&u->client->settings, &cfg, parallel, rate, ordered)))
             luaL_error(L, "apify.kvs: out of memory");
     } else {
         kvs_listing_start(L, u, &cfg);

@@ -144,23 +144,24 @@ static int kvs_new(lua_State *L)
     *ud = c;
     c->refs = 1;
     c->on_retry_ref = LUA_NOREF;
-    c->timeout = kvs_opt_number(L, 1, "timeout", 0, 30, 1);
-    c->min_delay = kvs_opt_number(L, 1, "min_delay", 0, 0.5, 0);
-    c->max_retries = (int)kvs_opt_integer(L, 1, "max_retries", 0, 100, 8);
-    c->max_delay = kvs_opt_number(L, 1, "max_delay", 0, KVS_DEFAULT_MAX_DELAY, 1);
-    c->max_elapsed = kvs_opt_number(L, 1, "max_elapsed", 0, 0, 1);
+    c->settings.timeout = kvs_opt_number(L, 1, "timeout", 0, 30, 1);
+    c->settings.min_delay = kvs_opt_number(L, 1, "min_delay", 0, 0.5, 0);
+    c->settings.max_retries = (int)kvs_opt_integer(L, 1, "max_retries", 0, 100, 8);
+    c->settings.max_delay = kvs_opt_number(L, 1, "max_delay", 0, KVS_DEFAULT_MAX_DELAY, 1);
+    c->settings.max_elapsed = kvs_opt_number(L, 1, "max_elapsed", 0, 0, 1);
     if (!lua_isnoneornil(L, 1)) {
         lua_getfield(L, 1, "on_retry");
         if (lua_isfunction(L, -1)) c->on_retry_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         else lua_pop(L, 1);
     }
-    c->gzip = kvs_opt_boolean(L, 1, "gzip", 1);
-    c->base_url = dup_bytes(base, blen);
-    if (c->base_url) lower_scheme(c->base_url);
-    c->user_agent = dup_bytes(ua, ulen);
-    c->token = token ? dup_bytes(token, tlen) : NULL;
-    c->http = kvs_http_new(c);
-    if (!c->base_url || !c->user_agent || (token && !c->token) || !c->http)
+    c->settings.gzip = kvs_opt_boolean(L, 1, "gzip", 1);
+    c->settings.base_url = dup_bytes(base, blen);
+    if (c->settings.base_url) lower_scheme(c->settings.base_url);
+    c->settings.user_agent = dup_bytes(ua, ulen);
+    c->settings.token = token ? dup_bytes(token, tlen) : NULL;
+    c->settings.http = kvs_http_new();
+    if (!c->settings.base_url || !c->settings.user_agent || (token && !c->settings.token)
+        || !c->settings.http)
         return luaL_error(L, "apify.kvs: out of memory");
     return 1;
 }
@@ -179,8 +180,8 @@ static int client_tostring(lua_State *L)
     if (!*ud)
         lua_pushliteral(L, "apify.kvs.client (closed)");
     else    /* says whether a token is set, never what it is */
-        lua_pushfstring(L, "apify.kvs.client (%s, %s)", (*ud)->base_url,
-                        (*ud)->token ? "token set" : "no token");
+        lua_pushfstring(L, "apify.kvs.client (%s, %s)", (*ud)->settings.base_url,
+                        (*ud)->settings.token ? "token set" : "no token");
     return 1;
 }
 
@@ -225,7 +226,7 @@ static int store_tostring(lua_State *L)
     if (!s->client)
         lua_pushliteral(L, "apify.kvs.store (closed)");
     else
-        lua_pushfstring(L, "apify.kvs.store (%s at %s)", s->id, s->client->base_url);
+        lua_pushfstring(L, "apify.kvs.store (%s at %s)", s->id, s->client->settings.base_url);
     return 1;
 }
 
