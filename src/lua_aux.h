@@ -10,6 +10,7 @@
  *   lua_keys.c     store:keys (type apify.kvs.keys) and store:list_keys
  *   lua_sansio.c   store:listing (type apify.kvs.listing), driven by the caller
  *   lua_job.c      store:job (type apify.kvs.job), for frame loops
+ *   lua_plan.c     store:listing{ parallel = n } (type apify.kvs.plan), the planner
  *   lua_ffi.c      the LuaJIT FFI iterators over the same pages
  */
 #ifndef APIFY_KVS_LUA_AUX_H

@@ -263,6 +263,7 @@ KVS_EXPORT int luaopen_apify_kvs(lua_State *L)
     kvs_keys_open(L, lua_gettop(L));
     kvs_sansio_open(L, lua_gettop(L));
     kvs_job_open(L, lua_gettop(L));
+    kvs_open_plan(L);
     lua_pop(L, 2);
 
     luaL_newlib(L, functions);

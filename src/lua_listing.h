@@ -95,6 +95,11 @@ int  kvs_listing_tostring(lua_State *L, listing_ud *u, const char *mt,
 void kvs_keys_open(lua_State *L, int store_methods);
 void kvs_sansio_open(lua_State *L, int store_methods);
 void kvs_job_open(lua_State *L, int store_methods);
+/* store:listing{ parallel = n } (lua_plan.c): the parallel planner, sans-I/O,
+ * type apify.kvs.plan; store:listing hands such options to kvs_store_plan. */
+int  kvs_plan_wanted(lua_State *L);
+int  kvs_store_plan(lua_State *L);
+void kvs_open_plan(lua_State *L);
 
 #pragma GCC visibility pop
 
