@@ -53,6 +53,18 @@ describe("kinds of listing", function()
     for _, o in ipairs({ keys_state, listing, job }) do o:close() end
   end)
 
+  it("the parallel planner (store:listing{ parallel = n }) is a type of its own too", function()
+    local plan, listing = store:listing({ parallel = 2 }), store:listing({})
+    assert.matches("^apify%.kvs%.plan ", tostring(plan))
+    assert.are.equal("bad argument #1 to 'request' (apify.kvs.listing expected, got apify.kvs.plan)",
+                     T.raised_message(function() listing.request(plan) end))
+    assert.are.equal("bad argument #1 to 'page_keys' (apify.kvs.plan expected, got apify.kvs.listing)",
+                     T.raised_message(function() plan.page_keys(listing) end))
+    assert.is_nil(plan.request)
+    plan:close()
+    listing:close()
+  end)
+
   it("the keys state has no sans-I/O methods: l:request() raises and the iterator goes on", function()
     local it, l = store:keys({ page_size = 1000 })
     assert.is_not_nil(T.raised(function() l:request() end))
