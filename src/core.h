@@ -4,7 +4,7 @@
  * Everything that decides *what* to send and *what a reply means* lives behind
  * this header, with no transport inside: paging state and cursor checks
  * (core_listing.c), URL and query building (core_request.c), streaming decoding
- * of reply bodies with yajl (core_reply.c), keeping the token out of server
+ * of reply bodies with yajl (core_reply.c), gzip bodies (core_inflate.c), keeping the token out of server
  * text (core_redact.c), the retry policy (core_listing.c) and where to split
  * a listing into key ranges fetched side by side (core_keyspace.c).  A driver (blocking libcurl, libcurl multi, an
  * OpenResty cosocket, a game loop's poll) only moves bytes:
@@ -133,6 +133,32 @@ kvs_verdict kvs_reply_end(kvs_reply *r, kvs_error *err);
 void kvs_page_init(kvs_page *p);
 void kvs_page_reset(kvs_page *p);
 void kvs_page_free(kvs_page *p);
+
+/* --- gzip bodies (core_inflate.c) --------------------------------------- */
+
+typedef struct kvs_inflate kvs_inflate;
+
+enum {
+    KVS_INFLATE_MORE = 0,       /* fed; the stream goes on */
+    KVS_INFLATE_DONE = 1,       /* the gzip member ended */
+    KVS_INFLATE_STOPPED = 2,    /* the sink said stop (its verdict is made) */
+    KVS_INFLATE_CORRUPT = -1,   /* not gzip, corrupt, cut short, or junk after it */
+    KVS_INFLATE_TOO_BIG = -2,   /* more than max_out decoded bytes */
+    KVS_INFLATE_NOMEM = -3
+};
+
+kvs_inflate *kvs_inflate_new(void);
+void         kvs_inflate_free(kvs_inflate *z);
+/* Starts a body; at most about max_out decoded bytes are ever made.  0, or -1 (no memory). */
+int          kvs_inflate_begin(kvs_inflate *z, size_t max_out);
+/* Inflates `n` bytes, handing the decoded bytes to sink (nonzero: stop).  KVS_INFLATE_*;
+ * once not KVS_INFLATE_MORE, later calls return the same and do nothing. */
+int          kvs_inflate_feed(kvs_inflate *z, const char *in, size_t n,
+                              int (*sink)(void *ud, const char *data, size_t len), void *ud);
+/* The body ended: KVS_INFLATE_CORRUPT if the gzip stream did not. */
+int          kvs_inflate_end(kvs_inflate *z);
+/* Why the stream failed ("" if it did not). */
+const char  *kvs_inflate_message(const kvs_inflate *z);
 
 /* --- request building (core_request.c) ---------------------------------- */
 

@@ -50,6 +50,8 @@ struct kvs_listing {
     double    retry_after;     /* seconds from the reply's Retry-After, < 0 none */
     int       status;
     kvs_reply *reply;
+    kvs_inflate *gz;           /* made at the first gzip reply */
+    int       gzip;            /* this reply's body is gzip (Content-Encoding) */
     kvs_page  page;            /* the page being decoded, then handed over */
     kvs_error error;
 };
@@ -140,6 +142,7 @@ void kvs_listing_free(kvs_listing *l)
         free(l->secret);
     }
     kvs_reply_free(l->reply);
+    kvs_inflate_free(l->gz);
     kvs_page_free(&l->page);
     free(l);
 }
@@ -204,6 +207,7 @@ void kvs_listing_reply_begin(kvs_listing *l, int status)
     if (l->state != S_REPLY) return;
     l->status = status;
     l->retry_after = -1;
+    l->gzip = 0;
     if (kvs_reply_begin(l->reply, status, &l->page, l->asked) != 0)
         l->status = -1;   /* reported by reply_end */
 }
@@ -250,7 +254,17 @@ void kvs_listing_reply_header(kvs_listing *l, const char *name, size_t nlen,
     while (vlen && (*value == ' ' || *value == '\t')) value++, vlen--;
     while (vlen && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t' ||
                     value[vlen - 1] == '\r' || value[vlen - 1] == '\n')) vlen--;
-    if (nlen == 11 && strncasecmp(name, "Retry-After", 11) == 0) {
+    if (nlen == sizeof "Content-Encoding" - 1 && strncasecmp(name, "Content-Encoding", nlen) == 0) {
+        /* gzip: decoded here, counted against the page's limits as decoded bytes */
+        if ((vlen == 4 && strncasecmp(value, "gzip", 4) == 0)
+            || (vlen == 6 && strncasecmp(value, "x-gzip", 6) == 0)) {
+            if (!l->gz) l->gz = kvs_inflate_new();
+            if (!l->gz || kvs_inflate_begin(l->gz, KVS_BODY_MAX(l->asked)) != 0)
+                l->status = -1;   /* out of memory, reported by reply_end */
+            else
+                l->gzip = 1;
+        }
+    } else if (nlen == 11 && strncasecmp(name, "Retry-After", 11) == 0) {
         l->retry_after = parse_retry_after(l, value, vlen);
     } else if (nlen == 17 && strncasecmp(name, "X-RateLimit-Limit", 17) == 0) {
         int n = 0;
@@ -261,9 +275,16 @@ void kvs_listing_reply_header(kvs_listing *l, const char *name, size_t nlen,
     }
 }
 
+static int reply_sink(void *ud, const char *data, size_t len)
+{
+    return kvs_reply_body(ud, data, len) != 0;
+}
+
 int kvs_listing_reply_body(kvs_listing *l, const char *data, size_t len)
 {
     if (l->state != S_REPLY || l->status <= 0) return -1;
+    if (l->gzip)
+        return kvs_inflate_feed(l->gz, data, len, reply_sink, l->reply) == KVS_INFLATE_MORE ? 0 : -1;
     return kvs_reply_body(l->reply, data, len);
 }
 
@@ -468,6 +489,23 @@ kvs_step kvs_listing_reply_end(kvs_listing *l, kvs_fault fault, const char *faul
     if (l->status == 0) {
         return retry_or_fail(l, KVS_ERR_NETWORK, "network error: no HTTP status received",
                              0, now, wait);
+    }
+    if (l->gzip && l->status >= 200 && l->status < 300) {
+        char msg[240];
+        switch (kvs_inflate_end(l->gz)) {
+        case KVS_INFLATE_NOMEM:
+            set_error(l, KVS_ERR_MEMORY, "out of memory while inflating a reply", l->status);
+            return KVS_STEP_FAILED;
+        case KVS_INFLATE_TOO_BIG:     /* the decoder stops first; this is the backstop */
+            snprintf(msg, sizeof msg, "%s (more than %zu bytes for a page of %zu items)",
+                     kvs_inflate_message(l->gz), (size_t)KVS_BODY_MAX(l->asked), l->asked);
+            return fail_now(l, KVS_ERR_RESPONSE, msg, l->status);
+        case KVS_INFLATE_CORRUPT:     /* like a body cut short or not JSON: worth another try */
+            snprintf(msg, sizeof msg, "the body is not valid gzip: %s", kvs_inflate_message(l->gz));
+            return retry_or_fail(l, KVS_ERR_RESPONSE, msg, l->status, now, wait);
+        default:
+            break;
+        }
     }
     memset(&e, 0, sizeof e);
     switch (kvs_reply_end(l->reply, &e)) {
