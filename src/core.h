@@ -245,6 +245,9 @@ int  kvs_listing_finished(const kvs_listing *l);   /* no request left to make */
 /* The X-RateLimit-Limit of the latest reply (requests per second), 0 if none. */
 int  kvs_listing_rate_limit(const kvs_listing *l);
 int  kvs_listing_failed(const kvs_listing *l);
+/* 1: the driver hands over bodies as they came, and a gzip one (Content-Encoding: gzip) is
+ * inflated here (core_inflate.c); 0, the default: the transport decodes bodies (libcurl). */
+void kvs_listing_decode_gzip(kvs_listing *l, int on);
 /* Marks the listing finished (a consumer stopped early). */
 void kvs_listing_stop(kvs_listing *l);
 

@@ -52,6 +52,7 @@ struct kvs_listing {
     kvs_reply *reply;
     kvs_inflate *gz;           /* made at the first gzip reply */
     int       gzip;            /* this reply's body is gzip (Content-Encoding) */
+    int       decode_gzip;     /* bodies come as sent: inflate gzip ones */
     kvs_page  page;            /* the page being decoded, then handed over */
     kvs_error error;
 };
@@ -254,7 +255,7 @@ void kvs_listing_reply_header(kvs_listing *l, const char *name, size_t nlen,
     while (vlen && (*value == ' ' || *value == '\t')) value++, vlen--;
     while (vlen && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t' ||
                     value[vlen - 1] == '\r' || value[vlen - 1] == '\n')) vlen--;
-    if (nlen == sizeof "Content-Encoding" - 1 && strncasecmp(name, "Content-Encoding", nlen) == 0) {
+    if (l->decode_gzip && nlen == sizeof "Content-Encoding" - 1 && strncasecmp(name, "Content-Encoding", nlen) == 0) {
         /* gzip: decoded here, counted against the page's limits as decoded bytes */
         if ((vlen == 4 && strncasecmp(value, "gzip", 4) == 0)
             || (vlen == 6 && strncasecmp(value, "x-gzip", 6) == 0)) {
@@ -551,6 +552,11 @@ int kvs_listing_finished(const kvs_listing *l)
 int kvs_listing_failed(const kvs_listing *l)
 {
     return l->state == S_FAILED;
+}
+
+void kvs_listing_decode_gzip(kvs_listing *l, int on)
+{
+    l->decode_gzip = on;
 }
 
 void kvs_listing_stop(kvs_listing *l)

@@ -377,7 +377,9 @@ int kvs_store_keys(lua_State *L)
 
 int kvs_store_listing(lua_State *L)
 {
-    new_listing(L, LISTING)->kind = KIND_LISTING;
+    listing_ud *u = new_listing(L, LISTING);
+    u->kind = KIND_LISTING;
+    kvs_listing_decode_gzip(u->core, 1);   /* its driver hands over bodies as they came */
     return 1;
 }
 
