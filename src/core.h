@@ -34,6 +34,7 @@
 #pragma GCC visibility push(hidden)
 
 #define KVS_MAX_PAGE_SIZE 1000
+#define KVS_2POW53 9007199254740992.0   /* 2^53: doubles hold every integer up to it */
 
 /* A growable byte buffer.  `data` is kept NUL-terminated when non-NULL. */
 typedef struct kvs_buf {
@@ -133,6 +134,7 @@ kvs_verdict kvs_reply_end(kvs_reply *r, kvs_error *err);
 void kvs_page_init(kvs_page *p);
 void kvs_page_reset(kvs_page *p);
 void kvs_page_free(kvs_page *p);
+void kvs_page_swap(kvs_page *a, kvs_page *b);   /* contents and buffers trade places */
 
 /* --- gzip bodies (core_inflate.c) --------------------------------------- */
 
@@ -248,8 +250,6 @@ int  kvs_listing_failed(const kvs_listing *l);
 /* 1: the driver hands over bodies as they came, and a gzip one (Content-Encoding: gzip) is
  * inflated here (core_inflate.c); 0, the default: the transport decodes bodies (libcurl). */
 void kvs_listing_decode_gzip(kvs_listing *l, int on);
-/* Marks the listing finished (a consumer stopped early). */
-void kvs_listing_stop(kvs_listing *l);
 
 /* --- key space arithmetic (core_keyspace.c) ------------------------------------
  *
