@@ -134,6 +134,16 @@ describe("gzip reply bodies (sans-I/O)", function()
     assert.matches("larger than 106496 bytes", err.message)
   end)
 
+  it("starts each gzip body afresh, also after one whose rest was not read", function()
+    -- a 503 whose gzip body decodes to more than the decoder reads of an error, then a page
+    local l = listing()
+    assert(l:request())
+    local big = gzip(nil, [[printf '{"error":{"type":"x","message":"'; head -c 300000 /dev/zero | tr '\000' 'a'; printf '"}}']])
+    assert.are.equal("retry", (l:reply(503, GZ, big, 0)))
+    assert(l:request())
+    assert.are.same({ "page", 2 }, { l:reply(200, GZ, gzip(page_json({ "a", "b" }, false)), 1) })
+  end)
+
   it("reads the API's gzip error body (type and message) on a 404", function()
     local l = listing()
     assert(l:request())

@@ -76,7 +76,9 @@ int kvs_inflate_feed(kvs_inflate *z, const char *in, size_t n,
                      int (*sink)(void *ud, const char *data, size_t len), void *ud)
 {
     if (z->state != KVS_INFLATE_MORE) return z->state;
+    /* input is never kept across calls (nor across bodies: a stopped one leaves some) */
     z->zs.next_in = (unsigned char *)(uintptr_t)in;
+    z->zs.avail_in = 0;
     while (n > 0 || z->zs.avail_in > 0) {
         int rc;
         size_t got;
