@@ -19,17 +19,13 @@ function M.timed_claim(ok, msg)
   if M.timing then assert(ok, msg) end
 end
 
-local function sh(cmd)
-  local ok = os.execute(cmd)
-  return ok == true or ok == 0
-end
+-- os.execute as a boolean under every Lua
+local sh = launch.run
 M.sh = sh
 
+-- The output of a shell command.
 function M.read(cmd)
-  local f = assert(io.popen(cmd))
-  local out = f:read("*a")
-  f:close()
-  return out
+  return assert(launch.capture(cmd), "cannot run: " .. cmd)
 end
 
 function M.tmpdir()
@@ -39,11 +35,7 @@ end
 -- A file's bytes, or nil when it cannot be read.
 M.read_file = launch.read_file
 
-local function write(path, content)
-  local f = assert(io.open(path, "wb"))
-  f:write(content)
-  f:close()
-end
+local write = launch.write_file
 
 -- Shell and process helpers, written once in emulator/launch.lua.
 M.sh_quote = launch.sh_quote
