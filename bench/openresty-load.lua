@@ -6,7 +6,8 @@
 --
 --   lua5.4 bench/openresty-load.lua [MODE]      MODE: subrequest (content_by_lua, default)
 --                                               or timer (each listing in ngx.timer.at)
--- Settings (environment): C=50 L=3000 K=2000 PAGE=1000 WORKERS=2
+-- Settings (environment): C=50 L=3000 K=2000 PAGE=1000 WORKERS=2, POOL=1 (0: the subrequests
+-- open a connection per page instead of using an upstream{} keepalive pool)
 package.path = "./?.lua;./spec/support/?.lua;" .. package.path
 local socket = require "socket"
 local launch = require "emulator.launch"
@@ -55,7 +56,7 @@ http {
     proxy_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;
     init_worker_by_lua_block {
         local ngx_kvs = require "apify.kvs.openresty"
-        ngx_kvs.upstreams[os.getenv("APIFY_API_BASE_URL")] = "emulator_pool"
+        if "@POOL@" == "1" then ngx_kvs.upstreams[os.getenv("APIFY_API_BASE_URL")] = "emulator_pool" end
     }
     upstream emulator_pool { server 127.0.0.1:@EMU_PORT@; keepalive 64; }
     server {
@@ -100,7 +101,7 @@ local proc = launch.start_nginx{
     return (CONF:gsub("@([%u_]+)@", {
       USER = launch.is_root() and "user root;" or "", WORKERS = tostring(WORKERS), RUNDIR = rundir,
       ROOT = ROOT, EMU_PORT = tostring(emu.port), PORT = tostring(ports[1]), PAGE = tostring(PAGE),
-      MODE = MODE,
+      MODE = MODE, POOL = os.getenv("POOL") or "1",
     }))
   end,
 }
@@ -212,6 +213,10 @@ print(string.format("  worker RSS before: %s; after: %s", kb(rss_before), kb(rss
 print("  load average at the end: " .. (launch.read_file("/proc/loadavg") or "?"):match("^(%S+ %S+ %S+)"))
 
 launch.stop_nginx(rundir, workers())
-launch.run("rm -rf " .. launch.sh_quote(rundir))
+local log = launch.read_file(rundir .. "/error.log") or ""
+local n_err = select(2, log:gsub("%[error%]", ""))
+print(string.format("  nginx error log: %d [error] lines%s", n_err,
+  n_err > 0 and (" (first: " .. log:match("%[error%][^\n]*"):sub(1, 200) .. ")") or ""))
+if os.getenv("KEEP") then print("  kept " .. rundir) else launch.run("rm -rf " .. launch.sh_quote(rundir)) end
 emu:stop()
 launch.run("rm -rf " .. launch.sh_quote(storage))
