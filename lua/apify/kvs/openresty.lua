@@ -109,6 +109,10 @@ local function diagnose_tls(vars, host)
   check.apify_kvs_authorization = ""
   local res = ngx.location.capture(M.location .. "_tls_check", { method = ngx.HTTP_GET, vars = check })
   if res.truncated and (res.status == 502 or res.status == 504) then return nil end
+  -- nginx's own 404: no such location (an apify_kvs.conf older than this module), no answer
+  if res.status == 404 and not (res.header["Content-Type"] or ""):find("json", 1, true) then
+    return nil
+  end
   local msg = "nginx did not accept the certificate of " .. host .. ": see "
     .. "proxy_ssl_trusted_certificate and the nginx error log"
   if is_ip(host) then
