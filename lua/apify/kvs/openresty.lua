@@ -122,11 +122,13 @@ local function diagnose_tls(vars, host)
   return msg
 end
 
--- One exchange: the request the listing asks for, as a subrequest; returns the listing's step.
-local function exchange(listing, url, headers)
-  local scheme, origin_host, host, port, path = url:match("^(https?)://(([^/:]+):?(%d*))(.*)$")
+-- One exchange as a subrequest: "reply", status, headers, body (the body as it came, gzip
+-- when the API compressed it: the C core inflates it) or "fault", kind, message for the
+-- listing's finish(). gzip = false: ask for an uncompressed reply.
+local function exchange(url, headers, gzip)
+  local scheme, origin_host, host, path = url:match("^(https?)://(([^/:]+):?%d*)(.*)$")
   if not scheme then
-    return listing:finish("request", "apify.kvs.openresty: cannot read the URL's host")
+    return "fault", "request", "apify.kvs.openresty: cannot read the URL's host"
   end
   local target = url
   local upstream = M.upstreams[scheme .. "://" .. origin_host]
@@ -134,6 +136,7 @@ local function exchange(listing, url, headers)
   local vars = {
     apify_kvs_url = target, apify_kvs_host = origin_host, apify_kvs_ssl_name = host,
     apify_kvs_accept = "", apify_kvs_user_agent = "", apify_kvs_authorization = "",
+    apify_kvs_accept_encoding = gzip == false and "" or "gzip",
   }
   for name, value in pairs(headers) do
     local var = HEADER_VARS[name:lower()]
@@ -150,33 +153,34 @@ local function exchange(listing, url, headers)
     -- has its status (502, 504) and no body; when the upstream broke off in the middle of the
     -- body, the upstream's status. Either way the transport failed: a fault the listing retries.
     if status == 504 then
-      return listing:finish("timeout", "no reply within the proxy timeouts of " .. M.location
-        .. " (see the nginx error log)")
+      return "fault", "timeout", "no reply within the proxy timeouts of " .. M.location
+        .. " (see the nginx error log)"
     elseif status == 502 then
       if scheme == "https" and res.body == "" then
         local tls = diagnose_tls(vars, host)
-        if tls then return listing:finish("tls", tls) end
+        if tls then return "fault", "tls", tls end
       end
-      return listing:finish("network", "nginx got no reply from the upstream (see its error log)")
+      return "fault", "network", "nginx got no reply from the upstream (see its error log)"
     elseif status >= 300 and res.body == "" then
       -- nginx refused the subrequest itself: a configuration error, not a network fault
-      return listing:reply(status, nil, "nginx answered HTTP " .. status .. " itself to the "
-        .. "subrequest to " .. M.location .. " (is apify_kvs.conf included in this server{}?)")
+      return "reply", status, nil, "nginx answered HTTP " .. status .. " itself to the "
+        .. "subrequest to " .. M.location .. " (is apify_kvs.conf included in this server{}?)"
     end
-    return listing:finish("network", "reply cut short (see the nginx error log)")
+    return "fault", "network", "reply cut short (see the nginx error log)"
   elseif status < 100 or status > 999 then
-    return listing:finish("network", "subrequest to " .. M.location .. " ended with status "
-      .. tostring(status))
+    return "fault", "network", "subrequest to " .. M.location .. " ended with status "
+      .. tostring(status)
   end
-  -- The body as it came (gzip when the API compressed it): the C listing inflates it.
-  return listing:reply(status, res.header, res.body)
+  return "reply", status, res.header, res.body
 end
 
 local function subrequest_next(listing)
   while true do
     local url, headers = listing:request()
     if not url then return nil, headers end
-    local step, x = exchange(listing, url, headers)
+    local what, a, b, c = exchange(url, headers)
+    local step, x
+    if what == "fault" then step, x = listing:finish(a, b) else step, x = listing:reply(a, b, c) end
     if step == "page" then
       return x
     elseif step == "retry" then
