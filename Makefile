@@ -220,7 +220,7 @@ rock:
 # and sanitizer runtimes) is only a Recommends of clang, so it is listed too.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 180
-FUZZ_TARGETS := fuzz_reply fuzz_listing fuzz_keyspace fuzz_escape
+FUZZ_TARGETS := fuzz_reply fuzz_listing fuzz_keyspace fuzz_escape fuzz_plan
 FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/%)
 CORE_SRCS    := $(wildcard src/core_*.c)
 FUZZ_CFLAGS   = -std=c99 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -g -O1 \

@@ -51,6 +51,10 @@ int  kvs_store_list_keys(lua_State *L);
 int  kvs_store_keys(lua_State *L);
 int  kvs_store_listing(lua_State *L);
 int  kvs_store_job(lua_State *L);
+/* store:listing{ parallel = n } (lua_plan.c): the parallel planner, sans-I/O */
+int  kvs_plan_wanted(lua_State *L);
+int  kvs_store_plan(lua_State *L);
+void kvs_open_plan(lua_State *L);
 void kvs_open_listing(lua_State *L);     /* registers the listing/error metatables */
 kvs_client *kvs_check_store(lua_State *L, int idx, const char **id);
 

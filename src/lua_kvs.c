@@ -411,6 +411,7 @@ KVS_EXPORT int luaopen_apify_kvs(lua_State *L)
     kvs_new_class(L, KVS_CLIENT_MT, client_meta, client_methods);
     kvs_new_class(L, KVS_STORE_MT, store_meta, store_methods);
     kvs_open_listing(L);
+    kvs_open_plan(L);
 
     luaL_newlib(L, functions);
     lua_pushliteral(L, "apify.kvs " KVS_VERSION);

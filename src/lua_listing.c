@@ -377,7 +377,9 @@ int kvs_store_keys(lua_State *L)
 
 int kvs_store_listing(lua_State *L)
 {
-    listing_ud *u = new_listing(L, LISTING);
+    listing_ud *u;
+    if (kvs_plan_wanted(L)) return kvs_store_plan(L);    /* parallel: lua_plan.c */
+    u = new_listing(L, LISTING);
     u->kind = KIND_LISTING;
     kvs_listing_decode_gzip(u->core, 1);   /* its driver hands over bodies as they came */
     return 1;

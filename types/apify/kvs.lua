@@ -52,6 +52,11 @@ local Store = {}
 ---@class apify.kvs.ListingOptions: apify.kvs.ListKeysOptions
 ---@field page_size? integer keys per request, 1..1000
 
+---Options of `store:listing`: with `parallel`, the parallel planner (`apify.kvs.Plan`), which
+---also takes `rate_limit` and `ordered` as `store:keys` does.
+---@class apify.kvs.StoreListingOptions: apify.kvs.ListingOptions
+---@field parallel? integer key ranges fetched side by side, 1..64: returns an apify.kvs.Plan
+
 ---Options of `store:keys`.
 ---@class apify.kvs.KeysOptions: apify.kvs.ListingOptions
 ---@field prefetch? boolean fetch page k+1 while the loop works through page k, default true
@@ -93,9 +98,10 @@ function Store:list_keys(opts) end
 ---@return apify.kvs.Job
 function Store:job(opts) end
 
----A sans-I/O listing: the core decides, your driver moves the bytes.
----@param opts? apify.kvs.ListingOptions
----@return apify.kvs.Listing
+---A sans-I/O listing: the core decides, your driver moves the bytes.  With `parallel`,
+---the parallel planner (`apify.kvs.Plan`) instead.
+---@param opts? apify.kvs.StoreListingOptions|apify.kvs.KeysOptions
+---@return apify.kvs.Listing|apify.kvs.Plan
 function Store:listing(opts) end
 
 ---@return string id the store id as given
@@ -184,6 +190,82 @@ function Job:sockets() end
 
 ---Cancels a request in flight; idempotent.
 function Job:close() end
+
+---A request the planner wants sent now.
+---@class apify.kvs.PlanRequest
+---@field id integer names the transfer in replies and cancels
+---@field url string
+---@field headers table<string, string> Accept, User-Agent and Authorization (a secret)
+---@field shard integer which key range it is for
+---@field attempt integer 0 for the first try of a page
+
+---The parallel planner (`store:listing{ parallel = n }`): key ranges side by side, paced, in
+---order; your driver sends several requests at once and keeps the clock (`now`, seconds).
+---@class apify.kvs.Plan
+local Plan = {}
+
+---The requests that may go out now (the pace is the plan's).
+---@param now? number
+---@return apify.kvs.PlanRequest[]
+function Plan:requests(now) end
+
+---Ids of transfers to abort: a range was cut or stopped (their replies would be ignored).
+---@return integer[]
+function Plan:cancels() end
+
+---A whole reply to request `id`.
+---@param id integer
+---@param status integer
+---@param headers? table<string, string|string[]>
+---@param body? string
+---@param now? number
+function Plan:reply(id, status, headers, body, now) end
+
+---@param id integer
+---@param status integer
+function Plan:begin(id, status) end
+
+---@param id integer
+---@param name string
+---@param value string|string[]
+function Plan:header(id, name, value) end
+
+---@param id integer
+---@param chunk string
+---@return boolean go_on false: the rest of the body cannot matter
+function Plan:body(id, chunk) end
+
+---The end of transfer `id`: "none" after begin/header/body, else why it failed.
+---@param id integer
+---@param fault? apify.kvs.Fault
+---@param message? string
+---@param now? number
+function Plan:finish(id, fault, message, now) end
+
+---Seconds until `requests` has one (0: now), or nil: not before a reply comes.
+---@param now? number
+---@return number?
+function Plan:timeout(now) end
+
+---Takes the next page (in key order unless `ordered = false`); nil when none is ready.
+---@return integer? count keys of the page, then iterate `page_keys`
+function Plan:take() end
+
+---Iterates the keys of the page taken last.
+---@return fun(): string?, integer?, string?
+function Plan:page_keys() end
+
+---@return boolean finished every page handed out
+function Plan:finished() end
+
+---@return apify.kvs.Error? err why the listing failed
+function Plan:error() end
+
+---@return { requests: integer, throttled: integer, ranges: integer, rate: number, inflight: integer, alive: integer, held: integer }
+function Plan:stats() end
+
+---Lets go of everything (the driver aborts its own transfers); idempotent.
+function Plan:close() end
 
 ---A runtime failure; `tostring(err)` reads
 ---"apify.kvs: <message> (<type>, HTTP <status>)".
