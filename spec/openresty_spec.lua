@@ -751,6 +751,77 @@ describe("OpenResty driver (apify.kvs.openresty) in a real nginx", function()
     end)
   end)
 
+  describe("parallel = n, on the sans-I/O planner, in request phases", function()
+    local function call(path)
+      local res = get(host.port, path)
+      assert.are.equal(200, res.status, res.body)
+      return cjson.decode(res.body)
+    end
+
+    for _, path in ipairs({ "/iterate", "/iterate-access" }) do
+      it(path .. ": every key once, in order, with both APIs, requests side by side", function()
+        emu:config({ delay = 0.05 })
+        local r = call(path .. "?parallel=4&page_size=100")
+        assert.is_true(r.ok, r.err and r.err.message)
+        assert.are.same({ 2500, "k00001", "k02500", true }, { r.n, r.first, r.last, r.ordered })
+        local reqs = emu:requests()
+        assert.is_true(#reqs >= 25, #reqs .. " requests")
+        emu:clear_requests()
+        r = call(path .. "?parallel=3&page_size=200&pages=1&prefix=k01")
+        assert.is_true(r.ok, r.err and r.err.message)
+        assert.are.same({ 1000, "k01000", "k01999", true }, { r.n, r.first, r.last, r.ordered })
+      end)
+    end
+
+    it("retries 503 and truncated replies of its ranges, every key exactly once", function()
+      emu:faults({ { kind = "status", status = 503 }, { kind = "truncate" }, { kind = "status", status = 500 } })
+      local r = call("/iterate?parallel=4&page_size=250")
+      assert.is_true(r.ok, r.err and r.err.message)
+      assert.are.same({ 2500, "k00001", "k02500", true }, { r.n, r.first, r.last, r.ordered })
+      local faults = 0
+      for _, q in ipairs(emu:requests()) do if q.fault then faults = faults + 1 end end
+      assert.are.equal(3, faults)
+    end)
+
+    it("raises the error table of an API error", function()
+      local r = call("/iterate?parallel=4&store=nope")
+      assert.is_false(r.ok)
+      assert.are.same({ "record-not-found", 404 }, { r.err.type, r.err.status })
+    end)
+
+    it("lists side by side while the worker answers pings", function()
+      emu:config({ delay = 0.1 })   -- 10 pages of 250 keys, each after 0.1 s
+      local one = run(host.port, { { path = "/iterate?page_size=250" } })[1]
+      local reqs = { { path = "/iterate?parallel=4&page_size=250" } }
+      for i = 1, 6 do reqs[#reqs + 1] = { path = "/ping", at = 0.05 * i, ping = true } end
+      run(host.port, reqs)
+      local par = reqs[1]
+      local r = cjson.decode(par.body)
+      assert.is_true(r.ok, r.err and r.err.message)
+      assert.are.same({ 2500, true }, { r.n, r.ordered })
+      local during, ping_max = 0, 0
+      for i = 2, #reqs do
+        if reqs[i].t_done < par.t_done then during = during + 1 end
+        ping_max = math.max(ping_max, reqs[i].elapsed)
+      end
+      assert.is_true(during >= 3, during .. " pings answered during the listing")
+      io.stderr:write(string.format("[openresty] 10 pages x 0.1 s: %.3f s one by one, %.3f s with "
+        .. "parallel = 4 (%.1fx); pings meanwhile: max %.1f ms\n", one.elapsed, par.elapsed,
+        one.elapsed / par.elapsed, ping_max * 1000))
+      T.timed_claim(par.elapsed < one.elapsed / 1.5, "parallel " .. par.elapsed .. " s, one " .. one.elapsed)
+    end)
+
+    it("says so in a timer, where nginx has no subrequests", function()
+      local r = call("/iterate-timer?parallel=4")
+      assert.is_false(r.ok)
+      assert.are.equal("unsupported-phase", r.err.type)
+      assert.matches("parallel listing needs subrequests", r.err.message)
+      r = call("/iterate-timer?parallel=1&page_size=1000")
+      assert.is_true(r.ok, r.err and r.err.message)
+      assert.are.equal(2500, r.n)
+    end)
+  end)
+
   describe("the example: a timer from init_worker_by_lua fills a lua_shared_dict", function()
     it("holds every key of the store after the start-up listing", function()
       local d = cjson.decode(get(host.port, "/dict?key=k01234").body)

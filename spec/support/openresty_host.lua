@@ -42,7 +42,8 @@ function M.iterate(args)
   local r = { n = 0, ordered = true, pages = 0, mechanism = ngx_kvs.mechanism() }
   local last
   local ok, err = pcall(function()
-    local opts = { prefix = args.prefix, page_size = tonumber(args.page_size) }
+    local opts = { prefix = args.prefix, page_size = tonumber(args.page_size),
+                   parallel = tonumber(args.parallel) }
     local function take(key)
       r.n = r.n + 1
       r.first = r.first or key

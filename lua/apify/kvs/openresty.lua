@@ -191,6 +191,57 @@ local function subrequest_next(listing)
   end
 end
 
+-- parallel = n: the sans-I/O planner (store:listing{ parallel = n }) decides which key ranges
+-- to request and in what order pages come out; its requests run side by side as subrequests in
+-- light threads (ngx.thread), and whichever reply comes first wakes the loop. A sleeper thread
+-- stands in for the planner's pace (plan:timeout). A subrequest cannot be aborted: the reply
+-- of a request the planner cancelled is dropped when it comes. Pages travel uncompressed here
+-- (the planner's range listings read plain JSON).
+local unpack = table.unpack or unpack
+
+local function plan_fetch(id, url, headers)
+  return id, exchange(url, headers, false)
+end
+
+local function plan_sleep(seconds)   -- a Lua function: ngx.thread.spawn takes no C function
+  ngx.sleep(seconds)
+end
+
+local function plan_next(p)
+  local plan, inflight = p.plan, p.inflight
+  while true do
+    local n = plan:take()
+    if n then return n end
+    local err = plan:error()
+    if err then return nil, err end
+    if plan:finished() then return nil end
+    for _, id in ipairs(plan:cancels()) do
+      if inflight[id] then inflight[id].cancelled = true end
+    end
+    for _, r in ipairs(plan:requests(ngx.now())) do
+      inflight[r.id] = { thread = assert(ngx.thread.spawn(plan_fetch, r.id, r.url, r.headers)) }
+    end
+    local threads = {}
+    for _, f in pairs(inflight) do threads[#threads + 1] = f.thread end
+    local wait, sleeper = plan:timeout(ngx.now()), nil
+    if wait ~= nil or #threads == 0 then
+      sleeper = assert(ngx.thread.spawn(plan_sleep, math.max(wait or 0.001, 0.001)))
+      threads[#threads + 1] = sleeper
+    end
+    local ok, id, what, a, b, c = ngx.thread.wait(unpack(threads))
+    if sleeper then ngx.thread.kill(sleeper) end
+    if not ok then error(id, 0) end
+    local f = id and inflight[id]
+    if f then
+      inflight[id] = nil
+      if not f.cancelled then
+        ngx.update_time()
+        if what == "fault" then plan:finish(id, a, b, ngx.now()) else plan:reply(id, a, b, c, ngx.now()) end
+      end
+    end
+  end
+end
+
 ---------------------------------------------------------------------------------------------------
 -- timers: the libcurl multi listing, polled
 
@@ -249,6 +300,21 @@ function M.open(store, opts)
   local mechanism, phase = M.mechanism()
   if not mechanism then phase_error("open", phase) end
   local p = setmetatable({ mechanism = mechanism }, Pages)
+  if opts and opts.parallel and opts.parallel ~= 1 then
+    if mechanism ~= "subrequest" then
+      error(new_error{ type = "unsupported-phase", message = "apify.kvs.openresty: parallel "
+        .. "listing needs subrequests, which nginx has not in a " .. phase .. "; list with "
+        .. "parallel = 1 there, or from rewrite/access/content_by_lua*" }, 3)
+    end
+    p.plan, p.inflight = store:listing(opts), {}
+    return p
+  end
+  if opts and opts.parallel then        -- parallel = 1: an ordinary listing
+    local copy = {}
+    for k, v in pairs(opts) do copy[k] = v end
+    copy.parallel = nil
+    opts = copy
+  end
   if mechanism == "subrequest" then
     p.listing = store:listing(opts)
   else
@@ -264,16 +330,20 @@ end
 -- In timers a "page" is what arrived since the last call (at most page_size keys).
 function Pages:next_page()
   if self.listing then return subrequest_next(self.listing) end
+  if self.plan then return plan_next(self) end
   return job_next(self)
 end
 
 function Pages:page_keys()
   if self.listing then return self.listing:page_keys() end
+  if self.plan then return self.plan:page_keys() end
   return job_page_keys(self)
 end
 
 function Pages:close()
-  if self.listing then self.listing:close() else self.job:close() end
+  if self.listing then self.listing:close()
+  elseif self.plan then self.plan:close()
+  else self.job:close() end
 end
 
 -- Page by page over a store:listing{} (request phases), or over M.open's object (any phase):
