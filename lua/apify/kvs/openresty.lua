@@ -17,6 +17,8 @@
 --                              of examples/openresty/apify_kvs.conf, which proxies each page to
 --                              the URL the C listing (store:listing, sans-I/O) chose. nginx does
 --                              HTTP, TLS and keep-alive and wakes this code when the reply is in.
+--                              parallel = n: the sans-I/O planner (store:listing{parallel}),
+--                              its requests as subrequests side by side in ngx.thread threads.
 --   timer (ngx.timer.at/every, also those started in init_worker_by_lua*)
 --                              subrequests do not exist there: the libcurl multi listing
 --                              (store:job) does the I/O, polled between ngx.sleep calls bounded
