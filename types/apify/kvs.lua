@@ -280,7 +280,7 @@ function Plan:close() end
 ---A runtime failure; `tostring(err)` reads
 ---"apify.kvs: <message> (<type>, HTTP <status>)".
 ---@class apify.kvs.Error
----@field type string the API's error.type, or network-error, timeout, invalid-response, cursor-not-advancing, http-error, tls-error, request-error, callback-error, out-of-memory
+---@field type string the API's error.type, or network-error, timeout, invalid-response, cursor-not-advancing, http-error, tls-error, request-error, callback-error, out-of-memory, unsupported-phase (apify.kvs.openresty)
 ---@field message string
 ---@field status? integer the HTTP status, nil if no reply was had
 ---@field retries integer how many retries were made
