@@ -4,7 +4,7 @@
  * Everything that decides *what* to send and *what a reply means* lives behind
  * this header, with no transport inside: paging state and cursor checks
  * (core_listing.c), URL and query building (core_request.c), streaming decoding
- * of reply bodies with yajl (core_reply.c), keeping the token out of server
+ * of reply bodies with yajl (core_reply.c), gzip bodies (core_inflate.c), keeping the token out of server
  * text (core_redact.c), the retry policy (core_listing.c) and where to split
  * a listing into key ranges fetched side by side (core_keyspace.c), and the
  * planning of such a parallel listing: its ranges, pace and hand-out order
@@ -138,6 +138,32 @@ void kvs_page_reset(kvs_page *p);
 void kvs_page_free(kvs_page *p);
 void kvs_page_swap(kvs_page *a, kvs_page *b);   /* contents and buffers trade places */
 
+/* --- gzip bodies (core_inflate.c) --------------------------------------- */
+
+typedef struct kvs_inflate kvs_inflate;
+
+enum {
+    KVS_INFLATE_MORE = 0,       /* fed; the stream goes on */
+    KVS_INFLATE_DONE = 1,       /* the gzip member ended */
+    KVS_INFLATE_STOPPED = 2,    /* the sink said stop (its verdict is made) */
+    KVS_INFLATE_CORRUPT = -1,   /* not gzip, corrupt, cut short, or junk after it */
+    KVS_INFLATE_TOO_BIG = -2,   /* more than max_out decoded bytes */
+    KVS_INFLATE_NOMEM = -3
+};
+
+kvs_inflate *kvs_inflate_new(void);
+void         kvs_inflate_free(kvs_inflate *z);
+/* Starts a body; at most about max_out decoded bytes are ever made.  0, or -1 (no memory). */
+int          kvs_inflate_begin(kvs_inflate *z, size_t max_out);
+/* Inflates `n` bytes, handing the decoded bytes to sink (nonzero: stop).  KVS_INFLATE_*;
+ * once not KVS_INFLATE_MORE, later calls return the same and do nothing. */
+int          kvs_inflate_feed(kvs_inflate *z, const char *in, size_t n,
+                              int (*sink)(void *ud, const char *data, size_t len), void *ud);
+/* The body ended: KVS_INFLATE_CORRUPT if the gzip stream did not. */
+int          kvs_inflate_end(kvs_inflate *z);
+/* Why the stream failed ("" if it did not). */
+const char  *kvs_inflate_message(const kvs_inflate *z);
+
 /* --- request building (core_request.c) ---------------------------------- */
 
 /* Appends s percent-encoded (everything but RFC 3986 unreserved bytes). */
@@ -223,6 +249,9 @@ int  kvs_listing_finished(const kvs_listing *l);   /* no request left to make */
 /* The X-RateLimit-Limit of the latest reply (requests per second), 0 if none. */
 int  kvs_listing_rate_limit(const kvs_listing *l);
 int  kvs_listing_failed(const kvs_listing *l);
+/* 1: the driver hands over bodies as they came, and a gzip one (Content-Encoding: gzip) is
+ * inflated here (core_inflate.c); 0, the default: the transport decodes bodies (libcurl). */
+void kvs_listing_decode_gzip(kvs_listing *l, int on);
 
 /* --- key space arithmetic (core_keyspace.c) ------------------------------------
  *

@@ -7,7 +7,7 @@
  */
 #include <string.h>
 
-#include "kvs.h"
+#include "lua_listing.h"
 
 #define KVS_PLAN_MT "apify.kvs.plan"
 
@@ -39,7 +39,7 @@ int kvs_plan_wanted(lua_State *L)
 
 static plan_ud *check_plan(lua_State *L)
 {
-    plan_ud *u = luaL_checkudata(L, 1, KVS_PLAN_MT);
+    plan_ud *u = kvs_check_class(L, 1, KVS_PLAN_MT);
     if (!u->plan) luaL_argerror(L, 1, "plan is closed");
     u->hook.L = L;
     return u;
@@ -308,7 +308,7 @@ static int page_next(lua_State *L)
 /* plan:page_keys() -> iterator of key, size, url over the page taken last */
 static int plan_page_keys(lua_State *L)
 {
-    luaL_checkudata(L, 1, KVS_PLAN_MT);
+    kvs_check_class(L, 1, KVS_PLAN_MT);
     lua_settop(L, 1);
     lua_pushcclosure(L, page_next, 1);
     return 1;
@@ -316,14 +316,14 @@ static int plan_page_keys(lua_State *L)
 
 static int plan_finished(lua_State *L)
 {
-    plan_ud *u = luaL_checkudata(L, 1, KVS_PLAN_MT);
+    plan_ud *u = kvs_check_class(L, 1, KVS_PLAN_MT);
     lua_pushboolean(L, !u->plan || kvs_plan_finished(u->plan));
     return 1;
 }
 
 static int plan_error(lua_State *L)
 {
-    plan_ud *u = luaL_checkudata(L, 1, KVS_PLAN_MT);
+    plan_ud *u = kvs_check_class(L, 1, KVS_PLAN_MT);
     const kvs_error *e = u->plan ? kvs_plan_error(u->plan) : NULL;
     if (!e) return 0;
     kvs_push_error(L, e);
@@ -356,7 +356,7 @@ static int plan_stats(lua_State *L)
 
 static int plan_close(lua_State *L)
 {
-    plan_ud *u = luaL_checkudata(L, 1, KVS_PLAN_MT);
+    plan_ud *u = kvs_check_class(L, 1, KVS_PLAN_MT);
     kvs_plan_free(u->plan);
     kvs_page_free(&u->page);
     if (u->client) kvs_client_release(L, u->client);
@@ -368,7 +368,7 @@ static int plan_close(lua_State *L)
 
 static int plan_tostring(lua_State *L)
 {
-    plan_ud *u = luaL_checkudata(L, 1, KVS_PLAN_MT);
+    plan_ud *u = kvs_check_class(L, 1, KVS_PLAN_MT);
     const char *state = !u->plan ? "closed" : kvs_plan_error(u->plan) ? "failed"
                       : kvs_plan_finished(u->plan) ? "finished" : "open";
     lua_pushfstring(L, KVS_PLAN_MT " (%s)", state);

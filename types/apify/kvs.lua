@@ -8,6 +8,7 @@
 ---@class apify.kvs
 ---@field _VERSION string "apify.kvs 0.2.0"
 ---@field _TRANSPORT string the libcurl version string the module runs on
+---@field _FFI boolean true when the iterators read pages through LuaJIT's FFI (LuaJIT only; APIFY_KVS_FFI=0 turns it off)
 local kvs = {}
 
 ---@alias apify.kvs.on_retry fun(err: apify.kvs.Error, attempt: integer, delay: number): boolean?
@@ -47,6 +48,7 @@ local Store = {}
 ---@field signature? string for stores shared by signature, without a token
 ---@field exclusiveStartKey? string start after this key (resume)
 ---@field limit? integer most keys (list_keys: 1..1000)
+---@field urls? boolean false: no recordPublicUrl (iterators give nil, items have no field), faster; default true
 
 ---Options of `store:listing` and `store:job`.
 ---@class apify.kvs.ListingOptions: apify.kvs.ListKeysOptions
@@ -81,10 +83,10 @@ local Store = {}
 ---Every key, in byte order; raises an `apify.kvs.Error` when a page cannot be had.
 ---Returns the iterator, the listing, nil and the listing again (Lua 5.4's to-be-closed value).
 ---@param opts? apify.kvs.KeysOptions
----@return fun(): string?, integer?, string? next_key key, size, url
----@return apify.kvs.Listing listing
+---@return fun(): string?, integer?, string? next_key key, size, url (nil with urls = false)
+---@return apify.kvs.Keys listing
 ---@return nil
----@return apify.kvs.Listing closing
+---@return apify.kvs.Keys closing
 function Store:keys(opts) end
 
 ---Exactly one request (plus retries): the page, or nil and the error.
@@ -110,7 +112,14 @@ function Store:id() end
 ---@alias apify.kvs.Step "page"|"retry"|"failed"
 ---@alias apify.kvs.Fault "none"|"timeout"|"network"|"tls"|"request"
 
----A listing (`store:keys`, `store:listing`).
+---The state of a `store:keys` loop (type apify.kvs.keys): it has only `close`.
+---@class apify.kvs.Keys
+local Keys = {}
+
+---Cancels what is in flight and lets go of the connection; idempotent.
+function Keys:close() end
+
+---A sans-I/O listing (`store:listing`, type apify.kvs.listing).
 ---@class apify.kvs.Listing
 local Listing = {}
 
@@ -154,7 +163,7 @@ function Listing:finish(fault, message, now) end
 ---@return integer|number|apify.kvs.Error x
 function Listing:reply(status, headers, body, now) end
 
----Iterator over the keys of the latest page.
+---Iterator over the keys of the latest page (the same function every call).
 ---@return fun(): string?, integer?, string?
 function Listing:page_keys() end
 
@@ -166,11 +175,12 @@ function Listing:error() end
 
 ---@alias apify.kvs.JobStatus "running"|"done"|"failed"|"cancelled"
 
----A non-blocking listing (`store:job`).
+---A non-blocking listing (`store:job`, type apify.kvs.job).
 ---@class apify.kvs.Job
 local Job = {}
 
----Does the I/O that is ready and returns at once with an iterator over the keys that arrived.
+---Does the I/O that is ready and returns at once with an iterator over the keys that arrived
+---(the same function every call: one per job).
 ---@param max_keys? integer at most this many keys this call
 ---@return fun(): string?, integer?, string?
 function Job:poll(max_keys) end
@@ -270,7 +280,7 @@ function Plan:close() end
 ---A runtime failure; `tostring(err)` reads
 ---"apify.kvs: <message> (<type>, HTTP <status>)".
 ---@class apify.kvs.Error
----@field type string the API's error.type, or network-error, timeout, invalid-response, cursor-not-advancing, http-error, tls-error, request-error, callback-error, out-of-memory
+---@field type string the API's error.type, or network-error, timeout, invalid-response, cursor-not-advancing, http-error, tls-error, request-error, callback-error, out-of-memory, unsupported-phase (apify.kvs.openresty)
 ---@field message string
 ---@field status? integer the HTTP status, nil if no reply was had
 ---@field retries integer how many retries were made
