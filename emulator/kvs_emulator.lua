@@ -1,7 +1,8 @@
 -- emulator/kvs_emulator.lua
 --
 -- Owns: the request handling of the local Apify API emulator, run by nginx's Lua module (LuaJIT)
--- with the configuration rendered from emulator/nginx.conf.in by emulator/launch.lua.
+-- with the configuration rendered from emulator/nginx.conf.in by emulator/launch.lua. The API's
+-- rules beyond paging (rate limit, latency jitter, collections, signatures) are in api_rules.lua.
 --
 --   GET /v2/key-value-stores/:storeId/keys   the "Get list of keys" endpoint, served from a
 --                                            directory in the Apify CLI local layout:
@@ -816,8 +817,12 @@ end
 --   GET    /_emulator/ping      {"ok":true,"rundir":...,"storage":...}
 --   GET    /_emulator/faults    pending faults;  POST: append a JSON array (or one object);
 --   DELETE /_emulator/faults    drop all pending faults
---   GET    /_emulator/config    {"delay":s,"rate_limit":n,"token":...}; POST: change some of them
---                               ({"delay":0.2}, {"rate_limit":60}, {"token":"t"} / {"token":null})
+--   GET    /_emulator/config    {"delay":s,"jitter":s,"seed":n,"rate_limit":n,"enforce":n|false,
+--                               "burst":n|null,"token":...}; POST: change some of them
+--                               ({"delay":0.2} or {"latency":0.2}, {"jitter":0.03,"seed":7},
+--                               {"rate_limit":60} (X-RateLimit-Limit), {"enforce":true|n|false},
+--                               {"burst":n|null}, {"token":"t"} / {"token":null});
+--                               api_rules.lua says what the rules do
 --   GET    /_emulator/requests  the last MAX_LOGGED_REQUESTS API requests, oldest first;
 --   DELETE /_emulator/requests  forget them
 --

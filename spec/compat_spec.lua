@@ -124,6 +124,9 @@ describe("compat", function()
       T.write_file(dir .. "agree/" .. k .. ext, content)
     end
     for i, k in ipairs(MIXED) do T.write_file(dir .. "mixed/" .. k .. ".txt", ("m"):rep(i)) end
+    assert(T.sh("mkdir -p " .. sh_quote(dir .. "badjson")))
+    T.write_file(dir .. "badjson/good.json", '{"ok":true}')
+    T.write_file(dir .. "badjson/bad.json", "not json")
     for i = 1, 12 do T.write_file(dir .. ("schema/doc-%02d.txt"):format(i), "d") end
     for i = 1, 30 do T.write_file(dir .. ("schema/img-%02d.txt"):format(i), "i") end
     T.write_file(dir .. "schema/__metadata__.json", cjson.encode({ id = "schema", name = "schema",
@@ -199,6 +202,11 @@ describe("compat", function()
       local theirs = keys_sizes(node("memory", storage, "schema", "1000", "", "docs").pages)
       assert.equal(12, #mine)
       assert.equal(42, #theirs)
+    end)
+
+    it("difference: a .json record that is not JSON (listed here, dropped there)", function()
+      assert.same({ "bad", "good" }, (keys_sizes(emulator_pages(emu, "badjson", 1000))))
+      assert.same({ "good" }, (keys_sizes(node("memory", storage, "badjson", "1000").pages)))
     end)
 
     it("difference: recordPublicUrl (the API's record URL here, none there)", function()
