@@ -3,6 +3,7 @@
 #   make demo    build, start the local API emulator, list a store through the module
 #   make test    the busted suite under Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT, then `make check`
 #   make check   the suite again against an ASan/UBSan build, and a valgrind run
+#   make check-layers  the core, the platform helpers and the drivers compile without Lua
 #   make test-timing  the speed claims (frame times, prefetch overlap, parallel speed-up,
 #                rate caps, OpenResty concurrency): on a quiet machine only, never in make test
 #   make bench   bench/run.sh: apify.kvs against the alternatives (bench/README.md)
@@ -39,7 +40,7 @@ WERROR     ?= -Werror
 OPT        ?= -O2
 CFLAGS_ALL  = -std=c99 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -fPIC -g $(OPT) \
               -fvisibility=hidden -Wall -Wextra -Wshadow -Wstrict-prototypes \
-              -Wmissing-prototypes -Wno-unused-function $(WERROR)
+              -Wmissing-prototypes $(WERROR)
 DEPS_CFLAGS = $(shell pkg-config --cflags libcurl yajl)
 DEPS_LIBS   = $(shell pkg-config --libs libcurl yajl)
 SANITIZE   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -73,7 +74,8 @@ VERSION    := $(shell sed -n 's/^\#define KVS_VERSION "\(.*\)"/\1/p' src/kvs.h)
 ROCK_REV   := 1
 ROCK_FILES := src lua bin types rockspec LICENSE CHANGELOG.md README.md
 
-.PHONY: all deps test-deps demo-deps js-deps build demo test test-timing check asan valgrind bench bench-smoke fuzz fuzz-smoke clean \
+.PHONY: all deps test-deps demo-deps js-deps build demo test test-timing check check-layers asan valgrind bench bench-smoke \
+        fuzz fuzz-smoke clean \
         install uninstall rock
 
 all: build
@@ -135,14 +137,15 @@ $(foreach v,$(LUAS),$(eval $(call LUA_RULE,$(v))))
 # Sanitizer build, for Lua 5.4 (loaded into an uninstrumented interpreter via LD_PRELOAD).
 build/asan/apify/kvs.so: $(SRCS) $(HDRS) | deps
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -O1 $(SANITIZE) $(shell pkg-config --cflags lua5.4) $(DEPS_CFLAGS) \
-	  -shared -o $@ $(SRCS) $(DEPS_LIBS)
+	$(CC) $(CFLAGS_ALL) -O1 $(SANITIZE) $(CFLAGS) $(shell pkg-config --cflags lua5.4) $(DEPS_CFLAGS) \
+	  -shared -o $@ $(SRCS) $(DEPS_LIBS) $(LDFLAGS)
 
 demo: build/5.4/apify/kvs.so | demo-deps
 	@bash examples/demo.sh
 
 # Every target of the suite in one run, two at a time, the longest first.
 test: build build/asan/apify/kvs.so | test-deps js-deps
+	@$(MAKE) --no-print-directory check-layers
 	@bash spec/run hosts 5.4 valgrind 5.1 5.2 5.3 jit asan
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory bench-smoke
@@ -151,6 +154,29 @@ test-timing: build | test-deps js-deps
 	@KVS_TIMING=1 bash spec/run hosts 5.4
 
 check: asan valgrind
+
+# The layers under the binding know no Lua: each core_*.c file is compiled with
+# the yajl include path only, platform.c and each driver_*.c with libcurl's and
+# yajl's, none with a Lua one; the headers each one read (-MD) must name no Lua
+# or binding header, which would also catch one found in a default include
+# directory.  And core_*.c include nothing but core.h, libc, yajl and zlib.
+CORE_LIBC := assert|ctype|errno|float|inttypes|limits|math|stdarg|stdbool|stddef|stdint|stdio|stdlib|string|strings
+check-layers: | deps
+	@mkdir -p build/layers; fail=0; \
+	for f in $(wildcard src/core_*.c) src/platform.c $(wildcard src/driver_*.c); do \
+	  case $$f in src/core_*) inc="$$(pkg-config --cflags yajl)";; *) inc="$(DEPS_CFLAGS)";; esac; \
+	  d=build/layers/$$(basename $$f .c).d; \
+	  $(CC) $(CFLAGS_ALL) $(CFLAGS) $$inc -fsyntax-only -MD -MF $$d $$f || { fail=1; continue; }; \
+	  if grep -qE '(^|[ /])(lua[a-z_]*|lauxlib|luaconf|luajit|compat|kvs)\.h' $$d; then \
+	    echo "check-layers: $$f reads a Lua or binding header:"; \
+	    tr ' ' '\n' <$$d | grep -E '(^|/)(lua[a-z_]*|lauxlib|luaconf|luajit|compat|kvs)\.h'; fail=1; \
+	  fi; \
+	done; \
+	bad=$$(grep -HnE '^[[:space:]]*#[[:space:]]*include' src/core_*.c \
+	  | grep -vE '#[[:space:]]*include[[:space:]]*("core\.h"|<($(CORE_LIBC))\.h>|<yajl/[a-z_]+\.h>|<zlib\.h>)'); \
+	if [ -n "$$bad" ]; then echo "check-layers: core files include more than core.h, libc, yajl, zlib:"; \
+	  echo "$$bad"; fail=1; fi; \
+	[ $$fail = 0 ] && echo "layers:   core_*.c, platform.c and driver_*.c compile without Lua; core_*.c include only core.h, libc, yajl, zlib"
 
 asan: build/asan/apify/kvs.so | test-deps
 	@bash spec/run asan
@@ -211,7 +237,7 @@ FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/%)
 CORE_SRCS    := $(wildcard src/core_*.c)
 FUZZ_CFLAGS   = -std=c99 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -g -O1 \
                 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
-                -Wno-unused-function $(WERROR) \
+                $(WERROR) \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_OPTS_fuzz_reply    := -dict=fuzz/json.dict
 FUZZ_OPTS_fuzz_listing  := -dict=fuzz/json.dict

@@ -515,13 +515,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int fault_only_text = 0, by_callback = 0;
         int ra_bug = 0;
 
-        if (s_fault == 0xFF && s_status == 0xFF) {       /* the consumer stops */
-            kvs_listing_stop(l);
-            CHECK(!kvs_listing_next_request(l, &req), "a request after kvs_listing_stop");
-            CHECK(kvs_listing_finished(l), "not finished after kvs_listing_stop");
-            break;
-        }
-
         /* which request comes next, and whether one can be made at all */
         url_len = strlen(URL_START) + strlen("limit=") + (size_t)snprintf(NULL, 0, "%lld", want)
                 + (m.has_cursor ? strlen("exclusiveStartKey=&") + escaped_len(m.cursor.data, m.cursor.len) : 0);

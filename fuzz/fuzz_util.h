@@ -22,20 +22,20 @@ typedef struct fz {
     size_t n;
 } fz;
 
-static uint8_t fz_u8(fz *in)
+static inline uint8_t fz_u8(fz *in)
 {
     if (!in->n) return 0;
     in->n--;
     return *in->p++;
 }
 
-static unsigned fz_u16(fz *in)
+static inline unsigned fz_u16(fz *in)
 {
     unsigned a = fz_u8(in);
     return a | (unsigned)fz_u8(in) << 8;
 }
 
-static uint64_t fz_u64(fz *in)
+static inline uint64_t fz_u64(fz *in)
 {
     uint64_t v = 0;
     int i;
@@ -44,7 +44,7 @@ static uint64_t fz_u64(fz *in)
 }
 
 /* Up to `want` bytes of the input as they are; *len says how many. */
-static const uint8_t *fz_bytes(fz *in, size_t want, size_t *len)
+static inline const uint8_t *fz_bytes(fz *in, size_t want, size_t *len)
 {
     const uint8_t *p = in->p;
     if (want > in->n) want = in->n;
@@ -54,14 +54,14 @@ static const uint8_t *fz_bytes(fz *in, size_t want, size_t *len)
     return p;
 }
 
-static int hexval(int c)
+static inline int hexval(int c)
 {
     return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10
          : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
 /* Percent-decodes s[0..n) into out (room for n bytes); -1 on a malformed escape. */
-static long pct_decode(const char *s, size_t n, char *out)
+static inline long pct_decode(const char *s, size_t n, char *out)
 {
     size_t i, w = 0;
     for (i = 0; i < n; i++) {
@@ -83,7 +83,7 @@ static long pct_decode(const char *s, size_t n, char *out)
 /* Known core bugs (already reported) can be stepped over while fuzzing for
  * others: KVS_FUZZ_TOLERATE=tag1,tag2.  `make fuzz` and `make fuzz-smoke`
  * leave it unset, so every known bug still fails them. */
-static int tolerate(const char *tag)
+static inline int tolerate(const char *tag)
 {
     const char *t = getenv("KVS_FUZZ_TOLERATE");
     size_t n = strlen(tag);
@@ -95,7 +95,7 @@ static int tolerate(const char *tag)
     return 0;
 }
 
-static int has_bytes(const char *s, size_t n, const char *w, size_t wn)
+static inline int has_bytes(const char *s, size_t n, const char *w, size_t wn)
 {
     size_t i;
     if (wn == 0 || wn > n) return 0;
@@ -106,7 +106,7 @@ static int has_bytes(const char *s, size_t n, const char *w, size_t wn)
 
 /* The secret must not be in s, whole or as a cut-off copy at its end (a
  * tail of 4 or more bytes that starts the secret): what kvs_redact promises. */
-static void check_no_secret(const char *what, const char *s, const char *secret, size_t n)
+static inline void check_no_secret(const char *what, const char *s, const char *secret, size_t n)
 {
     size_t len = strlen(s), t;
     CHECK(!has_bytes(s, len, secret, n), "%s holds the secret: \"%s\"", what, s);

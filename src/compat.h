@@ -8,6 +8,8 @@
 #include <lua.h>
 #include <lauxlib.h>
 
+#include "core.h"   /* KVS_2POW53 */
+
 #if LUA_VERSION_NUM < 502
 /* 5.1 and LuaJIT */
 #  ifndef luaL_newlib
@@ -60,7 +62,7 @@ static inline int kvs_tointeger(lua_State *L, int i, long long *out)
         return 1;
     }
     n = lua_tonumber(L, i);
-    if (!(n >= -9007199254740992.0 && n <= 9007199254740992.0) || n != (lua_Number)(long long)n)
+    if (!(n >= -KVS_2POW53 && n <= KVS_2POW53) || n != (lua_Number)(long long)n)
         return 0;
     *out = (long long)n;
     return 1;

@@ -34,6 +34,7 @@
 #pragma GCC visibility push(hidden)
 
 #define KVS_MAX_PAGE_SIZE 1000
+#define KVS_2POW53 9007199254740992.0   /* 2^53: doubles hold every integer up to it */
 
 /* A growable byte buffer.  `data` is kept NUL-terminated when non-NULL. */
 typedef struct kvs_buf {
@@ -133,6 +134,7 @@ kvs_verdict kvs_reply_end(kvs_reply *r, kvs_error *err);
 void kvs_page_init(kvs_page *p);
 void kvs_page_reset(kvs_page *p);
 void kvs_page_free(kvs_page *p);
+void kvs_page_swap(kvs_page *a, kvs_page *b);   /* contents and buffers trade places */
 
 /* --- request building (core_request.c) ---------------------------------- */
 
@@ -219,8 +221,6 @@ int  kvs_listing_finished(const kvs_listing *l);   /* no request left to make */
 /* The X-RateLimit-Limit of the latest reply (requests per second), 0 if none. */
 int  kvs_listing_rate_limit(const kvs_listing *l);
 int  kvs_listing_failed(const kvs_listing *l);
-/* Marks the listing finished (a consumer stopped early). */
-void kvs_listing_stop(kvs_listing *l);
 
 /* --- key space arithmetic (core_keyspace.c) ------------------------------------
  *

@@ -21,6 +21,9 @@
 
 #include "core.h"
 
+/* A string literal and its length, counted by the compiler. */
+#define LIT(s) s, sizeof(s) - 1
+
 typedef enum { S_IDLE, S_REPLY, S_FINISHED, S_FAILED } state_t;
 
 struct kvs_listing {
@@ -75,9 +78,9 @@ kvs_listing *kvs_listing_new(const kvs_listing_config *cfg)
     while (blen && cfg->base_url[blen - 1] == '/') blen--;
     if (!l->reply
         || kvs_buf_append(&l->url_base, cfg->base_url, blen) != 0
-        || kvs_buf_append(&l->url_base, "/v2/key-value-stores/", 21) != 0
+        || kvs_buf_append(&l->url_base, LIT("/v2/key-value-stores/")) != 0
         || kvs_url_escape(&l->url_base, cfg->store_id, strlen(cfg->store_id)) != 0
-        || kvs_buf_append(&l->url_base, "/keys?", 6) != 0
+        || kvs_buf_append(&l->url_base, LIT("/keys?")) != 0
         || add_param(&l->url_base, "collection", cfg->collection,
                      cfg->collection ? strlen(cfg->collection) : 0) != 0
         || add_param(&l->url_base, "prefix", cfg->prefix,
@@ -250,15 +253,17 @@ void kvs_listing_reply_header(kvs_listing *l, const char *name, size_t nlen,
     while (vlen && (*value == ' ' || *value == '\t')) value++, vlen--;
     while (vlen && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t' ||
                     value[vlen - 1] == '\r' || value[vlen - 1] == '\n')) vlen--;
-    if (nlen == 11 && strncasecmp(name, "Retry-After", 11) == 0) {
+#define HEADER_IS(lit) (nlen == sizeof(lit) - 1 && strncasecmp(name, lit, nlen) == 0)
+    if (HEADER_IS("Retry-After")) {
         l->retry_after = parse_retry_after(l, value, vlen);
-    } else if (nlen == 17 && strncasecmp(name, "X-RateLimit-Limit", 17) == 0) {
+    } else if (HEADER_IS("X-RateLimit-Limit")) {
         int n = 0;
         size_t i;
         for (i = 0; i < vlen && value[i] >= '0' && value[i] <= '9' && n < 1000000; i++)
             n = n * 10 + (value[i] - '0');
         if (i == vlen && n > 0) l->rate_limit = n;
     }
+#undef HEADER_IS
 }
 
 int kvs_listing_reply_body(kvs_listing *l, const char *data, size_t len)
@@ -273,7 +278,7 @@ static double next_random(kvs_listing *l)
     uint64_t x = l->rng;
     x ^= x >> 12; x ^= x << 25; x ^= x >> 27;
     l->rng = x;
-    return (double)((x * 0x2545F4914F6CDD1Dull) >> 11) / 9007199254740992.0;
+    return (double)((x * 0x2545F4914F6CDD1Dull) >> 11) / KVS_2POW53;
 }
 
 static void gave_up(char *out, size_t cap, const char *msg, int attempt, const char *why)
@@ -490,9 +495,7 @@ kvs_step kvs_listing_reply_end(kvs_listing *l, kvs_fault fault, const char *faul
 
 void kvs_listing_take_page(kvs_listing *l, kvs_page *mine)
 {
-    kvs_page tmp = *mine;
-    *mine = l->page;
-    l->page = tmp;
+    kvs_page_swap(mine, &l->page);
 }
 
 int kvs_listing_rate_limit(const kvs_listing *l)
@@ -513,10 +516,4 @@ int kvs_listing_finished(const kvs_listing *l)
 int kvs_listing_failed(const kvs_listing *l)
 {
     return l->state == S_FAILED;
-}
-
-void kvs_listing_stop(kvs_listing *l)
-{
-    if (l->state != S_FAILED)
-        l->state = S_FINISHED;
 }

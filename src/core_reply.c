@@ -81,6 +81,13 @@ void kvs_page_reset(kvs_page *p)
     p->has_next = p->has_start = 0;
 }
 
+void kvs_page_swap(kvs_page *a, kvs_page *b)
+{
+    kvs_page t = *a;
+    *a = *b;
+    *b = t;
+}
+
 void kvs_page_free(kvs_page *p)
 {
     free(p->items);
@@ -300,7 +307,7 @@ static int on_double(void *ud, double d)
     kvs_reply *r = ud;
     if (r->skip) return 1;
     /* JSON does not tell integers from floats: 36.0 is still 36 bytes */
-    if (d >= 0 && d < 9007199254740992.0 && d == (double)(long long)d)
+    if (d >= 0 && d < KVS_2POW53 && d == (double)(long long)d)
         return on_integer(ud, (long long)d);
     return unexpected_scalar(r);
 }

@@ -1,19 +1,18 @@
 /*
  * driver_curl.c — the blocking transport: moves the core's requests and
  * replies through a libcurl easy handle.  Connections and DNS answers are
- * shared per client (one CURLSH), so the pages of a listing, and listings
- * after it, reuse one keep-alive connection.  All policy is in the core.
+ * shared through the settings' kvs_http (one CURLSH; the binding keeps one
+ * per client), so the pages of a listing, and listings after it, reuse one
+ * keep-alive connection.  All policy is in the core.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <curl/curl.h>
 
-#include "kvs.h"
+#include "driver.h"
+#include "platform.h"
 
 struct kvs_http {
     CURLSH *share;
@@ -51,10 +50,9 @@ const char *kvs_http_version(void)
     return v;
 }
 
-kvs_http *kvs_http_new(const kvs_client *c)
+kvs_http *kvs_http_new(void)
 {
     kvs_http *h = calloc(1, sizeof *h);
-    (void)c;
     if (!h) return NULL;
     h->share = curl_share_init();
     if (!h->share) { free(h); return NULL; }
@@ -71,28 +69,13 @@ void kvs_http_free(kvs_http *h)
     free(h);
 }
 
-double kvs_http_date_delay(const char *value)
-{
-    time_t t = curl_getdate(value, NULL);
-    if (t == (time_t)-1) return -1;
-    return difftime(t, time(NULL));
-}
-
-uint64_t kvs_random_seed(const void *salt)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return ((uint64_t)ts.tv_sec * 1000000007ull) ^ (uint64_t)ts.tv_nsec
-         ^ ((uint64_t)(uintptr_t)salt << 16) ^ (uint64_t)getpid();
-}
-
 /* --- callbacks --------------------------------------------------------------- */
 
 static size_t on_header(char *buf, size_t size, size_t n, void *ud)
 {
     kvs_conn *c = ud;
     size_t len = size * n;
-    if (len > 5 && memcmp(buf, "HTTP/", 5) == 0) {
+    if (len > sizeof("HTTP/") - 1 && memcmp(buf, "HTTP/", sizeof("HTTP/") - 1) == 0) {
         /* a status line: "HTTP/1.1 200 OK"; after a redirect, a new reply */
         const char *sp = memchr(buf, ' ', len);
         int status = 0;
@@ -133,7 +116,7 @@ static size_t on_body(char *buf, size_t size, size_t n, void *ud)
 
 /* --- connections ------------------------------------------------------------- */
 
-kvs_conn *kvs_conn_new(const kvs_client *cl)
+kvs_conn *kvs_conn_new(const kvs_settings *s)
 {
     kvs_conn *c = calloc(1, sizeof *c);
     CURL *e;
@@ -142,11 +125,11 @@ kvs_conn *kvs_conn_new(const kvs_client *cl)
     c->easy = e = curl_easy_init();
     c->headers = curl_slist_append(NULL, "Accept: application/json");
     if (!e || !c->headers) { kvs_conn_free(c); return NULL; }
-    timeout_ms = (long)(cl->timeout * 1000.0 + 0.5);
+    timeout_ms = (long)(s->timeout * 1000.0 + 0.5);
     if (timeout_ms < 1) timeout_ms = 1;
     c->timeout = (double)timeout_ms / 1000.0;
 
-    curl_easy_setopt(e, CURLOPT_SHARE, cl->http->share);
+    curl_easy_setopt(e, CURLOPT_SHARE, s->http->share);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
@@ -155,16 +138,16 @@ kvs_conn *kvs_conn_new(const kvs_client *cl)
     curl_easy_setopt(e, CURLOPT_UNRESTRICTED_AUTH, 0L);   /* token stays with its host */
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-    if (cl->gzip)   /* whatever libcurl can decode; off: identity, cheaper on loopback */
+    if (s->gzip)   /* whatever libcurl can decode; off: identity, cheaper on loopback */
         curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);  /* per attempt, never compounded */
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, cl->user_agent);
-    if (cl->token) {
+    curl_easy_setopt(e, CURLOPT_USERAGENT, s->user_agent);
+    if (s->token) {
         curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BEARER);
-        curl_easy_setopt(e, CURLOPT_XOAUTH2_BEARER, cl->token);
+        curl_easy_setopt(e, CURLOPT_XOAUTH2_BEARER, s->token);
     }
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
@@ -212,13 +195,6 @@ int kvs_conn_paused(const kvs_conn *c)
     return c->paused;
 }
 
-double kvs_monotonic(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 kvs_fault kvs_conn_fault(kvs_conn *c, int code, const char **msg)
 {
     CURLcode rc = (CURLcode)code;
@@ -261,17 +237,6 @@ kvs_fault kvs_conn_fault(kvs_conn *c, int code, const char **msg)
     default:                               /* resets, refusals, DNS, partial bodies */
         return KVS_FAULT_NETWORK;
     }
-}
-
-void kvs_sleep(double seconds)
-{
-    struct timespec ts;
-    if (!(seconds > 0)) return;
-    if (seconds > 86400) seconds = 86400;   /* the core caps waits far below; time_t stays defined */
-    ts.tv_sec = (time_t)seconds;
-    ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-        ;
 }
 
 int kvs_conn_next_page(kvs_conn *c, kvs_listing *l, kvs_page *page)

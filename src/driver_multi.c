@@ -21,7 +21,8 @@
 
 #include <curl/curl.h>
 
-#include "kvs.h"
+#include "driver.h"
+#include "platform.h"
 
 struct kvs_async {
     CURLM       *multi;
@@ -84,7 +85,7 @@ static void drive(kvs_async *a)
     if (a->untracked) curl_multi_perform(a->multi, &running);
 }
 
-kvs_async *kvs_async_new(const kvs_client *c, kvs_listing *l, int prefetch)
+kvs_async *kvs_async_new(const kvs_settings *c, kvs_listing *l, int prefetch)
 {
     kvs_async *a = calloc(1, sizeof *a);
     if (!a) return NULL;
@@ -180,14 +181,11 @@ void kvs_async_poll(kvs_async *a)
 
 int kvs_async_take(kvs_async *a, kvs_page *mine)
 {
-    kvs_page tmp;
     if (!a->has_ready) {
         a->wanted = 1;
         return 0;
     }
-    tmp = *mine;
-    *mine = a->ready;
-    a->ready = tmp;
+    kvs_page_swap(mine, &a->ready);
     a->has_ready = 0;
     /* without prefetch, the next page is wanted only once this one is used up */
     a->wanted = a->prefetch;

@@ -35,7 +35,8 @@
 
 #include <curl/curl.h>
 
-#include "kvs.h"
+#include "driver.h"
+#include "platform.h"
 
 #define K     KVS_PAR_PAGES
 #define SLACK 0.95L   /* a range cut to hold n pages gets 95% of n pages' worth of
@@ -57,7 +58,7 @@ typedef struct shard {
 } shard;
 
 struct kvs_par {
-    const kvs_client  *client;
+    const kvs_settings *settings;
     kvs_listing_config cfg;            /* its strings are the copies in strs */
     char              *strs[6];
     CURLM             *multi;
@@ -444,7 +445,7 @@ static int send_one(kvs_par *p, shard *s)
 {
     kvs_request req;
     if (((!s->l || (s->rebuild && !s->retrying)) && make_listing(p, s) != 0)
-        || (!s->conn && !(s->conn = kvs_conn_new(p->client))))
+        || (!s->conn && !(s->conn = kvs_conn_new(p->settings))))
         return oom(p), 0;
     if (!kvs_listing_next_request(s->l, &req)) {
         if (kvs_listing_failed(s->l)) fail(p, kvs_listing_error(s->l));
@@ -540,7 +541,7 @@ static void wait_some(kvs_par *p)
 
 /* --- the API ----------------------------------------------------------------------------- */
 
-kvs_par *kvs_par_new(const kvs_client *c, const kvs_listing_config *cfg,
+kvs_par *kvs_par_new(const kvs_settings *c, const kvs_listing_config *cfg,
                      int parallel, double rate, int ordered)
 {
     kvs_par *p = calloc(1, sizeof *p);
@@ -563,7 +564,7 @@ kvs_par *kvs_par_new(const kvs_client *c, const kvs_listing_config *cfg,
     }
     p->cfg.upper_key = NULL;
     p->cfg.single_page = 0;
-    p->client = c;
+    p->settings = c;
     p->parallel = parallel < 1 ? 1 : parallel > KVS_PAR_MAX ? KVS_PAR_MAX : parallel;
     p->ordered = ordered;
     p->remaining = cfg->limit;
@@ -604,7 +605,6 @@ const kvs_error *kvs_par_error(const kvs_par *p)
 int kvs_par_take(kvs_par *p, kvs_page *mine)
 {
     shard *s;
-    kvs_page tmp;
     int i;
     for (;;) {
         if (p->failed) return -1;
@@ -618,9 +618,7 @@ int kvs_par_take(kvs_par *p, kvs_page *mine)
         wait_some(p);
     }
     s = p->s[i];
-    tmp = *mine;
-    *mine = s->pages[s->first];
-    s->pages[s->first] = tmp;
+    kvs_page_swap(mine, &s->pages[s->first]);
     s->first = (s->first + 1) % K;
     s->npages--;
     if (p->remaining >= 0) {

@@ -1,13 +1,15 @@
 /*
- * kvs.h — what the Lua binding files and the transport drivers share: the
- * client's settings (reference counted, so stores and listings may outlive
- * the client object that made them) and the blocking libcurl driver's API.
+ * kvs.h — what the Lua binding files share: the client object, the listing
+ * entry points and the option helpers.  The drivers (driver.h) and the
+ * platform helpers (platform.h) know nothing of Lua.
  */
 #ifndef APIFY_KVS_H
 #define APIFY_KVS_H
 
 #include "compat.h"
 #include "core.h"
+#include "driver.h"
+#include "platform.h"
 
 /* Internal: hidden from the shared object's symbol table even without
  * -fvisibility=hidden (LuaRocks builds). */
@@ -24,104 +26,16 @@ KVS_EXPORT int luaopen_apify_kvs(lua_State *L);
 #define KVS_LISTING_MT "apify.kvs.listing"
 #define KVS_ERROR_MT   "apify.kvs.error"
 
-typedef struct kvs_http kvs_http;   /* a transport's per-client state */
-
+/* The client: its transfer settings, reference counted so stores and listings
+ * may outlive the client object that made them. */
 typedef struct kvs_client {
-    int       refs;
-    char     *token;          /* NULL: no Authorization header */
-    char     *base_url;
-    char     *user_agent;
-    double    timeout;        /* seconds per attempt, decoding included */
-    double    min_delay;      /* seconds */
-    double    max_delay;      /* longest wait between tries (seconds) */
-    double    max_elapsed;    /* seconds one page may spend retrying; 0: no cap */
-    int       max_retries;
-    int       on_retry_ref;   /* registry ref of on_retry(err, attempt, delay), or LUA_NOREF */
-    int       gzip;           /* ask for compressed replies */
-    kvs_http *http;
+    int          refs;
+    kvs_settings settings;    /* what the drivers see */
+    int          on_retry_ref;   /* registry ref of on_retry(err, attempt, delay), or LUA_NOREF */
 } kvs_client;
 
 /* Drops one reference; the last one frees the client (and its on_retry ref in L). */
 void kvs_client_release(lua_State *L, kvs_client *c);
-
-/* --- the blocking libcurl driver (driver_curl.c) ------------------------- */
-
-int       kvs_http_global_init(void);          /* 0 ok */
-kvs_http *kvs_http_new(const kvs_client *c);   /* NULL: out of memory */
-void      kvs_http_free(kvs_http *h);
-const char *kvs_http_version(void);            /* "libcurl/x.y.z" */
-
-typedef struct kvs_conn kvs_conn;             /* one connection's worth of state */
-kvs_conn *kvs_conn_new(const kvs_client *c);
-void      kvs_conn_free(kvs_conn *c);
-/* Drives `l` until it has a page (1, swapped into *page), is finished (0) or
- * has failed (-1, see kvs_listing_error).  Blocks; sleeps between retries. */
-int       kvs_conn_next_page(kvs_conn *c, kvs_listing *l, kvs_page *page);
-
-/* For the multi driver: prepares the easy handle (returned) for `req` of `l`,
- * and after the transfer says what its CURLcode means for the core. */
-void     *kvs_conn_start(kvs_conn *c, kvs_listing *l, const kvs_request *req);
-void     *kvs_conn_handle(kvs_conn *c);
-/* Work budget of the next turn: past `deadline` (monotonic seconds; 0 none) the
- * body callback pauses the transfer; a paused one resumes here. */
-void      kvs_conn_budget(kvs_conn *c, double deadline);
-int       kvs_conn_paused(const kvs_conn *c);
-double    kvs_monotonic(void);
-/* What the transfer's CURLcode means for the core: none, timeout, network
- * (worth a retry), or TLS / request (never mended by one). */
-kvs_fault kvs_conn_fault(kvs_conn *c, int curl_code, const char **msg);
-void      kvs_sleep(double seconds);
-
-/* --- the non-blocking libcurl multi driver (driver_multi.c) ------------------ */
-
-typedef struct kvs_async kvs_async;
-/* Drives `l` (not owned) without blocking.  With `prefetch`, the next page is
- * requested as soon as the previous one has been taken. */
-kvs_async *kvs_async_new(const kvs_client *c, kvs_listing *l, int prefetch);
-/* At most about `seconds` of decoding per poll (0: no limit); the rest waits
- * for the next poll.  For frame loops. */
-void       kvs_async_budget(kvs_async *a, double seconds);
-void       kvs_async_free(kvs_async *a);          /* cancels a request in flight */
-void       kvs_async_poll(kvs_async *a);          /* the work that is ready, no waiting */
-int        kvs_async_take(kvs_async *a, kvs_page *mine);   /* 1: a page swapped into *mine */
-int        kvs_async_finished(const kvs_async *a);         /* nothing ready, nothing coming */
-/* Seconds until poll has work (0: now; < 0: never, finished). */
-double     kvs_async_timeout(kvs_async *a);
-/* Blocks up to `max` seconds until poll may have work. */
-void       kvs_async_wait(kvs_async *a, double max);
-/* A socket libcurl waits on, and for what: 1 read, 2 write, 3 both (0: not yet). */
-typedef struct kvs_socket {
-    int fd;
-    int events;
-} kvs_socket;
-/* Points *sockets at every socket the request in flight waits on; returns
- * their count.  Valid until the next call into `a`. */
-size_t     kvs_async_sockets(const kvs_async *a, const kvs_socket **sockets);
-
-/* --- parallel key-range listing on libcurl multi (driver_parallel.c) ----------- */
-
-#define KVS_PAR_MAX   64     /* most ranges of one listing fetched side by side */
-#define KVS_PAR_PAGES 2      /* decoded pages one range holds at most, the one
-                                being received included; a full range waits */
-#define KVS_PAR_RATE  60.0   /* requests per second until X-RateLimit-Limit says */
-
-typedef struct kvs_par kvs_par;
-/* One listing of `cfg` (copied) split into up to `parallel` key ranges (1..64).
- * rate > 0: at most that many requests per second, whatever the API says;
- * rate <= 0: KVS_PAR_RATE, then each reply's X-RateLimit-Limit.  `ordered`:
- * pages come out in key order; else as they arrive.  Makes no request yet. */
-kvs_par *kvs_par_new(const kvs_client *c, const kvs_listing_config *cfg,
-                     int parallel, double rate, int ordered);
-void     kvs_par_free(kvs_par *p);       /* cancels every transfer at once */
-void     kvs_par_poll(kvs_par *p);       /* the work that is ready, no waiting */
-/* Blocks until the next page: 1 (swapped into *mine), 0 (finished) or -1
- * (failed: kvs_par_error says why; every transfer was cancelled). */
-int      kvs_par_take(kvs_par *p, kvs_page *mine);
-const kvs_error *kvs_par_error(const kvs_par *p);
-
-/* The driver's reading of an HTTP-date, for Retry-After. */
-double    kvs_http_date_delay(const char *value);
-uint64_t  kvs_random_seed(const void *salt);
 
 /* --- the Lua side (lua_listing.c) ----------------------------------------- */
 

@@ -137,15 +137,15 @@ void kvs_client_release(lua_State *L, kvs_client *c)
 {
     if (!c || --c->refs > 0) return;
     luaL_unref(L, LUA_REGISTRYINDEX, c->on_retry_ref);
-    kvs_http_free(c->http);
-    if (c->token) {
+    kvs_http_free(c->settings.http);
+    if (c->settings.token) {
         /* wipe before free: the token should not linger in freed memory */
-        volatile char *p = c->token;
+        volatile char *p = c->settings.token;
         while (*p) *p++ = 0;
-        free(c->token);
+        free(c->settings.token);
     }
-    free(c->base_url);
-    free(c->user_agent);
+    free(c->settings.base_url);
+    free(c->settings.user_agent);
     free(c);
 }
 
@@ -259,28 +259,29 @@ static int kvs_new(lua_State *L)
     *ud = c;
     c->refs = 1;
     c->on_retry_ref = LUA_NOREF;
-    c->timeout = opt_number(L, 1, "timeout", 0, 30, 1);
-    c->min_delay = opt_number(L, 1, "min_delay", 0, 0.5, 0);
-    c->max_retries = (int)kvs_opt_integer(L, 1, "max_retries", 0, 100, 8);
-    c->max_delay = opt_number(L, 1, "max_delay", 0, KVS_DEFAULT_MAX_DELAY, 1);
-    c->max_elapsed = opt_number(L, 1, "max_elapsed", 0, 0, 1);
+    c->settings.timeout = opt_number(L, 1, "timeout", 0, 30, 1);
+    c->settings.min_delay = opt_number(L, 1, "min_delay", 0, 0.5, 0);
+    c->settings.max_retries = (int)kvs_opt_integer(L, 1, "max_retries", 0, 100, 8);
+    c->settings.max_delay = opt_number(L, 1, "max_delay", 0, KVS_DEFAULT_MAX_DELAY, 1);
+    c->settings.max_elapsed = opt_number(L, 1, "max_elapsed", 0, 0, 1);
     if (!lua_isnoneornil(L, 1)) {
         lua_getfield(L, 1, "on_retry");
         if (lua_isfunction(L, -1)) c->on_retry_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         else lua_pop(L, 1);
     }
-    c->gzip = 1;
+    c->settings.gzip = 1;
     if (!lua_isnoneornil(L, 1)) {
         lua_getfield(L, 1, "gzip");
-        c->gzip = lua_isnil(L, -1) || lua_toboolean(L, -1);
+        c->settings.gzip = lua_isnil(L, -1) || lua_toboolean(L, -1);
         lua_pop(L, 1);
     }
-    c->base_url = dup_bytes(base, blen);
-    if (c->base_url) lower_scheme(c->base_url);
-    c->user_agent = dup_bytes(ua, ulen);
-    c->token = token ? dup_bytes(token, tlen) : NULL;
-    c->http = kvs_http_new(c);
-    if (!c->base_url || !c->user_agent || (token && !c->token) || !c->http)
+    c->settings.base_url = dup_bytes(base, blen);
+    if (c->settings.base_url) lower_scheme(c->settings.base_url);
+    c->settings.user_agent = dup_bytes(ua, ulen);
+    c->settings.token = token ? dup_bytes(token, tlen) : NULL;
+    c->settings.http = kvs_http_new();
+    if (!c->settings.base_url || !c->settings.user_agent || (token && !c->settings.token)
+        || !c->settings.http)
         return luaL_error(L, "apify.kvs: out of memory");
     return 1;
 }
@@ -299,8 +300,8 @@ static int client_tostring(lua_State *L)
     if (!*ud)
         lua_pushliteral(L, "apify.kvs.client (closed)");
     else    /* says whether a token is set, never what it is */
-        lua_pushfstring(L, "apify.kvs.client (%s, %s)", (*ud)->base_url,
-                        (*ud)->token ? "token set" : "no token");
+        lua_pushfstring(L, "apify.kvs.client (%s, %s)", (*ud)->settings.base_url,
+                        (*ud)->settings.token ? "token set" : "no token");
     return 1;
 }
 
@@ -359,7 +360,7 @@ static int store_tostring(lua_State *L)
     if (!s->client)
         lua_pushliteral(L, "apify.kvs.store (closed)");
     else
-        lua_pushfstring(L, "apify.kvs.store (%s at %s)", s->id, s->client->base_url);
+        lua_pushfstring(L, "apify.kvs.store (%s at %s)", s->id, s->client->settings.base_url);
     return 1;
 }
 

@@ -89,18 +89,18 @@ static void read_common(lua_State *L, kvs_client *c, const char *id, kvs_listing
                         kvs_retry_hook *hook)
 {
     memset(cfg, 0, sizeof *cfg);
-    cfg->base_url = c->base_url;
+    cfg->base_url = c->settings.base_url;
     cfg->store_id = id;
     cfg->prefix = kvs_opt_string(L, 2, "prefix", NULL);
     cfg->collection = kvs_opt_string(L, 2, "collection", NULL);
     cfg->signature = kvs_opt_string(L, 2, "signature", NULL);
     cfg->start_key = kvs_opt_string(L, 2, "exclusiveStartKey", &cfg->start_key_len);
-    cfg->max_retries = c->max_retries;
-    cfg->min_delay = c->min_delay;
-    cfg->max_delay = c->max_delay;
-    cfg->max_elapsed = c->max_elapsed;
-    cfg->secret = c->token;
-    cfg->secret_len = c->token ? strlen(c->token) : 0;
+    cfg->max_retries = c->settings.max_retries;
+    cfg->min_delay = c->settings.min_delay;
+    cfg->max_delay = c->settings.max_delay;
+    cfg->max_elapsed = c->settings.max_elapsed;
+    cfg->secret = c->settings.token;
+    cfg->secret_len = c->settings.token ? strlen(c->settings.token) : 0;
     cfg->http_date_delay = kvs_http_date_delay;
     hook->L = L;
     hook->client = c;
@@ -191,7 +191,7 @@ int kvs_store_list_keys(lua_State *L)
     page = push_page_box(L);       /* first: it may raise, before anything is allocated */
 
     core = kvs_listing_new(&cfg);
-    conn = core ? kvs_conn_new(c) : NULL;
+    conn = core ? kvs_conn_new(&c->settings) : NULL;
     if (!conn) {
         kvs_listing_free(core);
         return luaL_error(L, "apify.kvs: out of memory");
@@ -231,7 +231,7 @@ void kvs_listing_release(lua_State *L, listing_ud *u)
 
 void kvs_listing_drive(lua_State *L, listing_ud *u)
 {
-    if (!u->async && !(u->async = kvs_async_new(u->client, u->core, u->prefetch)))
+    if (!u->async && !(u->async = kvs_async_new(&u->client->settings, u->core, u->prefetch)))
         luaL_error(L, "apify.kvs: out of memory");
 }
 
@@ -358,7 +358,7 @@ static listing_ud *new_listing(lua_State *L, unsigned call)
     c->refs++;
     u->run = L_RUNNING;
     u->prefetch = prefetch;
-    if ((parallel > 1 || rate > 0) && !(u->par = kvs_par_new(c, &cfg, parallel, rate, ordered)))
+    if ((parallel > 1 || rate > 0) && !(u->par = kvs_par_new(&c->settings, &cfg, parallel, rate, ordered)))
         luaL_error(L, "apify.kvs: out of memory");
     return u;
 }

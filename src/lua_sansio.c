@@ -27,10 +27,10 @@ static int listing_request(lua_State *L)
     lua_createtable(L, 0, 3);
     lua_pushliteral(L, "application/json");
     lua_setfield(L, -2, "Accept");
-    lua_pushstring(L, u->client->user_agent);
+    lua_pushstring(L, u->client->settings.user_agent);
     lua_setfield(L, -2, "User-Agent");
-    if (u->client->token) {
-        lua_pushfstring(L, "Bearer %s", u->client->token);
+    if (u->client->settings.token) {
+        lua_pushfstring(L, "Bearer %s", u->client->settings.token);
         lua_setfield(L, -2, "Authorization");
     }
     return 2;
