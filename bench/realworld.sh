@@ -141,7 +141,14 @@ for ((r = 1; r <= R; r++)); do
             t1=$(date +%s%N)
             wall=$(lua5.4 -e "print(string.format('%.2f', ($t1 - $t0) / 1e9))")
             rss=$(tail -n 1 "$RUN/time.txt" | awk '{print $2}')
-            sleep 0.3   # the last replies' log lines
+            # the replies still in flight (a run stopped at the timeout) are logged when they end:
+            # wait until the log has been still for half a second, so they count for this run
+            size=-1
+            for _ in $(seq 40); do
+                [ "$(stat -c %s "$ACCESS")" = "$size" ] && break
+                size=$(stat -c %s "$ACCESS")
+                sleep 0.5
+            done
             read -r reqs limited < <(tail -c +"$((logpos + 1))" "$ACCESS" \
                 | awk '/ "GET \/v2\/key-value-stores\// { n++; if ($0 ~ /" 429 /) l++ } END { print n + 0, l + 0 }')
             read -r count sum order < <(head -n 1 "$RUN/out.txt") || true
