@@ -14,11 +14,11 @@
 #                Lua (LUA=5.1|5.2|5.3|5.4|jit, default 5.4) under PREFIX (/usr/local), DESTDIR
 #   make rock    build/rock/apify-kvs-<version>-1.src.rock from this checkout, offline
 #
-# `make` needs only the build dependencies (BUILD_DEBS: cc, pkg-config, libcurl, yajl, Lua
+# `make` needs only the build dependencies (BUILD_DEBS: cc, pkg-config, libcurl, yajl, zlib, Lua
 # headers); test, demo and bench install their tools (TEST_DEBS) when they need them.
 # Missing Debian packages are installed with apt-get when run as root; otherwise the build
 # stops with the exact command to run. Without dpkg-query (not Debian) the Makefile prints
-# what it needs and goes on when pkg-config finds libcurl and yajl.
+# what it needs and goes on when pkg-config finds libcurl, yajl and zlib.
 
 SHELL      := /bin/bash
 CC         ?= cc
@@ -41,12 +41,12 @@ OPT        ?= -O2
 CFLAGS_ALL  = -std=c99 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -fPIC -g $(OPT) \
               -fvisibility=hidden -Wall -Wextra -Wshadow -Wstrict-prototypes \
               -Wmissing-prototypes $(WERROR)
-DEPS_CFLAGS = $(shell pkg-config --cflags libcurl yajl)
-DEPS_LIBS   = $(shell pkg-config --libs libcurl yajl)
+DEPS_CFLAGS = $(shell pkg-config --cflags libcurl yajl zlib)
+DEPS_LIBS   = $(shell pkg-config --libs libcurl yajl zlib)
 SANITIZE   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-# Debian packages. Building: a C compiler, pkg-config, libcurl, yajl, the Lua headers.
-BUILD_DEBS := build-essential pkg-config libcurl4-openssl-dev libyajl-dev \
+# Debian packages. Building: a C compiler, pkg-config, libcurl, yajl, zlib, the Lua headers.
+BUILD_DEBS := build-essential pkg-config libcurl4-openssl-dev libyajl-dev zlib1g-dev \
         liblua5.1-0-dev liblua5.2-dev liblua5.3-dev liblua5.4-dev libluajit2-5.1-dev
 # Tests, demo, bench: interpreters, busted, lua-cjson, luasocket, the emulator (nginx + Lua
 # module, luaossl for the emulator's URL signatures), LuaRocks and zip (packaging specs), valgrind,
@@ -99,11 +99,11 @@ APT_ENSURE = missing=$$(for p in $$pkgs; do \
 deps:
 	@pkgs="$(BUILD_DEBS)"; \
 	if command -v dpkg-query >/dev/null 2>&1; then $(APT_ENSURE); else \
-	  echo "deps: no dpkg-query (not Debian); building needs a C compiler, pkg-config, libcurl, yajl"; \
+	  echo "deps: no dpkg-query (not Debian); building needs a C compiler, pkg-config, libcurl, yajl, zlib"; \
 	  echo "  and the Lua headers (Debian: $$pkgs; README.md names Alpine, Fedora, Homebrew packages)"; \
-	  pkg-config --exists libcurl yajl \
-	    || { echo "deps: pkg-config finds no libcurl or no yajl (set PKG_CONFIG_PATH?)"; exit 1; }; \
-	  echo "deps: pkg-config finds libcurl and yajl: going on"; \
+	  pkg-config --exists libcurl yajl zlib \
+	    || { echo "deps: pkg-config finds no libcurl, yajl or zlib (set PKG_CONFIG_PATH?)"; exit 1; }; \
+	  echo "deps: pkg-config finds libcurl, yajl and zlib: going on"; \
 	fi
 
 test-deps demo-deps:
@@ -146,7 +146,7 @@ demo: build/5.4/apify/kvs.so | demo-deps
 # Every target of the suite in one run, two at a time, the longest first.
 test: build build/asan/apify/kvs.so | test-deps js-deps
 	@$(MAKE) --no-print-directory check-layers
-	@bash spec/run hosts 5.4 valgrind 5.1 5.2 5.3 jit asan
+	@bash spec/run hosts 5.4 valgrind 5.1 5.2 5.3 jit jit-classic asan
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory bench-smoke
 
@@ -164,7 +164,7 @@ CORE_LIBC := assert|ctype|errno|float|inttypes|limits|math|stdarg|stdbool|stddef
 check-layers: | deps
 	@mkdir -p build/layers; fail=0; \
 	for f in $(wildcard src/core_*.c) src/platform.c $(wildcard src/driver_*.c); do \
-	  case $$f in src/core_*) inc="$$(pkg-config --cflags yajl)";; *) inc="$(DEPS_CFLAGS)";; esac; \
+	  case $$f in src/core_*) inc="$$(pkg-config --cflags yajl zlib)";; *) inc="$(DEPS_CFLAGS)";; esac; \
 	  d=build/layers/$$(basename $$f .c).d; \
 	  $(CC) $(CFLAGS_ALL) $(CFLAGS) $$inc -fsyntax-only -MD -MF $$d $$f || { fail=1; continue; }; \
 	  if grep -qE '(^|[ /])(lua[a-z_]*|lauxlib|luaconf|luajit|compat|kvs)\.h' $$d; then \
@@ -232,7 +232,7 @@ rock:
 # and sanitizer runtimes) is only a Recommends of clang, so it is listed too.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 180
-FUZZ_TARGETS := fuzz_reply fuzz_listing fuzz_keyspace fuzz_escape
+FUZZ_TARGETS := fuzz_reply fuzz_listing fuzz_keyspace fuzz_escape fuzz_plan
 FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/%)
 CORE_SRCS    := $(wildcard src/core_*.c)
 FUZZ_CFLAGS   = -std=c99 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -g -O1 \
@@ -248,8 +248,8 @@ FUZZ_OPTS_OF = case $$t in $(foreach x,$(FUZZ_TARGETS),$(x)$(rparen) opts="$(FUZ
 
 build/fuzz/%: fuzz/%.c fuzz/fuzz_util.h $(CORE_SRCS) src/core.h | test-deps
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -Isrc $(shell pkg-config --cflags yajl) -o $@ $< $(CORE_SRCS) \
-	  $(shell pkg-config --libs yajl)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Isrc $(shell pkg-config --cflags yajl zlib) -o $@ $< $(CORE_SRCS) \
+	  $(shell pkg-config --libs yajl zlib)
 
 # Each target in turn, from a working corpus under build/ (the committed seeds
 # copied in, what it finds added there); a broken invariant leaves its input

@@ -2,6 +2,9 @@
 -- Usage: lua5.4 report.lua RAW.tsv NAMES.txt N PAGES
 -- RAW.tsv rows: round, peer index (0-based), wall s, peak RSS KB,
 -- inner seconds or "-", requests, connections, gzipped replies.
+-- RATIOS (environment, optional): "A/B;C/D" — a second table with, per pair of
+-- rows, wall(A) / wall(B) per round (CPU seconds when both rows report them,
+-- as the job rows do): the median and every round's ratio.
 local raw_path, names_path, N, PAGES = arg[1], arg[2], tonumber(arg[3]), tonumber(arg[4])
 
 local names = {}
@@ -80,7 +83,15 @@ for p, name in ipairs(names) do
     ref_wall and ref_wall > 0 and string.format("%.2f", wall / ref_wall) or "—",
     rr and string.format("%.2f", rr) or "—", gzip, conns))
   local inner = median(field(p, "inner"))
-  if inner then
+  if inner and name:match("job") then
+    notes[#notes + 1] = string.format(
+      "%s: a median %.3f s of CPU (os.clock, the whole process) = **%.0f ns of CPU a key**.",
+      name, inner, inner / N * 1e9)
+  elseif inner and name:match("heap") then
+    notes[#notes + 1] = string.format(
+      "%s: the listing loop alone took a median %.3f s of CPU = **%.0f ns a key**.",
+      name, inner, inner / N * 1e9)
+  elseif inner then
     notes[#notes + 1] = string.format(
       "%s: cjson.decode alone took a median %.3f s of CPU = **%s keys/s** (the rest of its wall time is reading the %d cached page files and starting up).",
       name, inner, inner > 0 and si(N / inner) or "∞", PAGES)
@@ -92,3 +103,31 @@ end
 print()
 print("Wall and RSS are medians over the rounds (/usr/bin/time); keys/s = N / median wall; the ratios compare with the first row, per round then the median of those. \"gzip\" and \"connections / requests\" are what nginx saw in round 1.")
 for _, n in ipairs(notes) do print("- " .. n) end
+
+local pairs_wanted = os.getenv("RATIOS") or ""
+if pairs_wanted ~= "" then
+  local index = {}
+  for p, name in ipairs(names) do index[name] = p end
+  print()
+  print("| A / B | measured | median of per-round ratios | per round |")
+  print("|---|---|--:|---|")
+  for pair in pairs_wanted:gmatch("[^;]+") do
+    local a_name, b_name = pair:match("^%s*(.-)%s*/%s*(.-)%s*$")
+    local a, b = index[a_name], index[b_name]
+    if a and b then
+      local key = (median(field(a, "inner")) and median(field(b, "inner"))) and "inner" or "wall"
+      local ratios, shown = {}, {}
+      for _, r in ipairs(rounds(a)) do
+        local x, y = runs[a][r], runs[b][r]
+        if x and y and x[key] and y[key] and y[key] > 0 then
+          ratios[#ratios + 1] = x[key] / y[key]
+          shown[#shown + 1] = string.format("%.2f", x[key] / y[key])
+        end
+      end
+      local m = median(ratios)
+      print(string.format("| %s / %s | %s | %s | %s |", a_name, b_name,
+        key == "inner" and "CPU s" or "wall s", m and string.format("**%.2f**", m) or "—",
+        table.concat(shown, ", ")))
+    end
+  end
+end

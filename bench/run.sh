@@ -51,6 +51,19 @@ kvs gzip=false (lua5.4)  | test -f build/5.4/apify/kvs.so                | env K
 kvs prefetch=false (lua5.4) | test -f build/5.4/apify/kvs.so             | env KVS_PREFETCH=0 lua5.4 bench/kvs.lua $BASE
 kvs (luajit)             | test -f build/jit/apify/kvs.so                | luajit bench/kvs.lua $BASE
 kvs gzip=false (luajit)  | test -f build/jit/apify/kvs.so                | env KVS_GZIP=0 luajit bench/kvs.lua $BASE
+kvs urls=false (lua5.4)  | test -f build/5.4/apify/kvs.so                | env KVS_URLS=0 lua5.4 bench/kvs.lua $BASE
+kvs urls=false (luajit)  | test -f build/jit/apify/kvs.so                | env KVS_URLS=0 luajit bench/kvs.lua $BASE
+kvs C iterators (luajit) | test -f build/jit/apify/kvs.so                | env APIFY_KVS_FFI=0 luajit bench/kvs.lua $BASE
+kvs job (lua5.4)         | test -f build/5.4/apify/kvs.so                | lua5.4 bench/job.lua $BASE
+kvs job (luajit)         | test -f build/jit/apify/kvs.so                | luajit bench/job.lua $BASE
+kvs job C iterators (luajit) | test -f build/jit/apify/kvs.so            | env APIFY_KVS_FFI=0 luajit bench/job.lua $BASE
+kvs -jv log (luajit)     | test -f build/jit/apify/kvs.so                | env KVS_JV=$CACHE/jv.txt luajit bench/kvs.lua $BASE
+kvs job -jv log (luajit) | test -f build/jit/apify/kvs.so                | env KVS_JV=$CACHE/jv-job.txt luajit bench/job.lua $BASE
+kvs (lua5.1)             | test -f build/5.1/apify/kvs.so                | lua5.1 bench/kvs.lua $BASE
+kvs urls=false (lua5.1)  | test -f build/5.1/apify/kvs.so                | env KVS_URLS=0 lua5.1 bench/kvs.lua $BASE
+kvs 64 MB heap (lua5.1)  | test -f build/5.1/apify/kvs.so                | env KVS_HEAP_MB=64 lua5.1 bench/kvs.lua $BASE
+kvs 64 MB heap urls=false (lua5.1) | test -f build/5.1/apify/kvs.so      | env KVS_HEAP_MB=64 KVS_URLS=0 lua5.1 bench/kvs.lua $BASE
+kvs 64 MB heap (lua5.4)  | test -f build/5.4/apify/kvs.so                | env KVS_HEAP_MB=64 lua5.4 bench/kvs.lua $BASE
 apify-client (node)      | command -v node                               | node bench/js/list.mjs $BASE
 luasocket+cjson (lua5.4) | lua5.4 -e "require(\"socket.http\") require(\"cjson\")" | lua5.4 bench/luasocket.lua $BASE
 luasocket+cjson (luajit) | luajit -e "require(\"socket.http\") require(\"cjson\")" | luajit bench/luasocket.lua $BASE
@@ -354,7 +367,7 @@ ver() { "$@" 2>&1 | head -n 1 || true; }
     echo "- tools: $(ver lua5.4 -v | cut -d" " -f1-2), $(ver luajit -v | cut -d' ' -f1-2), node $(ver node --version), apify-client $(node -p 'require("./bench/js/node_modules/apify-client/package.json").version' 2>/dev/null || echo '-'), $(curl-config --version 2>/dev/null || echo libcurl)"
     echo "- apify.kvs: $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'no commit yet')"
     echo
-    lua5.4 "$HERE/report.lua" "$RAW" "$NAMES_FILE" "$N" "$PAGES"
+    RATIOS=${RATIOS:-} lua5.4 "$HERE/report.lua" "$RAW" "$NAMES_FILE" "$N" "$PAGES"
     if [ -s "$NOTES_FILE" ] && [ -n "$(tr -d '\n' < "$NOTES_FILE")" ]; then
         echo
         grep -v '^$' "$NOTES_FILE" | sed 's/^/- /'

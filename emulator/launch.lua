@@ -197,6 +197,99 @@ function M.stop_rundir(rundir, keep)
 end
 
 ---------------------------------------------------------------------------------------------------
+-- any nginx of the suite: start on free ports, wait until it answers
+
+function M.is_root()
+  return (capture("id -u 2>/dev/null") or ""):match("^%s*0%s*$") ~= nil
+end
+
+-- true when something accepts TCP connections on 127.0.0.1:port
+function M.listening(port)
+  local c = socket.tcp()
+  c:settimeout(0.5)
+  local ok = c:connect("127.0.0.1", port)
+  c:close()
+  return ok ~= nil
+end
+
+-- Starts nginx (daemon on, pid file and error.log in opts.rundir) on a configuration made for
+-- fresh free ports, and waits until it answers. opts:
+--   name      words for errors ("emulator", "test nginx")
+--   rundir    absolute run directory (exists); nginx.conf, error.log, startup.log go there
+--   render    function(ports) -> the text of nginx.conf
+--   nports    how many free ports render gets (1); port: the first one fixed (one attempt)
+--   env       extra environment of nginx: { NAME = value }
+--   ready     function(ports) -> true: up; nil: not yet; false: wrong server, give up
+--             (default: something listens on ports[1])
+--   timeout   seconds until it must be ready (START_TIMEOUT)
+-- Another process may take a free port before nginx binds it: then it tries with fresh ports,
+-- up to PORT_ATTEMPTS times. Returns { rundir, ports, pid }; raises with the error log's tail.
+function M.start_nginx(opts)
+  local rundir, name = opts.rundir, opts.name or "nginx"
+  local timeout = opts.timeout or START_TIMEOUT
+  local ready = opts.ready or function(ports) return M.listening(ports[1]) or nil end
+  local env = ""
+  for k, v in pairs(opts.env or {}) do env = env .. " " .. k .. "=" .. sh_quote(v) end
+  local attempts = opts.port and 1 or PORT_ATTEMPTS
+  local last_error
+  for _ = 1, attempts do
+    local ports = {}
+    for i = 1, opts.nports or 1 do ports[i] = free_port() end
+    if opts.port then ports[1] = tonumber(opts.port) end
+    write_file(rundir .. "/nginx.conf", opts.render(ports))
+    os.remove(rundir .. "/error.log")
+    os.remove(rundir .. "/nginx.pid")
+    -- env -u LD_PRELOAD: a sanitizer preloaded into the test process must not reach nginx
+    local cmd = "env -u LD_PRELOAD" .. env .. " " .. NGINX .. " -p " .. sh_quote(rundir .. "/")
+      .. " -c " .. sh_quote(rundir .. "/nginx.conf") .. " -e " .. sh_quote(rundir .. "/error.log")
+      .. " </dev/null >" .. sh_quote(rundir .. "/startup.log") .. " 2>&1"
+    if run(cmd) then
+      -- daemon on: nginx has bound its ports and forked; wait for the worker to answer
+      local deadline = socket.gettime() + timeout
+      local up
+      repeat
+        up = ready(ports)
+        if up ~= nil then break end
+        socket.sleep(0.02)
+      until socket.gettime() > deadline
+      if up then return { rundir = rundir, ports = ports, pid = read_pid(rundir) } end
+      local log = tail(rundir .. "/error.log")
+      stop_pid(read_pid(rundir))
+      last_error = name .. ": nginx did not answer on port " .. ports[1] .. " within "
+        .. timeout .. " s; tail of " .. rundir .. "/error.log:\n" .. log
+      break
+    end
+    local log = tail(rundir .. "/error.log") .. "\n" .. tail(rundir .. "/startup.log")
+    last_error = name .. ": nginx failed to start on port " .. ports[1] .. "; tail of "
+      .. rundir .. "/error.log:\n" .. log
+    if not log:find("Address already in use", 1, true) then
+      -- nginx binds before it daemonizes, so a master may be running despite a failed command
+      -- only in this case: give it a moment to write its pid file, and stop it
+      local deadline, pid = socket.gettime() + 1, read_pid(rundir)
+      while not pid and socket.gettime() < deadline do
+        socket.sleep(0.05)
+        pid = read_pid(rundir)
+      end
+      stop_pid(pid)
+      break
+    end
+  end
+  error(last_error, 0)
+end
+
+-- Stops the nginx of a run directory, and `extra` pids (its workers) should they outlive it.
+-- true when none of them is left.
+function M.stop_nginx(rundir, extra)
+  local ok = stop_pid(read_pid(rundir))
+  for _, pid in ipairs(extra or {}) do ok = stop_pid(pid) and ok end
+  return ok
+end
+
+-- Helpers the specs share (spec/support/env.lua re-exports them).
+M.NGINX, M.sh_quote, M.run, M.capture = NGINX, sh_quote, run, capture
+M.read_file, M.write_file, M.free_port, M.alive = read_file, write_file, free_port, alive
+
+---------------------------------------------------------------------------------------------------
 -- the emulator object
 
 local Emu = {}
@@ -327,63 +420,35 @@ function M.start(opts)
     .. ',"owner_pid":' .. (owner_pid and string.format("%d", owner_pid) or "null")
     .. ',"cleanup_rundir":' .. (opts.rundir and "false" or "true") .. '}\n')
 
-  local is_root = (capture("id -u 2>/dev/null") or ""):match("^%s*0%s*$") ~= nil
-  local attempts = opts.port and 1 or PORT_ATTEMPTS
-  local last_error
-  for _ = 1, attempts do
-    local port = tonumber(opts.port) or free_port()
-    write_file(rundir .. "/nginx.conf", render_conf(template, {
-      RUNDIR = rundir,
-      PORT = string.format("%d", port),
-      EMULATOR_DIR = edir,
-      USER_DIRECTIVE = is_root and "user root;" or "# (not root: nginx keeps the current user)",
-    }))
-    os.remove(rundir .. "/error.log")
-    os.remove(rundir .. "/nginx.pid")
-    -- env -u LD_PRELOAD: a sanitizer preloaded into the test process must not reach nginx
-    local cmd = "env -u LD_PRELOAD " .. NGINX .. " -p " .. sh_quote(rundir .. "/") .. " -c " .. sh_quote(rundir .. "/nginx.conf")
-      .. " -e " .. sh_quote(rundir .. "/error.log")
-      .. " </dev/null >" .. sh_quote(rundir .. "/startup.log") .. " 2>&1"
-    if run(cmd) then
-      -- daemon on: nginx has bound the port and forked; wait for the worker to answer
-      local deadline = socket.gettime() + (opts.timeout or START_TIMEOUT)
-      local answer
-      repeat
-        answer = ping(port)
-        if answer then break end
-        socket.sleep(0.02)
-      until socket.gettime() > deadline
-      if answer and answer:find(json_string(rundir .. "/"), 1, true) then
-        local base_url = "http://127.0.0.1:" .. port
-        write_file(rundir .. "/base_url", base_url .. "\n")
-        return setmetatable({
-          base_url = base_url, port = port, rundir = rundir,
-          storage = storage, token = opts.token, keep_rundir = opts.keep_rundir,
-        }, Emu)
-      end
-      local log = tail(rundir .. "/error.log")
-      stop_pid(read_pid(rundir))
-      last_error = "emulator: nginx did not answer on port " .. port .. " within "
-        .. (opts.timeout or START_TIMEOUT) .. " s; tail of " .. rundir .. "/error.log:\n" .. log
-      break
-    end
-    local log = tail(rundir .. "/error.log") .. "\n" .. tail(rundir .. "/startup.log")
-    last_error = "emulator: nginx failed to start on port " .. port .. "; tail of "
-      .. rundir .. "/error.log:\n" .. log
-    if not log:find("Address already in use", 1, true) then
-      -- nginx binds before it daemonizes, so a master may be running despite a failed command
-      -- only in this case: give it a moment to write its pid file, and stop it
-      local deadline, pid = socket.gettime() + 1, read_pid(rundir)
-      while not pid and socket.gettime() < deadline do
-        socket.sleep(0.05)
-        pid = read_pid(rundir)
-      end
-      stop_pid(pid)
-      break
-    end
+  local timeout = opts.timeout or START_TIMEOUT
+  local ok, proc = pcall(M.start_nginx, {
+    name = "emulator", rundir = rundir, port = opts.port, timeout = timeout,
+    render = function(ports)
+      return render_conf(template, {
+        RUNDIR = rundir,
+        PORT = string.format("%d", ports[1]),
+        EMULATOR_DIR = edir,
+        USER_DIRECTIVE = M.is_root() and "user root;" or "# (not root: nginx keeps the current user)",
+      })
+    end,
+    -- the answer names this run directory: not some other server on a recycled port
+    ready = function(ports)
+      local answer = ping(ports[1])
+      if answer == nil then return nil end
+      return answer:find(json_string(rundir .. "/"), 1, true) ~= nil
+    end,
+  })
+  if ok then
+    local port = proc.ports[1]
+    local base_url = "http://127.0.0.1:" .. port
+    write_file(rundir .. "/base_url", base_url .. "\n")
+    return setmetatable({
+      base_url = base_url, port = port, rundir = rundir,
+      storage = storage, token = opts.token, keep_rundir = opts.keep_rundir,
+    }, Emu)
   end
   if not opts.keep_rundir and not opts.rundir then remove_rundir_files(rundir) end
-  error(last_error, 2)
+  error(proc, 2)
 end
 
 ---------------------------------------------------------------------------------------------------

@@ -11,7 +11,9 @@
  * Limit headers, a body (mostly a well-formed page built from input bytes:
  * keys near the cursor, sorted or not, isTruncated true/false/absent,
  * nextExclusiveStartKey null/absent/a string; else an error body, raw bytes
- * or nothing), how to cut it into chunks, and how far the clock moves.
+ * or nothing), whether it travels gzip-compressed (Content-Encoding: gzip,
+ * inflated by core_inflate.c: the verdict must be the plain body's), how to
+ * cut it into chunks, and how far the clock moves.
  *
  * Checked, besides ASan/UBSan: every request URL carries the expected cursor
  * and limit; the keys handed out (kvs_listing_take_page) are strictly
@@ -26,6 +28,7 @@
  * errors (and what on_retry sees) never hold the secret.
  */
 #include <math.h>
+#include <zlib.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +68,26 @@ static void bstr(kvs_buf *b, const char *s)
 static int bcmp_(const kvs_buf *a, const char *b, size_t nb)
 {
     return kvs_key_cmp(a->data ? a->data : "", a->len, b, nb);
+}
+
+/* gzip(body) into out, as a server with Content-Encoding: gzip sends it */
+static void gzip_into(kvs_buf *out, const kvs_buf *body)
+{
+    z_stream zs;
+    unsigned char buf[16384];
+    int rc;
+    memset(&zs, 0, sizeof zs);
+    if (deflateInit2(&zs, 1, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) abort();
+    zs.next_in = (unsigned char *)body->data;
+    zs.avail_in = (uInt)body->len;
+    do {
+        zs.next_out = buf;
+        zs.avail_out = sizeof buf;
+        rc = deflate(&zs, Z_FINISH);
+        if (kvs_buf_append(out, buf, sizeof buf - zs.avail_out) != 0) abort();
+    } while (rc == Z_OK);
+    if (rc != Z_STREAM_END) abort();
+    deflateEnd(&zs);
 }
 
 /* --- the model: what the contract says the listing holds ----------------- */
@@ -441,7 +464,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     kvs_listing *l;
     kvs_reply *shadow;
     kvs_page raw, held[2];
-    kvs_buf held_copy[2] = { { 0 }, { 0 } }, body = { 0 }, fault_msg = { 0 };
+    kvs_buf held_copy[2] = { { 0 }, { 0 } }, body = { 0 }, gz = { 0 }, fault_msg = { 0 };
     int nreq, which = 0, held_n[2] = { 0, 0 };
     double now = 1000;
     size_t *kept = NULL;
@@ -580,6 +603,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                   "X-RateLimit-Limit \"%s\" gives %d", RL[v], kvs_listing_rate_limit(l));
         }
         if (s_hdr & 8) kvs_listing_reply_header(l, "Content-Type", 12, "application/json", 16);
+        /* the body gzip-compressed, as drivers that hand bodies over as they came see it: the
+         * listing must decide exactly as for the plain body the shadow decoder reads */
+        gz.len = 0;
+        kvs_listing_decode_gzip(l, (s_hdr & 16) != 0);
+        if ((s_hdr & 16) && status > 0) {
+            gzip_into(&gz, &body);
+            kvs_listing_reply_header(l, "Content-Encoding", 16, (s_hdr & 32) ? "GZIP" : "gzip", 4);
+        }
 
         memset(&se, 0, sizeof se);
         if (body.len > 8192 && chunk < 1024) chunk = 1024;   /* yajl re-scans a token cut
@@ -587,9 +618,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (status > 0) {
             int r1 = 0, r2 = 0;
             kvs_reply_begin(shadow, status, &raw, (size_t)want);
-            for (at = 0; at < body.len && !r1 && !r2; at += chunk) {
+            const kvs_buf *wire = gz.len ? &gz : &body;
+            for (at = 0; at < wire->len && !r1; at += chunk) {
+                size_t c = chunk < wire->len - at ? chunk : wire->len - at;
+                r1 = kvs_listing_reply_body(l, wire->data + at, c);
+            }
+            for (at = 0; at < body.len && !r2; at += chunk) {
                 size_t c = chunk < body.len - at ? chunk : body.len - at;
-                r1 = kvs_listing_reply_body(l, body.data + at, c);
                 r2 = kvs_reply_body(shadow, body.data + at, c);
             }
             sv = kvs_reply_end(shadow, &se);
@@ -825,6 +860,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     kvs_buf_free(&held_copy[0]);
     kvs_buf_free(&held_copy[1]);
     kvs_buf_free(&body);
+    kvs_buf_free(&gz);
     kvs_buf_free(&fault_msg);
     kvs_buf_free(&m.start);
     kvs_buf_free(&m.upper);

@@ -168,6 +168,21 @@ write("fuzz_escape", "dots", b"\x01" + b"..")
 write("fuzz_escape", "nul-inside", b"\x02" + b"ab\0cd")
 
 
+# --- fuzz_plan: parallel, ordered, page size, limit, key shape and count, seed, then per
+# request a kind (< 240 a page, < 246 a 429, < 252 a 503, else a reset) and a latency
+def plan(parallel, ordered, page_size, limit, shape, count, seed, steps=b""):
+    lim = bytes([0]) if limit is None else bytes([1]) + struct.pack("<H", limit)
+    return (bytes([parallel - 1, 1 if ordered else 0, page_size - 1]) + lim
+            + bytes([shape]) + struct.pack("<H", count - 1) + struct.pack("<Q", seed) + steps)
+
+
+write("fuzz_plan", "uniform-8", plan(8, True, 10, None, 0, 500, 1))
+write("fuzz_plan", "alphabet-unordered", plan(8, False, 20, None, 1, 1500, 7))
+write("fuzz_plan", "prefixes-16", plan(16, True, 13, None, 2, 1800, 3))
+write("fuzz_plan", "prefixes-unordered-limit", plan(14, False, 13, 843, 2, 1893, 5))
+write("fuzz_plan", "faults", plan(4, True, 7, None, 0, 300, 9, bytes([250, 3, 241, 9, 255, 1] * 8)))
+write("fuzz_plan", "bytes", plan(6, True, 5, 100, 3, 200, 0, bytes(range(40, 240))))
+
 # --- regressions: inputs that broke an invariant (fuzz/regressions/<target>/)
 def regression(target, name, data):
     d = os.path.join(HERE, "regressions", target)

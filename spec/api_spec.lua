@@ -18,7 +18,16 @@ describe("apify.kvs module", function()
     local names = {}
     for k in pairs(kvs) do names[#names + 1] = k end
     table.sort(names)
-    assert.are.same({ "_TRANSPORT", "_VERSION", "new" }, names)
+    assert.are.same({ "_FFI", "_TRANSPORT", "_VERSION", "new" }, names)
+  end)
+
+  it("says whether its iterators run through LuaJIT's FFI", function()
+    -- on LuaJIT with its FFI unless APIFY_KVS_FFI=0 (the target jit-classic); never elsewhere
+    local want = type(rawget(_G, "jit")) == "table" and os.getenv("APIFY_KVS_FFI") ~= "0"
+                 and (pcall(require, "ffi"))
+    assert.are.equal(want and true or false, kvs._FFI)
+    if T.target == "jit" then assert.is_true(kvs._FFI) end
+    if T.target == "jit-classic" then assert.is_false(kvs._FFI) end
   end)
 end)
 

@@ -14,89 +14,14 @@ local launch = require "emulator.launch"
 ---------------------------------------------------------------------------------------------------
 -- helpers
 
-local function sh_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
-local function capture(cmd)
-  local p = assert(io.popen(cmd, "r"))
-  local out = p:read("*a")
-  p:close()
-  return out
-end
-
-local function write_file(path, content)
-  local f = assert(io.open(path, "wb"))
-  f:write(content)
-  f:close()
-end
+local sh_quote, capture, write_file = launch.sh_quote, launch.capture, launch.write_file
 
 local function mkdir(path)
   assert(os.execute("mkdir -p " .. sh_quote(path)))
 end
 
 -- A raw HTTP/1.1 client on one luasocket connection (keep-alive, exact bytes, partial bodies).
-local Conn = {}
-Conn.__index = Conn
-
-local function connect(port)
-  local c = assert(socket.tcp())
-  c:settimeout(10)
-  assert(c:connect("127.0.0.1", port))
-  return setmetatable({ sock = c, port = port }, Conn)
-end
-
--- Returns { status, headers (lower-case names), body, t_headers, t_done } or nil, err, partial.
-function Conn:request(method, path, headers, close)
-  local lines = { method .. " " .. path .. " HTTP/1.1", "Host: 127.0.0.1:" .. self.port }
-  for k, v in pairs(headers or {}) do lines[#lines + 1] = k .. ": " .. v end
-  if close then lines[#lines + 1] = "Connection: close" end
-  local t0 = socket.gettime()
-  assert(self.sock:send(table.concat(lines, "\r\n") .. "\r\n\r\n"))
-  local line, err = self.sock:receive("*l")
-  if not line then return nil, err end
-  local res = { status = tonumber(line:match("^HTTP/%d%.%d (%d%d%d)")), headers = {} }
-  while true do
-    line, err = self.sock:receive("*l")
-    if not line then return nil, err end
-    if line == "" then break end
-    local k, v = line:match("^([^:]+):%s*(.-)%s*$")
-    res.headers[k:lower()] = v
-  end
-  res.t_headers = socket.gettime() - t0
-  local h = res.headers
-  if method == "HEAD" or res.status == 204 or res.status == 304 then
-    res.body = ""
-  elseif h["content-length"] then
-    local data, rerr, partial = self.sock:receive(tonumber(h["content-length"]))
-    if not data then res.body = partial return nil, rerr, res end
-    res.body = data
-  elseif (h["transfer-encoding"] or ""):lower():find("chunked", 1, true) then
-    local parts = {}
-    while true do
-      local size_line, serr = self.sock:receive("*l")
-      if not size_line then res.body = table.concat(parts) return nil, serr, res end
-      local size = tonumber(size_line:match("^%x+"), 16)
-      if size == 0 then
-        repeat line = self.sock:receive("*l") until not line or line == ""
-        break
-      end
-      local data, derr, partial = self.sock:receive(size)
-      if not data then parts[#parts + 1] = partial res.body = table.concat(parts) return nil, derr, res end
-      parts[#parts + 1] = data
-      self.sock:receive("*l")
-    end
-    res.body = table.concat(parts)
-  else
-    res.body = self.sock:receive("*a")
-  end
-  res.t_done = socket.gettime() - t0
-  return res
-end
-
-function Conn:close()
-  self.sock:close()
-end
+local connect = require("spec.support.http").connect
 
 -- One request on a fresh connection.
 local function request(port, method, path, headers)

@@ -122,29 +122,40 @@ describe("sans-I/O listing driven by luasocket", function()
     assert.are.equal("retry", step)
   end)
 
-  it("alone has the sans-I/O methods: on keys, parallel and job listings they raise at once", function()
+  it("alone has the sans-I/O methods: keys and job listings have none, and raise when given them", function()
     local next_key, keys_state = store:keys({ page_size = 2, limit = 3 })
     local _, parallel = store:keys({ parallel = 4 })
     local job = store:job({})
+    local methods = store:listing({})      -- the sans-I/O methods, taken from a listing
     local calls = {
-      request = function(o) o.request(o) end,
-      begin = function(o) o.begin(o, 200) end,
-      header = function(o) o.header(o, "Content-Type", "application/json") end,
-      body = function(o) o.body(o, "{}") end,
-      finish = function(o) o.finish(o) end,
-      reply = function(o) o.reply(o, 200, {}, "{}") end,
-      page_keys = function(o) o.page_keys(o) end,
+      request = function(o) methods.request(o) end,
+      begin = function(o) methods.begin(o, 200) end,
+      header = function(o) methods.header(o, "Content-Type", "application/json") end,
+      body = function(o) methods.body(o, "{}") end,
+      finish = function(o) methods.finish(o) end,
+      reply = function(o) methods.reply(o, 200, {}, "{}") end,
+      page_keys = function(o) methods.page_keys(o) end,
+      finished = function(o) methods.finished(o) end,
+      error = function(o) methods.error(o) end,
+      close = function(o) methods.close(o) end,
     }
     for _, other in ipairs({ { keys_state, "apify.kvs.keys" }, { parallel, "apify.kvs.keys" },
-                             { job, "apify.kvs.job" } }) do
+                             { job, "apify.kvs.job" }, { store, "apify.kvs.store" },
+                             { {}, "table" }, { 42, "number" } }) do
       for method, call in pairs(calls) do
         assert.are.equal(("bad argument #1 to '%s' (apify.kvs.listing expected, got %s)"):format(method, other[2]),
                          T.raised_message(call, other[1]))
+        if type(other[1]) == "userdata" and method ~= "close" then
+          assert.is_nil(other[1][method], other[2] .. " has no method " .. method)
+        end
       end
     end
-    assert.matches("calling 'request' on bad self %(apify%.kvs%.listing expected, got apify%.kvs%.keys%)",
-                   T.raised(function() keys_state:request() end))
-    -- the iterator is untouched by the attempt (it used to spin for ever after keys_state:request())
+    -- a listing's method on the iterator's state raises, rather than spinning for ever
+    assert.matches("attempt to call .*'request'", T.raised(function() keys_state:request() end))
+    local borrowed = { request = methods.request }
+    assert.matches("calling 'request' on bad self %(apify%.kvs%.listing expected, got table%)",
+                   T.raised(function() borrowed:request() end))
+    -- the iterator is untouched by the attempt
     assert.are.equal("apify.kvs.keys (open)", tostring(keys_state))
     assert.are.same({ "k00001", "k00002", "k00003" }, { (next_key()), (next_key()), (next_key()) })
     assert.is_nil(next_key())
@@ -153,10 +164,34 @@ describe("sans-I/O listing driven by luasocket", function()
     parallel:close()
     assert.are.equal("apify.kvs.keys (closed)", tostring(parallel))
     job:close()
+    methods:close()
     local listing = store:listing({})
     assert.are.equal("apify.kvs.listing (open)", tostring(listing))
     listing:close()
     assert.are.equal("apify.kvs.listing (closed)", tostring(listing))
+  end)
+
+  it("keys, listing and job are three types, each with its own metatable and methods", function()
+    local _, keys_state = store:keys({})
+    local listing, job = store:listing({}), store:job({})
+    assert.are.equal("apify.kvs: metatable is locked", getmetatable(keys_state))
+    local function methods(o)
+      local names = {}
+      for _, name in ipairs({ "close", "request", "begin", "header", "body", "finish", "reply",
+                              "page_keys", "finished", "error", "poll", "status", "timeout", "sockets" }) do
+        if o[name] then names[#names + 1] = name end
+      end
+      return table.concat(names, " ")
+    end
+    assert.are.equal("close", methods(keys_state))
+    assert.are.equal("close request begin header body finish reply page_keys finished error", methods(listing))
+    assert.are.equal("close poll status timeout sockets", methods(job))
+    assert.are_not.equal(keys_state.close, listing.close)
+    assert.are_not.equal(listing.close, job.close)
+    for _, o in ipairs({ keys_state, listing, job }) do
+      o:close()
+      o:close()                                     -- idempotent
+    end
   end)
 
   it("checks its arguments", function()

@@ -1,144 +1,25 @@
--- The OpenResty/nginx driver (lua/apify/kvs/openresty.lua) and its example
--- (examples/openresty/): a second nginx, the "test host", runs the example handler against the
--- emulator. This process only starts processes and speaks HTTP over luasocket, so the spec runs
--- the same under every Lua of the suite; the test host always loads build/jit/apify/kvs.so.
+-- The OpenResty/nginx driver (lua/apify/kvs/openresty.lua) and its examples
+-- (examples/openresty/): a second nginx, the "test host", runs the example handler, the
+-- background refresher and spec/support/openresty_host.lua against the emulator. This process
+-- only starts processes and speaks HTTP over luasocket, so the spec runs the same under every
+-- Lua of the suite; the test host always loads build/jit/apify/kvs.so.
 local T = require "spec.support.env"
+local http = require "spec.support.http"
 local socket = require "socket"
 local cjson = require "cjson"
 
 local TOKEN = "apify_api_openresty_SECRET_4f9c"
-local NGINX = "/usr/sbin/nginx"
 local SLOW = T.slow
 local N = 4                -- concurrent listings in the non-blocking test
 
 local ROOT = (T.read("pwd"):gsub("%s+$", ""))
 local JIT_SO = ROOT .. "/build/jit/apify/kvs.so"
 local SNIPPET = ROOT .. "/examples/openresty/apify_kvs.conf"
+local CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+local sh_quote, read_file, write_file = T.sh_quote, T.read_file, T.write_file
 
-local function sh_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local read_file = T.read_file
-
-local function write_file(path, content)
-  local f = assert(io.open(path, "wb"))
-  f:write(content)
-  f:close()
-end
-
-local function free_port()
-  local server = assert(socket.bind("127.0.0.1", 0))
-  local _, port = server:getsockname()
-  server:close()
-  return tonumber(port)
-end
-
--- true while the process exists and is not a zombie
-local function alive(pid)
-  local stat = read_file("/proc/" .. pid .. "/stat")
-  return stat ~= nil and not stat:match("^%d+ %b() [ZX]")
-end
-
----------------------------------------------------------------------------------------------------
--- HTTP over luasocket: many requests at once, one event loop (socket.select)
-
--- Parses a whole HTTP/1.1 reply read until the server closed the connection.
-local function parse(raw)
-  local head, body = raw:match("^(.-)\r\n\r\n(.*)$")
-  assert(head, "no complete HTTP header in: " .. raw:sub(1, 200))
-  local status = tonumber(head:match("^HTTP/%d%.%d (%d%d%d)"))
-  local headers = {}
-  for name, value in head:gmatch("\r\n([^:\r\n]+):%s*([^\r\n]*)") do headers[name:lower()] = value end
-  if (headers["transfer-encoding"] or ""):lower() == "chunked" then
-    local parts, pos = {}, 1
-    while true do
-      local size_hex, data_at = body:match("^(%x+)[^\r\n]*\r\n()", pos)
-      assert(size_hex, "bad chunked body")
-      local size = tonumber(size_hex, 16)
-      if size == 0 then break end
-      parts[#parts + 1] = body:sub(data_at, data_at + size - 1)
-      assert(body:sub(data_at + size, data_at + size + 1) == "\r\n", "bad chunk end")
-      pos = data_at + size + 2
-    end
-    body = table.concat(parts)
-  end
-  return status, headers, body
-end
-
--- reqs: list of { path, port =, at = seconds after start, headers = "Name: v\r\n...",
--- on_body = function(req) called once when the first body bytes arrive }.
--- Fills in each req: status, headers, body, t_start, t_body (first body bytes), t_done, elapsed.
 local function run(port, reqs)
-  local t0 = socket.gettime()
-  local pending, active, by_sock = {}, {}, {}
-  for _, r in ipairs(reqs) do
-    r.at = r.at or 0
-    pending[#pending + 1] = r
-  end
-  table.sort(pending, function(a, b) return a.at < b.at end)
-
-  local function start(r)
-    local c = assert(socket.tcp())
-    c:settimeout(5 * SLOW)
-    assert(c:connect("127.0.0.1", r.port or port))
-    r.t_start = socket.gettime() - t0
-    assert(c:send("GET " .. r.path .. " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-      .. (r.headers or "") .. "\r\n"))
-    c:settimeout(0)
-    r.sock, r.raw, r.size = c, {}, 0
-    active[c] = r
-    by_sock[#by_sock + 1] = c
-  end
-
-  local function finish(r)
-    r.t_done = socket.gettime() - t0
-    r.elapsed = r.t_done - r.t_start
-    r.sock:close()
-    active[r.sock] = nil
-    for i, s in ipairs(by_sock) do
-      if s == r.sock then table.remove(by_sock, i) break end
-    end
-    r.sock = nil
-    r.status, r.headers, r.body = parse(table.concat(r.raw))
-    local raw = table.concat(r.raw)
-    assert(not raw:find(TOKEN, 1, true), "the token appeared in a reply of the test host")
-  end
-
-  local deadline = t0 + 30 * SLOW
-  while #pending > 0 or #by_sock > 0 do
-    local now = socket.gettime()
-    assert(now < deadline, "requests to the test host did not finish in time")
-    while pending[1] and pending[1].at <= now - t0 do start(table.remove(pending, 1)) end
-    local wait = pending[1] and math.max(0, pending[1].at - (socket.gettime() - t0)) or 1
-    if #by_sock == 0 then
-      socket.sleep(wait)
-    else
-      local readable = socket.select(by_sock, nil, wait)
-      for _, s in ipairs(readable) do
-        local r = active[s]
-        local data, err, partial = s:receive(65536)
-        local chunk = data or partial
-        if chunk and #chunk > 0 then
-          r.raw[#r.raw + 1] = chunk
-          if not r.t_body then
-            local all = table.concat(r.raw)
-            local e = all:find("\r\n\r\n", 1, true)
-            if e and #all > e + 3 then
-              r.t_body = socket.gettime() - t0
-              if r.on_body then r.on_body(r) end
-            end
-          end
-        end
-        if err == "closed" then
-          finish(r)
-        elseif err and err ~= "timeout" then
-          error("reading from the test host: " .. err)
-        end
-      end
-    end
-  end
-  return reqs
+  return http.run(port, reqs, { forbid = TOKEN })
 end
 
 local function get(port, path, headers)
@@ -163,7 +44,6 @@ local function lines_of(body)
   return keys, sizes, urls, err
 end
 
-
 -- Compares key lists without printing thousands of keys on failure.
 local function same_keys(expected, got)
   for i = 1, math.max(#expected, #got) do
@@ -174,39 +54,20 @@ local function same_keys(expected, got)
   end
 end
 
+-- Distinct TCP connections in a request log of the emulator.
+local function connections(reqs)
+  local seen, n = {}, 0
+  for _, q in ipairs(reqs) do
+    if not seen[q.connection] then seen[q.connection], n = true, n + 1 end
+  end
+  return n
+end
+
 ---------------------------------------------------------------------------------------------------
 -- the test host
 
--- Handlers of the test host besides the example's: the generic-for iterator with a client of
--- its own (base = direct | upstream | dead), and, as the control of the non-blocking test, the
--- blocking libcurl iterator that must never be used in nginx.
-local ITERATE = [[
-            local kvs = require "apify.kvs"
-            local ngx_kvs = require "apify.kvs.openresty"
-            local cjson = require "cjson"
-            local args = ngx.req.get_uri_args()
-            local bases = { direct = os.getenv("APIFY_API_BASE_URL"),
-                            upstream = "http://kvs_emulator", dead = "http://127.0.0.1:@DEAD_PORT@" }
-            local location = ngx_kvs.location
-            ngx_kvs.location = args.location or location
-            local client = kvs.new{ base_url = bases[args.base or "direct"], min_delay = 0.01,
-                                    max_retries = tonumber(args.retries or 3) }
-            local n, first, last = 0, nil, nil
-            local ok, err = pcall(function()
-                for key, size, url in ngx_kvs.keys(client:store(args.store or "s"),
-                        { prefix = args.prefix, page_size = tonumber(args.page_size) }) do
-                    n = n + 1
-                    first = first or key
-                    last = key
-                end
-            end)
-            ngx_kvs.location = location
-            if not ok and type(err) ~= "table" then err = { type = "lua", message = tostring(err) } end
-            ngx.print(cjson.encode({ ok = ok, n = n, first = first, last = last,
-                err = not ok and { type = err.type, status = err.status, retries = err.retries,
-                                   message = err.message } or nil }))
-]]
-
+-- The blocking libcurl iterator that must never be used in nginx: the control of the
+-- non-blocking test.
 local BLOCKING = [[
             local client = require("apify.kvs").new{ min_delay = 0.01, max_retries = 3 }
             local n = 0
@@ -239,14 +100,30 @@ http {
     uwsgi_temp_path "@RUNDIR@/tmp/uwsgi";
     scgi_temp_path "@RUNDIR@/tmp/scgi";
 
-    lua_package_path "@ROOT@/lua/?.lua;@ROOT@/examples/openresty/?.lua;/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua;;";
+    lua_package_path "@ROOT@/lua/?.lua;@ROOT@/examples/openresty/?.lua;@ROOT@/spec/support/?.lua;/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua;;";
     lua_package_cpath "@ROOT@/build/jit/?.so;/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;;";
+    proxy_ssl_trusted_certificate "@CA_BUNDLE@";
+
+    lua_shared_dict apify_keys 8m;
+    lua_shared_dict spec 1m;
 
     init_by_lua_block {
         require("keys_handler").client_options = { min_delay = 0.01, max_retries = 3 }
+        local host = require "openresty_host"
+        host.bases = { direct = os.getenv("APIFY_API_BASE_URL"), upstream = "http://kvs_emulator",
+                       dead = "http://127.0.0.1:@DEAD_PORT@",
+                       tls = "https://localhost:@TLS_PORT@", tls_ip = "https://127.0.0.1:@TLS_PORT@" }
+        host.try_phase("init")
     }
-    # Stops this nginx once the spec's process is gone (a crashed run leaves nothing behind).
     init_worker_by_lua_block {
+        local host = require "openresty_host"
+        local init = host.phase_errors.init
+        ngx.shared.spec:set("phase:init", require("cjson").encode(init))
+        host.try_phase("init_worker")
+        -- the example: every key of store "s" into the dict apify_keys, from a timer
+        require("refresh").start{ store = "s", dict = "apify_keys", every = 0,
+                                  client = { min_delay = 0.01, max_retries = 3 } }
+        -- Stops this nginx once the spec's process is gone (a crashed run leaves nothing behind).
         ngx.timer.every(0.5, function(premature)
             if premature then return end
             local f = io.open("/proc/@OWNER_PID@/stat", "rb")
@@ -260,6 +137,19 @@ http {
 
     upstream kvs_emulator {
         server 127.0.0.1:@EMU_PORT@;
+        keepalive 4;
+    }
+    # a base URL with a port, mapped to this block by ngx_kvs.upstreams
+    upstream emulator_pool {
+        server 127.0.0.1:@EMU_PORT@;
+        keepalive 4;
+    }
+    upstream tls_front {
+        server 127.0.0.1:@TLS_PORT@;
+        keepalive 4;
+    }
+    upstream tls_trusted {
+        server 127.0.0.1:@TLS_PORT@;
         keepalive 4;
     }
 
@@ -286,13 +176,76 @@ http {
         }
         location = /iterate {
             content_by_lua_block {
-@ITERATE@
+                local host = require "openresty_host"
+                host.reply(host.iterate(ngx.req.get_uri_args()))
+            }
+        }
+        location = /iterate-rewrite {
+            rewrite_by_lua_block {
+                local host = require "openresty_host"
+                host.reply(host.iterate(ngx.req.get_uri_args()))
+                ngx.exit(200)
+            }
+        }
+        location = /iterate-access {
+            access_by_lua_block {
+                local host = require "openresty_host"
+                host.reply(host.iterate(ngx.req.get_uri_args()))
+                ngx.exit(200)
+            }
+        }
+        location = /iterate-timer {
+            content_by_lua_block {
+                local host = require "openresty_host"
+                host.reply(host.iterate_in_timer(ngx.req.get_uri_args()))
             }
         }
         location = /blocking {
             content_by_lua_block {
 @BLOCKING@
             }
+        }
+        # the phases without I/O: what a listing call raises there
+        location = /phases {
+            set_by_lua_block $set_phase {
+                require("openresty_host").try_phase("set")
+                return "x"
+            }
+            header_filter_by_lua_block { require("openresty_host").try_phase("header_filter") }
+            body_filter_by_lua_block {
+                if ngx.arg[2] then require("openresty_host").try_phase("body_filter") end
+            }
+            log_by_lua_block { require("openresty_host").try_phase("log") }
+            content_by_lua_block { ngx.say("ok") }
+        }
+        location = /phase-errors {
+            content_by_lua_block {
+                local out = {}
+                for _, p in ipairs({ "init", "init_worker", "set", "header_filter", "body_filter", "log" }) do
+                    local v = ngx.shared.spec:get("phase:" .. p)
+                    out[p] = v and require("cjson").decode(v) or nil
+                end
+                require("openresty_host").reply(out)
+            }
+        }
+        # the example refresher and its dict
+        location = /refresh {
+            content_by_lua_block { ngx.print(tostring(require("refresh").now())) }
+        }
+        location = /dict {
+            content_by_lua_block {
+                local d = ngx.shared.apify_keys
+                local key = ngx.var.arg_key
+                require("openresty_host").reply({
+                    count = d:get("count"), listed_at = d:get("listed_at"), running = d:get("running"),
+                    progress = d:get("progress"), error = d:get("error"),
+                    size = key and d:get("key:" .. key) or nil,
+                    now = ngx.now(),
+                })
+            }
+        }
+        location = /cpu {
+            content_by_lua_block { ngx.print(string.format("%.6f", require("openresty_host").cpu())) }
         }
 
         include "@SNIPPET@";
@@ -310,11 +263,38 @@ http {
 
         location = /iterate {
             content_by_lua_block {
-@ITERATE@
+                local host = require "openresty_host"
+                host.reply(host.iterate(ngx.req.get_uri_args()))
             }
         }
 
         include "@RUNDIR@/apify_kvs_short.conf";
+    }
+
+    # An https front of the emulator with a self-signed certificate (localhost, 127.0.0.1)...
+    server {
+        listen 127.0.0.1:@TLS_PORT@ ssl;
+        ssl_certificate "@RUNDIR@/cert.pem";
+        ssl_certificate_key "@RUNDIR@/key.pem";
+        location / {
+            proxy_pass http://127.0.0.1:@EMU_PORT@;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+
+    # ... and a server whose listings trust that certificate.
+    server {
+        listen 127.0.0.1:@TRUST_PORT@;
+
+        location = /iterate {
+            content_by_lua_block {
+                local host = require "openresty_host"
+                host.reply(host.iterate(ngx.req.get_uri_args()))
+            }
+        }
+
+        include "@RUNDIR@/apify_kvs_trust.conf";
     }
 }
 ]]
@@ -333,54 +313,43 @@ local function start_host(emu)
     .. "(nginx's Lua is LuaJIT, whatever Lua runs this spec)")
   local rundir = T.tmpdir()
   assert(T.sh("mkdir -p " .. sh_quote(rundir .. "/tmp")))
+  -- a self-signed certificate for the https front
+  assert(T.sh("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost"
+    .. " -addext subjectAltName=DNS:localhost,IP:127.0.0.1"
+    .. " -keyout " .. sh_quote(rundir .. "/key.pem") .. " -out " .. sh_quote(rundir .. "/cert.pem")
+    .. " >/dev/null 2>&1"), "openssl could not make a certificate")
   local snippet = assert(read_file(SNIPPET))
   local short, count = snippet:gsub("proxy_read_timeout %d+s;", "proxy_read_timeout 500ms;")
   assert(count == 1, "apify_kvs.conf has no proxy_read_timeout to shorten")
   write_file(rundir .. "/apify_kvs_short.conf", short)
-  local is_root = T.read("id -u"):match("^%s*0%s*$") ~= nil
+  -- the location of a server whose listings trust the self-signed certificate
+  local trust, n = snippet:gsub("proxy_ssl_verify on;", "proxy_ssl_verify on;\n    "
+    .. "proxy_ssl_trusted_certificate \"" .. rundir .. "/cert.pem\";")
+  assert(n == 1, "apify_kvs.conf has no proxy_ssl_verify")
+  write_file(rundir .. "/apify_kvs_trust.conf", trust)
   local owner_pid = tonumber(T.read("echo $PPID"):match("%d+"))
-  local last_log
-  for _ = 1, 5 do
-    local vars = {
-      RUNDIR = rundir, ROOT = ROOT, SNIPPET = SNIPPET, OWNER_PID = tostring(owner_pid),
-      PORT = tostring(free_port()), SHORT_PORT = tostring(free_port()),
-      DEAD_PORT = tostring(free_port()), EMU_PORT = tostring(emu.port),
-      USER = is_root and "user root;" or "",
-    }
-    vars.ITERATE = render(ITERATE, vars)
-    vars.BLOCKING = BLOCKING
-    write_file(rundir .. "/nginx.conf", render(CONF, vars))
-    os.remove(rundir .. "/error.log")
-    -- env -u LD_PRELOAD: a sanitizer preloaded into this process must not reach nginx
-    local ok = T.sh("env -u LD_PRELOAD APIFY_TOKEN=" .. sh_quote(TOKEN)
-      .. " APIFY_API_BASE_URL=" .. sh_quote(emu.base_url) .. " " .. NGINX
-      .. " -p " .. sh_quote(rundir .. "/") .. " -c " .. sh_quote(rundir .. "/nginx.conf")
-      .. " -e " .. sh_quote(rundir .. "/error.log")
-      .. " </dev/null >" .. sh_quote(rundir .. "/startup.log") .. " 2>&1")
-    local host = setmetatable({ rundir = rundir, port = tonumber(vars.PORT),
-      short_port = tonumber(vars.SHORT_PORT) }, Host)
-    if ok then
-      local deadline = socket.gettime() + 30 * SLOW   -- a loaded machine starts nginx slowly
-      repeat
-        local c = socket.tcp()
-        c:settimeout(0.5)
-        if c:connect("127.0.0.1", host.port) then
-          c:close()
-          local res = get(host.port, "/lua-ping")
-          host.worker_pid = tonumber(res.body)
-          host.master_pid = tonumber((read_file(rundir .. "/nginx.pid") or ""):match("%d+"))
-          return host
-        end
-        c:close()
-        socket.sleep(0.02)
-      until socket.gettime() > deadline
-    end
-    last_log = (read_file(rundir .. "/error.log") or "") .. (read_file(rundir .. "/startup.log") or "")
-    host:stop(true)
-    if not last_log:find("Address already in use", 1, true) then break end
+  local ok, proc = pcall(T.launch.start_nginx, {
+    name = "test nginx", rundir = rundir, nports = 5, timeout = 30 * SLOW,
+    env = { APIFY_TOKEN = TOKEN, APIFY_API_BASE_URL = emu.base_url },
+    render = function(ports)
+      local vars = {
+        RUNDIR = rundir, ROOT = ROOT, SNIPPET = SNIPPET, OWNER_PID = tostring(owner_pid),
+        PORT = tostring(ports[1]), SHORT_PORT = tostring(ports[2]), DEAD_PORT = tostring(ports[3]),
+        TLS_PORT = tostring(ports[4]), TRUST_PORT = tostring(ports[5]),
+        EMU_PORT = tostring(emu.port), CA_BUNDLE = CA_BUNDLE,
+        USER = T.launch.is_root() and "user root;" or "", BLOCKING = BLOCKING,
+      }
+      return render(CONF, vars)
+    end,
+  })
+  if not ok then
+    T.rmrf(rundir)
+    error(proc)
   end
-  T.rmrf(rundir)
-  error("the test nginx did not start:\n" .. tostring(last_log))
+  local host = setmetatable({ rundir = rundir, port = proc.ports[1], short_port = proc.ports[2],
+    tls_port = proc.ports[4], trust_port = proc.ports[5], master_pid = proc.pid }, Host)
+  host.worker_pid = tonumber(get(host.port, "/lua-ping").body)
+  return host
 end
 
 function Host:log(name)
@@ -389,24 +358,9 @@ end
 
 -- Stops nginx (TERM, then KILL) and checks that neither master nor worker is left.
 function Host:stop(keep_rundir)
-  local pid = tonumber((read_file(self.rundir .. "/nginx.pid") or ""):match("%d+")) or self.master_pid
-  for _, p in ipairs({ pid, self.worker_pid }) do
-    if p and alive(p) then T.sh("kill -TERM " .. p .. " 2>/dev/null") end
-  end
-  local deadline = socket.gettime() + 5
-  local function any_alive()
-    return (pid and alive(pid)) or (self.worker_pid and alive(self.worker_pid))
-  end
-  while any_alive() and socket.gettime() < deadline do socket.sleep(0.02) end
-  if any_alive() then
-    for _, p in ipairs({ pid, self.worker_pid }) do
-      if p then T.sh("kill -KILL " .. p .. " 2>/dev/null") end
-    end
-    socket.sleep(0.1)
-  end
-  local left = any_alive()
-  if not keep_rundir then T.rmrf(self.rundir) end
-  assert(not left, "the test nginx is still running")
+  local gone = T.launch.stop_nginx(self.rundir, { self.master_pid, self.worker_pid })
+  if not keep_rundir and not os.getenv("KVS_KEEP_HOST") then T.rmrf(self.rundir) end
+  assert(gone, "the test nginx is still running")
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -419,6 +373,13 @@ describe("OpenResty driver (apify.kvs.openresty) in a real nginx", function()
     T.make_store(storage, "s", T.numbered(2500))
     emu = T.start_emulator({ storage = storage, token = TOKEN })
     host = start_host(emu)
+    -- the example refresher lists store "s" as soon as the worker starts: let it finish
+    local deadline = socket.gettime() + 30 * SLOW
+    repeat
+      local d = cjson.decode(get(host.port, "/dict").body)
+      if d.count and not d.running then break end
+      socket.sleep(0.05)
+    until socket.gettime() > deadline
   end)
 
   lazy_teardown(function()
@@ -475,7 +436,7 @@ describe("OpenResty driver (apify.kvs.openresty) in a real nginx", function()
       assert.are.equal("Bearer " .. TOKEN, r.headers.authorization)
       assert.are.equal("application/json", r.headers.accept)
       assert.matches("^apify%.kvs/", r.headers["user-agent"])
-      assert.is_nil(r.headers["accept-encoding"])
+      assert.are.equal("gzip", r.headers["accept-encoding"])
       assert.are.equal("127.0.0.1:" .. emu.port, r.headers.host)
     end)
 
@@ -691,9 +652,17 @@ describe("OpenResty driver (apify.kvs.openresty) in a real nginx", function()
         assert.are.equal(200, r.status)
         same_keys(T.numbered(2500), (lines_of(r.body)))
       end
+      -- structural: the worker answered pings while its listings were still running (a worker
+      -- blocked by its listings would answer them all at the end)
+      local during, n_pings = 0, 0
       for _, r in ipairs(reqs) do
-        if r.ping then assert.is_true(r.t_start < tn, "a ping after the listings") end
+        if r.ping then
+          n_pings = n_pings + 1
+          assert.is_true(r.t_start < tn, "a ping after the listings")
+          if r.t_done < tn then during = during + 1 end
+        end
       end
+      assert.is_true(during * 2 >= n_pings, during .. " of " .. n_pings .. " pings answered during the listings")
       io.stderr:write(string.format("\n[openresty] 1 listing (5 pages x 0.3 s): %.3f s; %d at once: "
         .. "%.3f s (%.2fx); %d pings meanwhile: max %.1f ms, mean %.1f ms\n",
         t1, N, tn, tn / t1, #reqs - N, ping_max * 1000, ping_avg * 1000))
@@ -707,10 +676,302 @@ describe("OpenResty driver (apify.kvs.openresty) in a real nginx", function()
       for _, p in ipairs(pings(0.2, 0.6, 0.2)) do reqs[#reqs + 1] = p end
       run(host.port, reqs)
       local listings, _, ping_max = summarize(reqs)
-      assert.are.equal("2500", listings[1].body)
+      assert.are.equal("2500", listings[1].body, host:log("error.log"):sub(-1500))
       io.stderr:write(string.format("[openresty] control, store:keys{} (libcurl) in the worker: "
         .. "%.3f s; pings meanwhile: max %.1f ms\n", listings[1].elapsed, ping_max * 1000))
       assert.is_true(ping_max > 0.5, "ping took " .. ping_max .. " s")
+    end)
+  end)
+
+  describe("every phase that can do I/O", function()
+    local function call(path, port)
+      local res = get(port or host.port, path)
+      assert.are.equal(200, res.status, res.body)
+      return cjson.decode(res.body)
+    end
+
+    for _, case in ipairs({ { "/iterate-rewrite", "subrequest" }, { "/iterate-access", "subrequest" },
+                            { "/iterate", "subrequest" }, { "/iterate-timer", "timer" } }) do
+      local path, mechanism = case[1], case[2]
+      it(path .. ": every key once, in order, with both APIs (" .. mechanism .. ")", function()
+        local r = call(path .. "?page_size=300")
+        assert.is_true(r.ok, r.err and r.err.message)
+        assert.are.equal(mechanism, r.mechanism)
+        assert.are.same({ 2500, "k00001", "k02500", true }, { r.n, r.first, r.last, r.ordered })
+        assert.are.equal(9, #emu:requests())
+        emu:clear_requests()
+        r = call(path .. "?page_size=1000&pages=1&prefix=k01")
+        assert.is_true(r.ok, r.err and r.err.message)
+        assert.are.same({ 1000, "k01000", "k01999", true }, { r.n, r.first, r.last, r.ordered })
+        assert.is_true(r.pages >= 1)
+      end)
+    end
+
+    it("in a timer: retries 503 and a truncated reply, every key exactly once", function()
+      emu:faults({ { kind = "status", status = 503 }, { kind = "truncate" } })
+      local r = call("/iterate-timer?page_size=1000")
+      assert.is_true(r.ok, r.err and r.err.message)
+      assert.are.same({ 2500, "k00001", "k02500", true }, { r.n, r.first, r.last, r.ordered })
+      local faults = {}
+      for _, q in ipairs(emu:requests()) do faults[#faults + 1] = q.fault or "-" end
+      assert.are.same({ "status", "truncate", "-", "-", "-" }, faults)
+    end)
+
+    it("in a timer: the error tables of an API error and of an unreachable API", function()
+      local r = call("/iterate-timer?store=nope")
+      assert.is_false(r.ok)
+      assert.are.same({ "record-not-found", 404, 0 }, { r.err.type, r.err.status, r.err.retries })
+      r = call("/iterate-timer?base=dead&retries=2")
+      assert.is_false(r.ok)
+      assert.are.same({ "network-error", 2 }, { r.err.type, r.err.retries })
+      assert.matches("^apify%.kvs: ", r.err.tostring)
+    end)
+
+    it("in a phase without I/O: its own error table, naming the phase and the way out", function()
+      assert.are.equal(200, get(host.port, "/phases").status)
+      local deadline = socket.gettime() + 5 * SLOW
+      local r
+      repeat      -- log_by_lua runs after the reply went out
+        r = call("/phase-errors")
+        if r.log then break end
+        socket.sleep(0.02)
+      until socket.gettime() > deadline
+      for _, phase in ipairs({ "init", "init_worker", "set", "header_filter", "body_filter", "log" }) do
+        local e = r[phase]
+        assert.is_table(e, phase)
+        assert.are.equal("unsupported-phase", e.type, phase)
+        assert.are.equal("unsupported-phase", e.open, phase)
+        assert.are.equal(0, e.retries)
+        assert.matches("apify%.kvs%.openresty%.keys cannot do I/O in nginx's " .. phase .. " phase",
+          e.message)
+        assert.matches("ngx.timer.at(0, function(premature)", e.message, 1, true)
+        assert.matches("^apify%.kvs: .*%(unsupported%-phase%)$", e.tostring)
+        assert.is_nil(e.message:find("API disabled", 1, true))
+      end
+    end)
+  end)
+
+  describe("parallel = n, on the sans-I/O planner, in request phases", function()
+    local function call(path)
+      local res = get(host.port, path)
+      assert.are.equal(200, res.status, res.body)
+      return cjson.decode(res.body)
+    end
+
+    for _, path in ipairs({ "/iterate", "/iterate-access" }) do
+      it(path .. ": every key once, in order, with both APIs, requests side by side", function()
+        emu:config({ delay = 0.05 })
+        local r = call(path .. "?parallel=4&page_size=100")
+        assert.is_true(r.ok, r.err and r.err.message)
+        assert.are.same({ 2500, "k00001", "k02500", true }, { r.n, r.first, r.last, r.ordered })
+        local reqs = emu:requests()
+        assert.is_true(#reqs >= 25, #reqs .. " requests")
+        emu:clear_requests()
+        r = call(path .. "?parallel=3&page_size=200&pages=1&prefix=k01")
+        assert.is_true(r.ok, r.err and r.err.message)
+        assert.are.same({ 1000, "k01000", "k01999", true }, { r.n, r.first, r.last, r.ordered })
+      end)
+    end
+
+    it("retries 503 and truncated replies of its ranges, every key exactly once", function()
+      emu:faults({ { kind = "status", status = 503 }, { kind = "truncate" }, { kind = "status", status = 500 } })
+      local r = call("/iterate?parallel=4&page_size=250")
+      assert.is_true(r.ok, r.err and r.err.message)
+      assert.are.same({ 2500, "k00001", "k02500", true }, { r.n, r.first, r.last, r.ordered })
+      local faults = 0
+      for _, q in ipairs(emu:requests()) do if q.fault then faults = faults + 1 end end
+      assert.are.equal(3, faults)
+    end)
+
+    it("raises the error table of an API error", function()
+      local r = call("/iterate?parallel=4&store=nope")
+      assert.is_false(r.ok)
+      assert.are.same({ "record-not-found", 404 }, { r.err.type, r.err.status })
+    end)
+
+    it("lists side by side while the worker answers pings", function()
+      emu:config({ delay = 0.1 })   -- 10 pages of 250 keys, each after 0.1 s
+      local one = run(host.port, { { path = "/iterate?page_size=250" } })[1]
+      local reqs = { { path = "/iterate?parallel=4&page_size=250" } }
+      for i = 1, 6 do reqs[#reqs + 1] = { path = "/ping", at = 0.05 * i, ping = true } end
+      run(host.port, reqs)
+      local par = reqs[1]
+      local r = cjson.decode(par.body)
+      assert.is_true(r.ok, r.err and r.err.message)
+      assert.are.same({ 2500, true }, { r.n, r.ordered })
+      local during, ping_max = 0, 0
+      for i = 2, #reqs do
+        if reqs[i].t_done < par.t_done then during = during + 1 end
+        ping_max = math.max(ping_max, reqs[i].elapsed)
+      end
+      assert.is_true(during >= 3, during .. " pings answered during the listing")
+      io.stderr:write(string.format("[openresty] 10 pages x 0.1 s: %.3f s one by one, %.3f s with "
+        .. "parallel = 4 (%.1fx); pings meanwhile: max %.1f ms\n", one.elapsed, par.elapsed,
+        one.elapsed / par.elapsed, ping_max * 1000))
+      T.timed_claim(par.elapsed < one.elapsed / 1.5, "parallel " .. par.elapsed .. " s, one " .. one.elapsed)
+    end)
+
+    it("says so in a timer, where nginx has no subrequests", function()
+      local r = call("/iterate-timer?parallel=4")
+      assert.is_false(r.ok)
+      assert.are.equal("unsupported-phase", r.err.type)
+      assert.matches("parallel listing needs subrequests", r.err.message)
+      r = call("/iterate-timer?parallel=1&page_size=1000")
+      assert.is_true(r.ok, r.err and r.err.message)
+      assert.are.equal(2500, r.n)
+    end)
+  end)
+
+  describe("the example: a timer from init_worker_by_lua fills a lua_shared_dict", function()
+    it("holds every key of the store after the start-up listing", function()
+      local d = cjson.decode(get(host.port, "/dict?key=k01234").body)
+      assert.are.equal(2500, d.count)
+      assert.are.equal(1234 % 7, d.size)
+      assert.is_false(d.running)
+      assert.is_nil(d.error)
+      assert.is_nil(cjson.decode(get(host.port, "/dict?key=nope").body).size)
+    end)
+
+    it("refreshes in the background while the worker answers other requests", function()
+      emu:config({ delay = 0.2 })      -- 3 pages of 1000 keys, each after 0.2 s
+      local before = cjson.decode(get(host.port, "/dict").body)
+      assert.are.equal("1", get(host.port, "/refresh").body)
+      -- while the timer lists: ask the same worker (worker_processes 1) every 20 ms
+      local answers, t_first, t_last_running = {}, nil, nil
+      local t0 = socket.gettime()
+      local deadline = t0 + 20 * SLOW
+      while socket.gettime() < deadline do
+        local t = socket.gettime()
+        local res = get(host.port, "/dict?key=k00001")
+        local d = cjson.decode(res.body)
+        answers[#answers + 1] = { elapsed = socket.gettime() - t, running = d.running, progress = d.progress }
+        if d.running then t_first = t_first or t; t_last_running = t end
+        if not d.running and d.listed_at and d.listed_at > before.listed_at then break end
+        socket.sleep(0.02)
+      end
+      local d = cjson.decode(get(host.port, "/dict?key=k02500").body)
+      assert.are.equal(2500, d.count)
+      assert.are.equal(2500 % 7, d.size)
+      assert.is_true(d.listed_at > before.listed_at)
+      -- the structural proof: the worker answered requests while its timer's listing went on,
+      -- and saw it go on (progress between pages)
+      local running, max_ms, progressed = 0, 0, {}
+      for _, a in ipairs(answers) do
+        if a.running then
+          running = running + 1
+          max_ms = math.max(max_ms, a.elapsed * 1000)
+          progressed[a.progress] = true
+        end
+      end
+      assert.is_true(running >= 5, running .. " answers during the listing")
+      assert.is_true(progressed[1000] or progressed[2000], "no answer between two pages")
+      io.stderr:write(string.format("\n[openresty] timer refresh of 2500 keys (3 pages x 0.2 s): "
+        .. "%.3f s; %d requests answered meanwhile, max %.1f ms\n",
+        (t_last_running or t0) - (t_first or t0), running, max_ms))
+      T.timed_claim(max_ms < 50, "a request took " .. max_ms .. " ms during the refresh")
+    end)
+
+    it("keeps the last complete listing when a refresh fails", function()
+      emu:faults({ { kind = "status", status = 500, times = 10 } })
+      assert.are.equal("1", get(host.port, "/refresh").body)
+      local deadline, d = socket.gettime() + 10 * SLOW, nil
+      repeat
+        socket.sleep(0.05)
+        d = cjson.decode(get(host.port, "/dict?key=k00007").body)
+      until (d.error and not d.running) or socket.gettime() > deadline
+      assert.matches("internal%-server%-error", d.error)
+      assert.are.equal(2500, d.count)
+      assert.are.equal(0, d.size)
+    end)
+
+    it("costs little CPU while a timer's listing waits for the API (polling)", function()
+      emu:config({ delay = 2 })
+      local cpu0 = tonumber(get(host.port, "/cpu").body)
+      local t0 = socket.gettime()
+      local r = cjson.decode(get(host.port, "/iterate-timer?page_size=1000&prefix=k01").body)
+      local wall = socket.gettime() - t0
+      local cpu = tonumber(get(host.port, "/cpu").body) - cpu0
+      assert.is_true(r.ok)
+      assert.are.equal(1000, r.n)
+      io.stderr:write(string.format("[openresty] a timer listing waiting %.2f s for its page: "
+        .. "worker CPU %.1f ms (%.2f%% of one core)\n", wall, cpu * 1000, 100 * cpu / wall))
+      T.timed_claim(cpu / wall < 0.05, "CPU " .. cpu .. " s in " .. wall .. " s")
+    end)
+  end)
+
+  describe("deployments: gzip, keep-alive pools, TLS", function()
+    local function iterate(query, port)
+      local res = get(port or host.port, "/iterate?" .. query)
+      assert.are.equal(200, res.status)
+      return cjson.decode(res.body)
+    end
+
+    it("asks for gzip through the subrequest and reads the compressed pages", function()
+      local r = iterate("page_size=1000")
+      assert.is_true(r.ok)
+      assert.are.equal(2500, r.n)
+      for _, q in ipairs(emu:requests()) do assert.are.equal("gzip", q.headers["accept-encoding"]) end
+      -- bytes on the wire of one full page, as the emulator sends them
+      local c = http.connect(emu.port)
+      local path = "/v2/key-value-stores/s/keys?limit=1000"
+      local auth = { Authorization = "Bearer " .. TOKEN }
+      local plain = assert(c:request("GET", path, auth))
+      auth["Accept-Encoding"] = "gzip"
+      local zipped = assert(c:request("GET", path, auth, true))
+      c:close()
+      assert.are.equal("gzip", zipped.headers["content-encoding"])
+      io.stderr:write(string.format("[openresty] a 1000-key page on the wire: %d bytes plain, "
+        .. "%d gzip (%.1fx less)\n", #plain.body, #zipped.body, #plain.body / #zipped.body))
+      assert.is_true(#zipped.body < #plain.body / 3)
+    end)
+
+    it("pools connections for a base URL with a port mapped to an upstream{} block", function()
+      local direct = iterate("page_size=250")
+      assert.is_true(direct.ok)
+      local before = connections(emu:requests())
+      emu:clear_requests()
+      local r = iterate("page_size=250&map=" .. emu.base_url .. "&upstream=emulator_pool")
+      assert.is_true(r.ok, r.err and r.err.message)
+      assert.are.same({ 2500, true }, { r.n, r.ordered })
+      local reqs = emu:requests()
+      assert.are.equal(10, #reqs, cjson.encode(reqs))
+      assert.are.equal("127.0.0.1:" .. emu.port, reqs[1].headers.host)   -- the base URL's, not the pool's
+      local after = connections(reqs)
+      io.stderr:write(string.format("[openresty] TCP connections for a 10-page listing of "
+        .. "%s: %d direct, %d through upstream{} keepalive\n", emu.base_url, before, after))
+      assert.are.equal(10, before)
+      assert.are.equal(1, after)
+    end)
+
+    it("fails at once with tls-error when nginx refuses the upstream's certificate", function()
+      local t0 = socket.gettime()
+      local r = iterate("base=tls&retries=3&map=https://localhost:" .. host.tls_port .. "&upstream=tls_front")
+      assert.is_false(r.ok)
+      assert.are.equal("tls-error", r.err.type)
+      assert.are.equal(0, r.err.retries)
+      assert.matches("nginx did not accept the certificate of localhost", r.err.message)
+      assert.matches("proxy_ssl_trusted_certificate", r.err.message)
+      assert.matches("upstream SSL certificate verify error", host:log("error.log"))
+      -- one check without certificate verification, and without the token
+      local reqs = emu:requests()
+      assert.are.equal(1, #reqs)
+      assert.is_nil(reqs[1].headers.authorization)
+      T.timed_claim(socket.gettime() - t0 < 2, "tls-error after " .. (socket.gettime() - t0) .. " s")
+    end)
+
+    it("lists over https with keep-alive when the certificate is trusted", function()
+      local r = iterate("base=tls&page_size=500&map=https://localhost:" .. host.tls_port
+        .. "&upstream=tls_trusted", host.trust_port)
+      assert.is_true(r.ok, r.err and r.err.message)
+      assert.are.same({ 2500, true }, { r.n, r.ordered })
+    end)
+
+    it("says why https to an IP address cannot be verified by nginx", function()
+      local r = iterate("base=tls_ip&retries=3", host.trust_port)
+      assert.is_false(r.ok)
+      assert.are.equal("tls-error", r.err.type)
+      assert.are.equal(0, r.err.retries)
+      assert.matches("never an IP address", r.err.message)
     end)
   end)
 
@@ -737,7 +998,7 @@ describe("OpenResty driver (apify.kvs.openresty) in a real nginx", function()
         .. " && ln -s " .. sh_quote(ROOT .. "/build/jit") .. " " .. sh_quote(prefix .. "/build/jit")
         .. " && ln -s " .. sh_quote(ROOT .. "/lua") .. " " .. sh_quote(prefix .. "/lua")
         .. " && ln -s " .. sh_quote(ROOT .. "/examples") .. " " .. sh_quote(prefix .. "/examples")))
-      local out = T.read("env -u LD_PRELOAD " .. NGINX .. " -t -p " .. sh_quote(prefix .. "/")
+      local out = T.read("env -u LD_PRELOAD " .. T.launch.NGINX .. " -t -p " .. sh_quote(prefix .. "/")
         .. " -c examples/openresty/nginx.conf -e " .. sh_quote(prefix .. "/build/openresty-example/error.log")
         .. " 2>&1; echo \"exit=$?\"")
       T.rmrf(prefix)

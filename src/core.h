@@ -4,10 +4,12 @@
  * Everything that decides *what* to send and *what a reply means* lives behind
  * this header, with no transport inside: paging state and cursor checks
  * (core_listing.c), URL and query building (core_request.c), streaming decoding
- * of reply bodies with yajl (core_reply.c), keeping the token out of server
+ * of reply bodies with yajl (core_reply.c), gzip bodies (core_inflate.c), keeping the token out of server
  * text (core_redact.c), the retry policy (core_listing.c) and where to split
- * a listing into key ranges fetched side by side (core_keyspace.c).  A driver (blocking libcurl, libcurl multi, an
- * OpenResty cosocket, a game loop's poll) only moves bytes:
+ * a listing into key ranges fetched side by side (core_keyspace.c), and the
+ * planning of such a parallel listing: its ranges, pace and hand-out order
+ * (core_parallel.c).  A driver (blocking libcurl, libcurl multi, an OpenResty
+ * cosocket, a game loop's poll) only moves bytes:
  *
  *     while (kvs_listing_next_request(l, &req)) {       // URL of the next page
  *         send GET req.url; then for the reply:
@@ -136,6 +138,32 @@ void kvs_page_reset(kvs_page *p);
 void kvs_page_free(kvs_page *p);
 void kvs_page_swap(kvs_page *a, kvs_page *b);   /* contents and buffers trade places */
 
+/* --- gzip bodies (core_inflate.c) --------------------------------------- */
+
+typedef struct kvs_inflate kvs_inflate;
+
+enum {
+    KVS_INFLATE_MORE = 0,       /* fed; the stream goes on */
+    KVS_INFLATE_DONE = 1,       /* the gzip member ended */
+    KVS_INFLATE_STOPPED = 2,    /* the sink said stop (its verdict is made) */
+    KVS_INFLATE_CORRUPT = -1,   /* not gzip, corrupt, cut short, or junk after it */
+    KVS_INFLATE_TOO_BIG = -2,   /* more than max_out decoded bytes */
+    KVS_INFLATE_NOMEM = -3
+};
+
+kvs_inflate *kvs_inflate_new(void);
+void         kvs_inflate_free(kvs_inflate *z);
+/* Starts a body; at most about max_out decoded bytes are ever made.  0, or -1 (no memory). */
+int          kvs_inflate_begin(kvs_inflate *z, size_t max_out);
+/* Inflates `n` bytes, handing the decoded bytes to sink (nonzero: stop).  KVS_INFLATE_*;
+ * once not KVS_INFLATE_MORE, later calls return the same and do nothing. */
+int          kvs_inflate_feed(kvs_inflate *z, const char *in, size_t n,
+                              int (*sink)(void *ud, const char *data, size_t len), void *ud);
+/* The body ended: KVS_INFLATE_CORRUPT if the gzip stream did not. */
+int          kvs_inflate_end(kvs_inflate *z);
+/* Why the stream failed ("" if it did not). */
+const char  *kvs_inflate_message(const kvs_inflate *z);
+
 /* --- request building (core_request.c) ---------------------------------- */
 
 /* Appends s percent-encoded (everything but RFC 3986 unreserved bytes). */
@@ -221,6 +249,9 @@ int  kvs_listing_finished(const kvs_listing *l);   /* no request left to make */
 /* The X-RateLimit-Limit of the latest reply (requests per second), 0 if none. */
 int  kvs_listing_rate_limit(const kvs_listing *l);
 int  kvs_listing_failed(const kvs_listing *l);
+/* 1: the driver hands over bodies as they came, and a gzip one (Content-Encoding: gzip) is
+ * inflated here (core_inflate.c); 0, the default: the transport decodes bodies (libcurl). */
+void kvs_listing_decode_gzip(kvs_listing *l, int on);
 
 /* --- key space arithmetic (core_keyspace.c) ------------------------------------
  *
@@ -290,6 +321,134 @@ int  kvs_ks_sample_copy(kvs_ks_sample *dst, const kvs_ks_sample *src);
 void kvs_ks_sample_free(kvs_ks_sample *s);
 /* Keys per unit of key space; 0 when unknown. */
 long double kvs_ks_density(const kvs_ks_model *m, const kvs_ks_sample *s);
+
+/* --- parallel planning (core_parallel.c) -----------------------------------------
+ *
+ * One listing split into key ranges (shards) fetched side by side: where to
+ * split, what to send when (a token bucket at the API's rate), which request
+ * to abort when a range is cut or stopped, and which page to hand out next.
+ * Each shard is a kvs_listing of its range.  A driver, with its own clock:
+ *
+ *     for (;;) {
+ *         while (kvs_plan_next_cancel(p, &id))  abort transfer id (no reply for it);
+ *         while (kvs_plan_take_page(p, &page))  hand the page out;
+ *         if (kvs_plan_finished(p) || kvs_plan_error(p)) break;
+ *         while (kvs_plan_next_request(p, now, &req))  send GET req.url as transfer req.id;
+ *         wait for a transfer to move, at most kvs_plan_timeout(p, now) seconds (< 0: no limit);
+ *         for each reply: kvs_plan_reply_begin/header/body(p, id, ...),
+ *                         kvs_plan_reply_end(p, id, fault, msg, now);
+ *     }
+ *
+ * Replies of a request the plan no longer waits for (cancelled, or an id it
+ * never gave) are ignored.  Strings a request points to stay valid until the
+ * next call into the plan.
+ */
+
+#define KVS_PLAN_MAX   64    /* most ranges fetched side by side */
+#define KVS_PLAN_PAGES 2     /* decoded pages one range holds, the one being received
+                                included; a full range sends nothing */
+#define KVS_PLAN_RATE  60.0  /* requests per second until X-RateLimit-Limit says */
+
+typedef struct kvs_plan kvs_plan;
+
+typedef struct kvs_plan_request {
+    unsigned    id;         /* names the transfer in replies and cancels; never 0 */
+    unsigned    shard;      /* which range it is for (a serial number) */
+    const char *url;        /* NUL-terminated */
+    size_t      url_len;
+    int         attempt;    /* 0 for the first try of a page */
+} kvs_plan_request;
+
+/* `cfg` is copied (its upper_key and single_page are ignored); `parallel` is
+ * clamped to 1..KVS_PLAN_MAX.  rate > 0: at most that many requests a second,
+ * whatever the API says; else KVS_PLAN_RATE, then each reply's
+ * X-RateLimit-Limit.  After a 429 the plan sends slower for a while, whatever
+ * the rate.  `ordered`: pages come out in key order; else as they arrive. */
+kvs_plan *kvs_plan_new(const kvs_listing_config *cfg, int parallel, double rate, int ordered);
+void      kvs_plan_free(kvs_plan *p);
+/* 1: send `req` now (the bucket's token is spent); 0: nothing may go now. */
+int       kvs_plan_next_request(kvs_plan *p, double now, kvs_plan_request *req);
+/* 1: abort transfer *id; 0: none to abort. */
+int       kvs_plan_next_cancel(kvs_plan *p, unsigned *id);
+void      kvs_plan_reply_begin(kvs_plan *p, unsigned id, int status);
+void      kvs_plan_reply_header(kvs_plan *p, unsigned id, const char *name, size_t nlen,
+                                const char *value, size_t vlen);
+/* 0: go on; -1: the rest of the body cannot matter (stop reading it). */
+int       kvs_plan_reply_body(kvs_plan *p, unsigned id, const char *data, size_t len);
+void      kvs_plan_reply_end(kvs_plan *p, unsigned id, kvs_fault fault, const char *msg,
+                             double now);
+/* Seconds until kvs_plan_next_request may give a request: 0 now, < 0 not
+ * before a reply arrives (or never: finished, failed). */
+double    kvs_plan_timeout(kvs_plan *p, double now);
+/* 1: a page swapped into *mine (as kvs_listing_take_page); 0: none ready. */
+int       kvs_plan_take_page(kvs_plan *p, kvs_page *mine);
+int       kvs_plan_finished(kvs_plan *p);          /* every page handed out */
+const kvs_error *kvs_plan_error(const kvs_plan *p);   /* NULL unless failed */
+int       kvs_plan_inflight(const kvs_plan *p);    /* requests awaiting a reply */
+/* Figures for tests and benches: requests made, 429s seen, ranges made. */
+typedef struct kvs_plan_stats {
+    long requests, throttled, shards;
+    int  alive, held;       /* ranges now; pages held and requests in flight */
+    double rate;            /* the pace right now, requests per second */
+} kvs_plan_stats;
+void      kvs_plan_stats_get(const kvs_plan *p, kvs_plan_stats *st);
+
+/* Planner internals, shared by core_parallel.c (lifecycle, pace, requests,
+ * hand-out) and core_split.c (where ranges are cut, what a page gives). */
+#define KVS_PLAN_OK_RING 128   /* times of the latest accepted replies, for the 429 back-off */
+
+typedef struct kvs_shard {
+    kvs_listing  *l;            /* made at the first request, remade when hi moves */
+    kvs_buf       cursor, hi;   /* the range (cursor, hi]; cursor: the next exclusiveStartKey */
+    int           has_cursor, has_hi;
+    kvs_ks_sample dens;         /* its latest page's, or its parent's */
+    kvs_ks_model  model;        /* how its keys read as numbers: learnt from that page */
+    int           fed;          /* keys came from the range (or its parent's, handed over) */
+    int           skip;         /* could not be cut this round */
+    int           rebuild;      /* hi moved since l was made */
+    int           inflight, retrying, done, status;
+    unsigned      id;           /* of the request in flight */
+    unsigned      serial;
+    double        retry_at;     /* 0: none */
+    kvs_page      pages[KVS_PLAN_PAGES];   /* a ring of decoded pages waiting to be handed out */
+    int           first, npages;
+} kvs_shard;
+
+struct kvs_plan {
+    kvs_listing_config cfg;            /* its strings are the copies in strs */
+    char              *strs[6];
+    kvs_shard         *s[2 * KVS_PLAN_MAX]; /* in key order */
+    int                n, parallel, ordered, turn;
+    int                max_shards;     /* ranges at once, finished ones holding pages included */
+    int                held;           /* pages held and requests in flight */
+    kvs_ks_model       model;          /* learnt from every page (see local_model) */
+    int                started;        /* the first page is in: splitting may begin */
+    int                inflight, finished, failed;
+    long long          remaining;      /* keys still to hand out; -1: all */
+    double             rate, ceiling, tokens, refilled, cut_at;
+    int                rate_fixed, clock_set;
+    double             ok_t[KVS_PLAN_OK_RING];  /* when accepted replies came */
+    int                ok_n;
+    unsigned           next_id, next_serial;
+    unsigned          *cancels;
+    size_t             ncancels, cancels_cap;
+    kvs_buf            first;          /* the first key listed */
+    kvs_buf            proof;          /* the greatest key a page showed keys after */
+    size_t             prefix_len;
+    uint64_t           seed;
+    kvs_plan_stats     st;
+    kvs_error          err;
+};
+
+kvs_shard *kvs_shard_new(kvs_plan *p, const kvs_buf *lo, const kvs_buf *hi,
+                         const kvs_ks_sample *dens);
+void kvs_shard_stop(kvs_plan *p, kvs_shard *s);      /* aborts its request, keeps its pages */
+void kvs_shard_free(kvs_plan *p, kvs_shard *s);
+void kvs_plan_insert_after(kvs_plan *p, int i, kvs_shard *t);
+int  kvs_plan_oom(kvs_plan *p);                      /* fails the plan; -1 */
+int  kvs_plan_pages_held(const kvs_plan *p);
+void kvs_plan_schedule(kvs_plan *p);                 /* cuts ranges while there is room */
+void kvs_plan_accept_page(kvs_plan *p, kvs_shard *s);   /* s's listing has a page */
 
 #pragma GCC visibility pop
 

@@ -53,6 +53,9 @@ struct kvs_listing {
     double    retry_after;     /* seconds from the reply's Retry-After, < 0 none */
     int       status;
     kvs_reply *reply;
+    kvs_inflate *gz;           /* made at the first gzip reply */
+    int       gzip;            /* this reply's body is gzip (Content-Encoding) */
+    int       decode_gzip;     /* bodies come as sent: inflate gzip ones */
     kvs_page  page;            /* the page being decoded, then handed over */
     kvs_error error;
 };
@@ -143,6 +146,7 @@ void kvs_listing_free(kvs_listing *l)
         free(l->secret);
     }
     kvs_reply_free(l->reply);
+    kvs_inflate_free(l->gz);
     kvs_page_free(&l->page);
     free(l);
 }
@@ -207,6 +211,7 @@ void kvs_listing_reply_begin(kvs_listing *l, int status)
     if (l->state != S_REPLY) return;
     l->status = status;
     l->retry_after = -1;
+    l->gzip = 0;
     if (kvs_reply_begin(l->reply, status, &l->page, l->asked) != 0)
         l->status = -1;   /* reported by reply_end */
 }
@@ -254,7 +259,17 @@ void kvs_listing_reply_header(kvs_listing *l, const char *name, size_t nlen,
     while (vlen && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t' ||
                     value[vlen - 1] == '\r' || value[vlen - 1] == '\n')) vlen--;
 #define HEADER_IS(lit) (nlen == sizeof(lit) - 1 && strncasecmp(name, lit, nlen) == 0)
-    if (HEADER_IS("Retry-After")) {
+    if (l->decode_gzip && HEADER_IS("Content-Encoding")) {
+        /* gzip: decoded here, counted against the page's limits as decoded bytes */
+        if ((vlen == 4 && strncasecmp(value, "gzip", 4) == 0)
+            || (vlen == 6 && strncasecmp(value, "x-gzip", 6) == 0)) {
+            if (!l->gz) l->gz = kvs_inflate_new();
+            if (!l->gz || kvs_inflate_begin(l->gz, KVS_BODY_MAX(l->asked)) != 0)
+                l->status = -1;   /* out of memory, reported by reply_end */
+            else
+                l->gzip = 1;
+        }
+    } else if (HEADER_IS("Retry-After")) {
         l->retry_after = parse_retry_after(l, value, vlen);
     } else if (HEADER_IS("X-RateLimit-Limit")) {
         int n = 0;
@@ -266,9 +281,16 @@ void kvs_listing_reply_header(kvs_listing *l, const char *name, size_t nlen,
 #undef HEADER_IS
 }
 
+static int reply_sink(void *ud, const char *data, size_t len)
+{
+    return kvs_reply_body(ud, data, len) != 0;
+}
+
 int kvs_listing_reply_body(kvs_listing *l, const char *data, size_t len)
 {
     if (l->state != S_REPLY || l->status <= 0) return -1;
+    if (l->gzip)
+        return kvs_inflate_feed(l->gz, data, len, reply_sink, l->reply) == KVS_INFLATE_MORE ? 0 : -1;
     return kvs_reply_body(l->reply, data, len);
 }
 
@@ -474,6 +496,23 @@ kvs_step kvs_listing_reply_end(kvs_listing *l, kvs_fault fault, const char *faul
         return retry_or_fail(l, KVS_ERR_NETWORK, "network error: no HTTP status received",
                              0, now, wait);
     }
+    if (l->gzip && l->status >= 200 && l->status < 300) {
+        char msg[240];
+        switch (kvs_inflate_end(l->gz)) {
+        case KVS_INFLATE_NOMEM:
+            set_error(l, KVS_ERR_MEMORY, "out of memory while inflating a reply", l->status);
+            return KVS_STEP_FAILED;
+        case KVS_INFLATE_TOO_BIG:     /* the decoder stops first; this is the backstop */
+            snprintf(msg, sizeof msg, "%s (more than %zu bytes for a page of %zu items)",
+                     kvs_inflate_message(l->gz), (size_t)KVS_BODY_MAX(l->asked), l->asked);
+            return fail_now(l, KVS_ERR_RESPONSE, msg, l->status);
+        case KVS_INFLATE_CORRUPT:     /* like a body cut short or not JSON: worth another try */
+            snprintf(msg, sizeof msg, "the body is not valid gzip: %s", kvs_inflate_message(l->gz));
+            return retry_or_fail(l, KVS_ERR_RESPONSE, msg, l->status, now, wait);
+        default:
+            break;
+        }
+    }
     memset(&e, 0, sizeof e);
     switch (kvs_reply_end(l->reply, &e)) {
     case KVS_REPLY_PAGE:
@@ -516,4 +555,9 @@ int kvs_listing_finished(const kvs_listing *l)
 int kvs_listing_failed(const kvs_listing *l)
 {
     return l->state == S_FAILED;
+}
+
+void kvs_listing_decode_gzip(kvs_listing *l, int on)
+{
+    l->decode_gzip = on;
 }

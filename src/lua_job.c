@@ -3,35 +3,51 @@
  * job:poll() does only the I/O that is ready and hands out the keys that have
  * arrived, never waiting; job:timeout() and job:sockets() tell a host's own
  * loop when and on what to wait.  Driven by the libcurl multi driver.
+ * Type apify.kvs.job; poll() returns the same iterator every frame.
  */
+#include "lua_ffi.h"
 #include "lua_listing.h"
 
 static listing_ud *check_job(lua_State *L)
 {
-    return kvs_check_kind(L, 1, KIND_JOB);
+    return kvs_check_class(L, 1, KVS_JOB_MT);
 }
 
 /* Settles a job whose driver has nothing left and whose keys are all out. */
 static void settle_if_finished(lua_State *L, listing_ud *u)
 {
-    if (u->run == L_RUNNING && u->core && u->pos >= u->page.count && kvs_async_finished(u->async))
+    if (u->run == L_RUNNING && u->core && u->view.pos >= u->view.count
+        && kvs_async_finished(u->async))
         kvs_listing_settle(L, u);
 }
 
-static int job_next(lua_State *L)
+/* The keys of this poll are used up: takes the next page that has arrived.
+ * 1: the view shows a page with keys; 0: none for now. */
+static int take_page(lua_State *L, listing_ud *u)
 {
-    listing_ud *u = lua_touserdata(L, lua_upvalueindex(1));
-    if (u->budget == 0) return 0;
-    while (u->pos >= u->page.count) {
+    while (u->view.pos >= u->view.count) {
         u->hook.L = L;          /* taking a page may start the next request, and retry */
         if (!u->core || !kvs_async_take(u->async, &u->page)) {
             if (u->core) settle_if_finished(L, u);
             return 0;
         }
-        u->pos = 0;
+        kvs_view_page(u);
     }
-    if (u->budget > 0) u->budget--;
+    return 1;
+}
+
+static int job_next(lua_State *L)
+{
+    listing_ud *u = lua_touserdata(L, lua_upvalueindex(1));
+    if (u->view.budget == 0 || !take_page(L, u)) return 0;
+    if (u->view.budget > 0) u->view.budget--;
     return kvs_push_item(L, u);
+}
+
+static int job_ffi_more(lua_State *L)
+{
+    lua_pushboolean(L, take_page(L, check_job(L)));
+    return 1;
 }
 
 /* job:poll([max_keys]) -> iterator over the keys that have arrived (never blocks) */
@@ -43,9 +59,8 @@ static int job_poll(lua_State *L)
         luaL_argerror(L, 2, "max_keys must be an integer >= 1");
     u->hook.L = L;
     if (u->core) kvs_async_poll(u->async);
-    u->budget = max;
-    lua_settop(L, 1);
-    lua_pushcclosure(L, job_next, 1);
+    u->view.budget = (double)max;
+    kvs_push_kept_iterator(L, 1);
     return 1;
 }
 
@@ -72,7 +87,7 @@ static int push_timeout(lua_State *L)
     double t;
     settle_if_finished(L, u);
     if (u->run != L_RUNNING) return 0;
-    t = u->pos < u->page.count ? 0 : kvs_async_timeout(u->async);
+    t = u->view.pos < u->view.count ? 0 : kvs_async_timeout(u->async);
     if (t < 0) return 0;
     lua_pushnumber(L, t);
     return 1;
@@ -102,13 +117,55 @@ static int job_sockets(lua_State *L)
     return 2;
 }
 
-void kvs_open_job(lua_State *L, int methods)
+static int store_job(lua_State *L)
 {
-    static const luaL_Reg fns[] = {
-        { "poll", job_poll }, { "status", job_status }, { "timeout", job_timeout },
-        { "sockets", job_sockets }, { NULL, NULL }
+    kvs_listing_config cfg;
+    listing_ud *u = kvs_new_listing(L, KVS_CALL_LISTING, KVS_JOB_MT, &cfg, 1);
+    kvs_listing_start(L, u, &cfg);
+    u->prefetch = 1;
+    kvs_listing_drive(L, u);
+    kvs_async_budget(u->async, KVS_JOB_POLL_BUDGET);
+    if (!kvs_ffi_iterator(L, -1, "job", u->view.urls)) {
+        lua_pushvalue(L, -1);
+        lua_pushcclosure(L, job_next, 1);
+    }
+    kvs_keep_iterator(L, -2);
+    return 1;
+}
+
+/* Nothing is left to hand out: closing now cancels nothing. */
+static int job_close(lua_State *L)
+{
+    listing_ud *u = check_job(L);
+    kvs_listing_close(L, u, u->core && u->view.pos >= u->view.count
+                            && kvs_async_finished(u->async));
+    return 0;
+}
+
+static int job_tostring(lua_State *L)
+{
+    static const char *const states[] = { "running", "done", "failed", "cancelled" };
+    return kvs_listing_tostring(L, check_job(L), KVS_JOB_MT, states);
+}
+
+void kvs_job_open(lua_State *L, int store_methods)
+{
+    static const luaL_Reg meta[] = {
+        { "__gc", job_close },
+#if LUA_VERSION_NUM >= 504
+        { "__close", job_close },
+#endif
+        { "__tostring", job_tostring },
+        { NULL, NULL }
     };
-    lua_pushvalue(L, methods);
-    luaL_setfuncs(L, fns, 0);
+    static const luaL_Reg methods[] = {
+        { "poll", job_poll }, { "status", job_status }, { "timeout", job_timeout },
+        { "sockets", job_sockets }, { "close", job_close }, { NULL, NULL }
+    };
+    kvs_new_class(L, KVS_JOB_MT, meta, methods);
+    kvs_ffi_bind(L, "job", job_ffi_more, NULL);
+    lua_pushvalue(L, store_methods);
+    lua_pushcfunction(L, store_job);
+    lua_setfield(L, -2, "job");
     lua_pop(L, 1);
 }

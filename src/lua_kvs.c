@@ -1,116 +1,18 @@
 /*
  * lua_kvs.c — the module table (luaopen_apify_kvs), clients and stores:
  * checking what a script passes in, and keeping the token out of sight.
- * Listings live in lua_listing.c.
+ * Each kind of listing opens itself (its *_open, lua_aux.h lists them) and
+ * adds its store methods.
  */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "kvs.h"
+#include "lua_ffi.h"
+#include "lua_listing.h"
 
 #define DEFAULT_BASE_URL "https://api.apify.com"
-
-/* --- option tables ------------------------------------------------------------ */
-
-static const char *lua_typename_of(int t)
-{
-    return t == LUA_TSTRING ? "a string" : t == LUA_TNUMBER ? "a number"
-         : t == LUA_TFUNCTION ? "a function" : "a boolean";
-}
-
-void kvs_check_options(lua_State *L, int arg, const kvs_optspec *spec, unsigned call)
-{
-    if (lua_isnoneornil(L, arg))
-        return;
-    luaL_checktype(L, arg, LUA_TTABLE);
-    lua_pushnil(L);
-    while (lua_next(L, arg)) {
-        const kvs_optspec *s;
-        if (lua_type(L, -2) != LUA_TSTRING) {
-            luaL_argerror(L, arg, "option names must be strings");
-        }
-        for (s = spec; s->name; s++)
-            if ((s->calls & call) && strcmp(s->name, lua_tostring(L, -2)) == 0) break;
-        if (!s->name)
-            luaL_argerror(L, arg, lua_pushfstring(L, "unknown option '%s'", lua_tostring(L, -2)));
-        if (lua_type(L, -1) != s->type &&
-            !(s->type == LUA_TSTRING && lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)
-              && strcmp(s->name, "token") == 0))
-            luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be %s, got %s", s->name,
-                          lua_typename_of(s->type), luaL_typename(L, -1)));
-        lua_pop(L, 1);
-    }
-}
-
-/* Pushes nothing; returns NULL when the option is absent (types were checked). */
-const char *kvs_opt_string(lua_State *L, int arg, const char *name, size_t *len)
-{
-    const char *s = NULL;
-    if (lua_isnoneornil(L, arg)) return NULL;
-    lua_getfield(L, arg, name);
-    if (lua_type(L, -1) == LUA_TSTRING)
-        s = lua_tolstring(L, -1, len);   /* anchored in the options table */
-    lua_pop(L, 1);
-    return s;
-}
-
-/* Range errors name the whole range: integers as lo..hi (">= lo" when there
- * is no upper bound), numbers as an interval, "(0, 1e9]". */
-long long kvs_opt_integer(lua_State *L, int arg, const char *name,
-                          long long min, long long max, long long dflt)
-{
-    long long v = dflt;
-    if (lua_isnoneornil(L, arg)) return dflt;
-    lua_getfield(L, arg, name);
-    if (!lua_isnil(L, -1)) {
-        if (!kvs_tointeger(L, -1, &v) || v < min || v > max) {
-            char range[64];
-            if (max == LLONG_MAX) snprintf(range, sizeof range, ">= %lld", min);
-            else snprintf(range, sizeof range, "in %lld..%lld", min, max);
-            luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be an integer %s",
-                          name, range));
-        }
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
-#define NUMBER_OPTION_MAX 1e9
-
-/* A bound as a person writes it: 0.5, 30, 1e9 (not printf's 1e+09). */
-static const char *format_bound(char *buf, size_t cap, double v)
-{
-    char *exponent;
-    snprintf(buf, cap, "%g", v);
-    if ((exponent = strchr(buf, 'e')) != NULL) {
-        exponent++;
-        if (*exponent == '+') memmove(exponent, exponent + 1, strlen(exponent));
-        if (*exponent == '-') exponent++;
-        while (exponent[0] == '0' && exponent[1]) memmove(exponent, exponent + 1, strlen(exponent));
-    }
-    return buf;
-}
-
-static double opt_number(lua_State *L, int arg, const char *name, double min, double dflt,
-                         int min_exclusive)
-{
-    double v = dflt;
-    if (lua_isnoneornil(L, arg)) return dflt;
-    lua_getfield(L, arg, name);
-    if (!lua_isnil(L, -1)) {
-        v = (double)lua_tonumber(L, -1);
-        if (!(v == v) || v > NUMBER_OPTION_MAX || (min_exclusive ? v <= min : v < min)) {
-            char lo[32], hi[32];
-            luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be a number in %s%s, %s]",
-                          name, min_exclusive ? "(" : "[", format_bound(lo, sizeof lo, min),
-                          format_bound(hi, sizeof hi, NUMBER_OPTION_MAX)));
-        }
-    }
-    lua_pop(L, 1);
-    return v;
-}
 
 /* A header value must not smuggle in a line break or other control bytes. */
 static void check_header_safe(lua_State *L, int arg, const char *name, const char *s, size_t n)
@@ -133,25 +35,9 @@ static char *dup_bytes(const char *s, size_t n)
     return d;
 }
 
-void kvs_client_release(lua_State *L, kvs_client *c)
-{
-    if (!c || --c->refs > 0) return;
-    luaL_unref(L, LUA_REGISTRYINDEX, c->on_retry_ref);
-    kvs_http_free(c->settings.http);
-    if (c->settings.token) {
-        /* wipe before free: the token should not linger in freed memory */
-        volatile char *p = c->settings.token;
-        while (*p) *p++ = 0;
-        free(c->settings.token);
-    }
-    free(c->settings.base_url);
-    free(c->settings.user_agent);
-    free(c);
-}
-
 static kvs_client **check_client(lua_State *L, int idx)
 {
-    kvs_client **ud = luaL_checkudata(L, idx, KVS_CLIENT_MT);
+    kvs_client **ud = kvs_check_class(L, idx, KVS_CLIENT_MT);
     if (!*ud) luaL_argerror(L, idx, "client is closed");
     return ud;
 }
@@ -252,29 +138,23 @@ static int kvs_new(lua_State *L)
 
     ud = kvs_newuserdata(L, sizeof *ud);
     *ud = NULL;
-    luaL_getmetatable(L, KVS_CLIENT_MT);
-    lua_setmetatable(L, -2);
+    kvs_set_class(L, KVS_CLIENT_MT);
     c = calloc(1, sizeof *c);
     if (!c) return luaL_error(L, "apify.kvs: out of memory");
     *ud = c;
     c->refs = 1;
     c->on_retry_ref = LUA_NOREF;
-    c->settings.timeout = opt_number(L, 1, "timeout", 0, 30, 1);
-    c->settings.min_delay = opt_number(L, 1, "min_delay", 0, 0.5, 0);
+    c->settings.timeout = kvs_opt_number(L, 1, "timeout", 0, 30, 1);
+    c->settings.min_delay = kvs_opt_number(L, 1, "min_delay", 0, 0.5, 0);
     c->settings.max_retries = (int)kvs_opt_integer(L, 1, "max_retries", 0, 100, 8);
-    c->settings.max_delay = opt_number(L, 1, "max_delay", 0, KVS_DEFAULT_MAX_DELAY, 1);
-    c->settings.max_elapsed = opt_number(L, 1, "max_elapsed", 0, 0, 1);
+    c->settings.max_delay = kvs_opt_number(L, 1, "max_delay", 0, KVS_DEFAULT_MAX_DELAY, 1);
+    c->settings.max_elapsed = kvs_opt_number(L, 1, "max_elapsed", 0, 0, 1);
     if (!lua_isnoneornil(L, 1)) {
         lua_getfield(L, 1, "on_retry");
         if (lua_isfunction(L, -1)) c->on_retry_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         else lua_pop(L, 1);
     }
-    c->settings.gzip = 1;
-    if (!lua_isnoneornil(L, 1)) {
-        lua_getfield(L, 1, "gzip");
-        c->settings.gzip = lua_isnil(L, -1) || lua_toboolean(L, -1);
-        lua_pop(L, 1);
-    }
+    c->settings.gzip = kvs_opt_boolean(L, 1, "gzip", 1);
     c->settings.base_url = dup_bytes(base, blen);
     if (c->settings.base_url) lower_scheme(c->settings.base_url);
     c->settings.user_agent = dup_bytes(ua, ulen);
@@ -288,7 +168,7 @@ static int kvs_new(lua_State *L)
 
 static int client_gc(lua_State *L)
 {
-    kvs_client **ud = luaL_checkudata(L, 1, KVS_CLIENT_MT);
+    kvs_client **ud = kvs_check_class(L, 1, KVS_CLIENT_MT);
     kvs_client_release(L, *ud);
     *ud = NULL;
     return 0;
@@ -296,7 +176,7 @@ static int client_gc(lua_State *L)
 
 static int client_tostring(lua_State *L)
 {
-    kvs_client **ud = luaL_checkudata(L, 1, KVS_CLIENT_MT);
+    kvs_client **ud = kvs_check_class(L, 1, KVS_CLIENT_MT);
     if (!*ud)
         lua_pushliteral(L, "apify.kvs.client (closed)");
     else    /* says whether a token is set, never what it is */
@@ -307,25 +187,12 @@ static int client_tostring(lua_State *L)
 
 /* --- stores --------------------------------------------------------------------- */
 
-typedef struct store_ud {
-    kvs_client *client;
-    char       *id;
-} store_ud;
-
-kvs_client *kvs_check_store(lua_State *L, int idx, const char **id)
-{
-    store_ud *s = luaL_checkudata(L, idx, KVS_STORE_MT);
-    if (!s->client) luaL_argerror(L, idx, "store is closed");
-    if (id) *id = s->id;
-    return s->client;
-}
-
 static int client_store(lua_State *L)
 {
     kvs_client **c = check_client(L, 1);
     size_t n;
     const char *id, *problem;
-    store_ud *s;
+    kvs_store_ud *s;
     if (lua_type(L, 2) != LUA_TSTRING)
         luaL_argerror(L, 2, lua_pushfstring(L, "store id must be a string, got %s",
                       luaL_typename(L, 2)));
@@ -335,8 +202,7 @@ static int client_store(lua_State *L)
     s = kvs_newuserdata(L, sizeof *s);
     s->client = NULL;
     s->id = NULL;
-    luaL_getmetatable(L, KVS_STORE_MT);
-    lua_setmetatable(L, -2);
+    kvs_set_class(L, KVS_STORE_MT);
     if (!(s->id = dup_bytes(id, n)))
         return luaL_error(L, "apify.kvs: out of memory");
     s->client = *c;
@@ -346,7 +212,7 @@ static int client_store(lua_State *L)
 
 static int store_gc(lua_State *L)
 {
-    store_ud *s = luaL_checkudata(L, 1, KVS_STORE_MT);
+    kvs_store_ud *s = kvs_check_class(L, 1, KVS_STORE_MT);
     kvs_client_release(L, s->client);
     free(s->id);
     s->client = NULL;
@@ -356,7 +222,7 @@ static int store_gc(lua_State *L)
 
 static int store_tostring(lua_State *L)
 {
-    store_ud *s = luaL_checkudata(L, 1, KVS_STORE_MT);
+    kvs_store_ud *s = kvs_check_class(L, 1, KVS_STORE_MT);
     if (!s->client)
         lua_pushliteral(L, "apify.kvs.store (closed)");
     else
@@ -374,22 +240,6 @@ static int store_id(lua_State *L)
 
 /* --- module ----------------------------------------------------------------------- */
 
-void kvs_new_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods)
-{
-    luaL_newmetatable(L, name);
-    luaL_setfuncs(L, meta, 0);
-    if (methods) {
-        lua_newtable(L);
-        luaL_setfuncs(L, methods, 0);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pushstring(L, name);
-    lua_setfield(L, -2, "__name");
-    lua_pushliteral(L, "apify.kvs: metatable is locked");
-    lua_setfield(L, -2, "__metatable");
-    lua_pop(L, 1);
-}
-
 KVS_EXPORT int luaopen_apify_kvs(lua_State *L)
 {
     static const luaL_Reg client_meta[] = {
@@ -399,23 +249,29 @@ KVS_EXPORT int luaopen_apify_kvs(lua_State *L)
     static const luaL_Reg store_meta[] = {
         { "__gc", store_gc }, { "__tostring", store_tostring }, { NULL, NULL }
     };
-    static const luaL_Reg store_methods[] = {
-        { "list_keys", kvs_store_list_keys }, { "keys", kvs_store_keys },
-        { "listing", kvs_store_listing }, { "job", kvs_store_job }, { "id", store_id },
-        { NULL, NULL }
-    };
+    static const luaL_Reg store_methods[] = { { "id", store_id }, { NULL, NULL } };
     static const luaL_Reg functions[] = { { "new", kvs_new }, { NULL, NULL } };
 
     if (kvs_http_global_init() != 0)
         return luaL_error(L, "apify.kvs: libcurl failed to initialise");
     kvs_new_class(L, KVS_CLIENT_MT, client_meta, client_methods);
+    kvs_aux_open(L);
     kvs_new_class(L, KVS_STORE_MT, store_meta, store_methods);
-    kvs_open_listing(L);
+    luaL_getmetatable(L, KVS_STORE_MT);
+    lua_getfield(L, -1, "__index");           /* each kind adds its store methods */
+    kvs_ffi_open(L);
+    kvs_keys_open(L, lua_gettop(L));
+    kvs_sansio_open(L, lua_gettop(L));
+    kvs_job_open(L, lua_gettop(L));
+    kvs_open_plan(L);
+    lua_pop(L, 2);
 
     luaL_newlib(L, functions);
     lua_pushliteral(L, "apify.kvs " KVS_VERSION);
     lua_setfield(L, -2, "_VERSION");
     lua_pushstring(L, kvs_http_version());
     lua_setfield(L, -2, "_TRANSPORT");
+    lua_pushboolean(L, kvs_ffi_enabled(L));
+    lua_setfield(L, -2, "_FFI");
     return 1;
 }

@@ -1,47 +1,33 @@
 /*
- * lua_listing.c — store:list_keys (one page, `nil, err` on failure) and
- * store:keys (the generic-for iterator that hides exclusiveStartKey paging),
- * the listing userdata behind the iterator, and error objects.
+ * lua_listing.c — the listing state shared by the kinds of listing (see
+ * lua_listing.h): the options every listing call reads, the on_retry hook,
+ * making, draining, closing and releasing a listing userdata, and handing
+ * out the items of its current page.
  */
 #include <string.h>
 
 #include "lua_listing.h"
 
-/* --- errors -------------------------------------------------------------------- */
+/* --- options -> core config -------------------------------------------------------- */
 
-static int error_tostring(lua_State *L)
-{
-    int status;
-    lua_getfield(L, 1, "type");
-    lua_getfield(L, 1, "message");
-    lua_getfield(L, 1, "status");
-    status = (int)lua_tointeger(L, -1);
-    if (status)
-        lua_pushfstring(L, "apify.kvs: %s (%s, HTTP %d)", lua_tostring(L, -2),
-                        lua_tostring(L, -3), status);
-    else
-        lua_pushfstring(L, "apify.kvs: %s (%s)", lua_tostring(L, -2), lua_tostring(L, -3));
-    return 1;
-}
+#define K  KVS_CALL_KEYS
+#define LI KVS_CALL_LISTING
+#define LK KVS_CALL_LIST_KEYS
 
-void kvs_push_error(lua_State *L, const kvs_error *e)
-{
-    lua_createtable(L, 0, 4);
-    lua_pushstring(L, e->type);
-    lua_setfield(L, -2, "type");
-    lua_pushstring(L, e->message);
-    lua_setfield(L, -2, "message");
-    if (e->status) {
-        lua_pushinteger(L, e->status);
-        lua_setfield(L, -2, "status");
-    }
-    lua_pushinteger(L, e->retries);
-    lua_setfield(L, -2, "retries");
-    luaL_getmetatable(L, KVS_ERROR_MT);
-    lua_setmetatable(L, -2);
-}
-
-/* --- on_retry ------------------------------------------------------------------------- */
+const kvs_optspec kvs_listing_options[] = {
+    { "prefix", LUA_TSTRING, K | LI | LK },
+    { "collection", LUA_TSTRING, K | LI | LK },
+    { "signature", LUA_TSTRING, K | LI | LK },
+    { "exclusiveStartKey", LUA_TSTRING, K | LI | LK },
+    { "limit", LUA_TNUMBER, K | LI | LK },
+    { "urls", LUA_TBOOLEAN, K | LI | LK },
+    { "page_size", LUA_TNUMBER, K | LI },
+    { "prefetch", LUA_TBOOLEAN, K },
+    { "parallel", LUA_TNUMBER, K },
+    { "rate_limit", LUA_TNUMBER, K },
+    { "ordered", LUA_TBOOLEAN, K },
+    { NULL, 0, 0 }
+};
 
 int kvs_call_on_retry(void *ud, const kvs_error *e, int attempt, double delay,
                       char *why, size_t why_cap)
@@ -64,29 +50,8 @@ int kvs_call_on_retry(void *ud, const kvs_error *e, int attempt, double delay,
     return verdict;
 }
 
-/* --- options -> core config -------------------------------------------------------- */
-
-/* Which call takes which option. */
-#define KEYS      1u     /* store:keys */
-#define LISTING   2u     /* store:listing and store:job: paging of their own */
-#define LIST_KEYS 4u     /* store:list_keys: one page */
-
-static const kvs_optspec options[] = {
-    { "prefix", LUA_TSTRING, KEYS | LISTING | LIST_KEYS },
-    { "collection", LUA_TSTRING, KEYS | LISTING | LIST_KEYS },
-    { "signature", LUA_TSTRING, KEYS | LISTING | LIST_KEYS },
-    { "exclusiveStartKey", LUA_TSTRING, KEYS | LISTING | LIST_KEYS },
-    { "limit", LUA_TNUMBER, KEYS | LISTING | LIST_KEYS },
-    { "page_size", LUA_TNUMBER, KEYS | LISTING },
-    { "prefetch", LUA_TBOOLEAN, KEYS },
-    { "parallel", LUA_TNUMBER, KEYS },
-    { "rate_limit", LUA_TNUMBER, KEYS },
-    { "ordered", LUA_TBOOLEAN, KEYS },
-    { NULL, 0, 0 }
-};
-
-static void read_common(lua_State *L, kvs_client *c, const char *id, kvs_listing_config *cfg,
-                        kvs_retry_hook *hook)
+void kvs_read_config(lua_State *L, kvs_client *c, const char *id, kvs_listing_config *cfg,
+                     kvs_retry_hook *hook)
 {
     memset(cfg, 0, sizeof *cfg);
     cfg->base_url = c->settings.base_url;
@@ -110,108 +75,100 @@ static void read_common(lua_State *L, kvs_client *c, const char *id, kvs_listing
     }
 }
 
-/* --- list_keys: one page ----------------------------------------------------------- */
+/* --- making one ------------------------------------------------------------------------ */
 
-#define PAGE_BOX_MT "apify.kvs.page_box"
+/* The one Lua value a listing keeps: its iterator, in a table as its user
+ * value (5.2+) or environment (5.1). */
+#if LUA_VERSION_NUM >= 504
+#  define new_listing_ud(L, sz, slot) lua_newuserdatauv(L, sz, (slot) ? 1 : 0)
+#  define set_uv(L, idx) lua_setiuservalue(L, idx, 1)
+#  define get_uv(L, idx) lua_getiuservalue(L, idx, 1)
+#elif LUA_VERSION_NUM >= 502
+#  define new_listing_ud(L, sz, slot) lua_newuserdata(L, sz)
+#  define set_uv(L, idx) lua_setuservalue(L, idx)
+#  define get_uv(L, idx) lua_getuservalue(L, idx)
+#else
+#  define new_listing_ud(L, sz, slot) lua_newuserdata(L, sz)
+#  define set_uv(L, idx) lua_setfenv(L, idx)
+#  define get_uv(L, idx) lua_getfenv(L, idx)
+#endif
 
-/* The page list_keys decodes lives in a userdata (as lauxlib boxes its
- * buffers): when a Lua error (out of memory) cuts the result table short
- * and unwinds past list_keys, the box's __gc frees the page. */
-static int page_box_gc(lua_State *L)
-{
-    kvs_page_free(lua_touserdata(L, 1));   /* idempotent */
-    return 0;
-}
-
-static kvs_page *push_page_box(lua_State *L)
-{
-    kvs_page *p = kvs_newuserdata(L, sizeof *p);
-    kvs_page_init(p);
-    luaL_getmetatable(L, PAGE_BOX_MT);
-    lua_setmetatable(L, -2);
-    return p;
-}
-
-static void set_string_field(lua_State *L, const char *name, int present, const kvs_buf *b)
-{
-    if (!present) return;
-    lua_pushlstring(L, b->data, b->len);
-    lua_setfield(L, -2, name);
-}
-
-static void push_page_table(lua_State *L, const kvs_page *p)
-{
-    size_t i;
-    lua_createtable(L, 0, 6);
-    lua_createtable(L, (int)p->count, 0);
-    for (i = 0; i < p->count; i++) {
-        const kvs_item *it = &p->items[i];
-        lua_createtable(L, 0, 3);
-        lua_pushlstring(L, p->bytes.data + it->key_off, it->key_len);
-        lua_setfield(L, -2, "key");
-        kvs_pushsize(L, it->size);
-        lua_setfield(L, -2, "size");
-        if (it->url_off != KVS_NO_URL) {
-            lua_pushlstring(L, p->bytes.data + it->url_off, it->url_len);
-            lua_setfield(L, -2, "recordPublicUrl");
-        }
-        lua_rawseti(L, -2, (int)i + 1);
-    }
-    lua_setfield(L, -2, "items");
-    kvs_pushsize(L, p->count_field >= 0 ? p->count_field : (long long)p->count);
-    lua_setfield(L, -2, "count");
-    if (p->limit_field >= 0) {
-        kvs_pushsize(L, p->limit_field);
-        lua_setfield(L, -2, "limit");
-    }
-    lua_pushboolean(L, p->is_truncated == 1);
-    lua_setfield(L, -2, "isTruncated");
-    set_string_field(L, "exclusiveStartKey", p->has_start, &p->start);
-    set_string_field(L, "nextExclusiveStartKey", p->has_next, &p->next);
-}
-
-int kvs_store_list_keys(lua_State *L)
+listing_ud *kvs_new_listing(lua_State *L, unsigned call, const char *mt, kvs_listing_config *cfg,
+                            int iterator_slot)
 {
     const char *id;
     kvs_client *c = kvs_check_store(L, 1, &id);
-    kvs_listing_config cfg;
-    kvs_listing *core;
-    kvs_conn *conn;
-    kvs_page *page;
-    kvs_error err;
-    kvs_retry_hook hook;
-    int rc;
+    listing_ud *u;
 
-    kvs_check_options(L, 2, options, LIST_KEYS);
-    read_common(L, c, id, &cfg, &hook);
-    cfg.page_size = (int)kvs_opt_integer(L, 2, "limit", 1, KVS_MAX_PAGE_SIZE, KVS_MAX_PAGE_SIZE);
-    cfg.limit = -1;
-    cfg.single_page = 1;
-    cfg.seed = kvs_random_seed(&cfg);
-    page = push_page_box(L);       /* first: it may raise, before anything is allocated */
-
-    core = kvs_listing_new(&cfg);
-    conn = core ? kvs_conn_new(&c->settings) : NULL;
-    if (!conn) {
-        kvs_listing_free(core);
-        return luaL_error(L, "apify.kvs: out of memory");
+    kvs_check_options(L, 2, kvs_listing_options, call);
+    u = new_listing_ud(L, sizeof *u, iterator_slot);   /* first: cfg points into its hook */
+    memset(u, 0, sizeof *u);
+    kvs_page_init(&u->page);
+    u->run = L_DONE;                 /* until it holds a client and a core */
+    u->view.budget = -1;
+    kvs_set_class(L, mt);
+    if (iterator_slot) {
+        lua_createtable(L, 1, 0);
+        set_uv(L, -2);
     }
-    rc = kvs_conn_next_page(conn, core, page);    /* a failure leaves `page` empty */
-    if (rc < 0) err = *kvs_listing_error(core);
-    kvs_conn_free(conn);
-    kvs_listing_free(core);
-    if (rc < 0) {
-        kvs_page_free(page);
-        lua_pushnil(L);
-        kvs_push_error(L, &err);
-        return 2;
-    }
-    push_page_table(L, page);    /* may raise: the box frees the page then */
-    kvs_page_free(page);         /* now, rather than when the box is collected */
-    return 1;
+    kvs_read_config(L, c, id, cfg, &u->hook);
+    cfg->page_size = (int)kvs_opt_integer(L, 2, "page_size", 1, KVS_MAX_PAGE_SIZE,
+                                          KVS_MAX_PAGE_SIZE);
+    cfg->limit = kvs_opt_integer(L, 2, "limit", 0, 0x7fffffffffffffffLL, -1);
+    cfg->seed = kvs_random_seed(u);
+    u->view.urls = kvs_opt_boolean(L, 2, "urls", 1);
+    u->prefetch = kvs_opt_boolean(L, 2, "prefetch", 1);
+    u->client = c;
+    c->refs++;
+    u->run = L_RUNNING;
+    return u;
 }
 
-/* --- keys: the iterator ---------------------------------------------------------------- */
+void kvs_listing_start(lua_State *L, listing_ud *u, const kvs_listing_config *cfg)
+{
+    if (!(u->core = kvs_listing_new(cfg)))
+        luaL_error(L, "apify.kvs: out of memory");
+}
+
+void kvs_keep_iterator(lua_State *L, int idx)
+{
+    idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+    get_uv(L, idx);
+    lua_pushvalue(L, -2);
+    lua_rawseti(L, -2, 1);
+    lua_pop(L, 2);
+}
+
+void kvs_push_kept_iterator(lua_State *L, int idx)
+{
+    get_uv(L, idx);
+    lua_rawgeti(L, -1, 1);
+    lua_remove(L, -2);
+}
+
+/* --- handing out ------------------------------------------------------------------------- */
+
+void kvs_view_page(listing_ud *u)
+{
+    u->view.items = u->page.items;
+    u->view.bytes = u->page.bytes.data;
+    u->view.count = (int32_t)u->page.count;
+    u->view.pos = 0;
+}
+
+int kvs_push_item(lua_State *L, listing_ud *u)
+{
+    const kvs_item *it = &u->view.items[u->view.pos++];
+    lua_pushlstring(L, u->view.bytes + it->key_off, it->key_len);
+    kvs_pushsize(L, it->size);
+    if (it->url_off != KVS_NO_URL && u->view.urls)
+        lua_pushlstring(L, u->view.bytes + it->url_off, it->url_len);
+    else
+        lua_pushnil(L);
+    return 3;
+}
+
+/* --- releasing ------------------------------------------------------------------------- */
 
 void kvs_listing_release(lua_State *L, listing_ud *u)
 {
@@ -226,7 +183,9 @@ void kvs_listing_release(lua_State *L, listing_ud *u)
     u->par = NULL;
     u->core = NULL;
     u->client = NULL;
-    u->pos = 0;
+    u->view.items = NULL;
+    u->view.bytes = NULL;
+    u->view.pos = u->view.count = 0;
 }
 
 void kvs_listing_drive(lua_State *L, listing_ud *u)
@@ -242,221 +201,15 @@ void kvs_listing_settle(lua_State *L, listing_ud *u)
     kvs_listing_release(L, u);
 }
 
-int kvs_push_item(lua_State *L, listing_ud *u)
+void kvs_listing_close(lua_State *L, listing_ud *u, int used_up)
 {
-    const kvs_item *it = &u->page.items[u->pos++];
-    lua_pushlstring(L, u->page.bytes.data + it->key_off, it->key_len);
-    kvs_pushsize(L, it->size);
-    if (it->url_off != KVS_NO_URL)
-        lua_pushlstring(L, u->page.bytes.data + it->url_off, it->url_len);
-    else
-        lua_pushnil(L);
-    return 3;
+    if (u->run == L_RUNNING) u->run = used_up ? L_DONE : L_CANCELLED;
+    if (u->client) kvs_listing_release(L, u);
 }
 
-/* The current page is used up: wait for the next one (blocking). */
-static int next_page_then_item(lua_State *L, listing_ud *u)
+int kvs_listing_tostring(lua_State *L, listing_ud *u, const char *mt,
+                         const char *const states[4])
 {
-    u->hook.L = L;
-    for (;;) {
-        if (u->run == L_FAILED) {
-            kvs_push_error(L, &u->err);
-            return lua_error(L);
-        }
-        if (u->run == L_DONE || !u->core)
-            return 0;
-        if (u->par) {                   /* parallel: the driver blocks until a page */
-            int rc = kvs_par_take(u->par, &u->page);
-            if (rc > 0) {
-                u->pos = 0;
-                if (u->page.count > 0) return kvs_push_item(L, u);
-                continue;
-            }
-            if (rc < 0) {
-                u->err = *kvs_par_error(u->par);
-                u->run = L_FAILED;
-            } else {
-                u->run = L_DONE;
-            }
-            kvs_listing_release(L, u);
-            continue;
-        }
-        kvs_listing_drive(L, u);
-        kvs_async_poll(u->async);
-        if (kvs_async_take(u->async, &u->page)) {
-            u->pos = 0;
-            if (u->page.count > 0)
-                return kvs_push_item(L, u);
-        } else if (kvs_async_finished(u->async)) {
-            kvs_listing_settle(L, u);
-        } else {
-            kvs_async_wait(u->async, 1.0);
-        }
-    }
-}
-
-#define POLL_EVERY 256   /* keys between two looks at the page in flight */
-
-static int keys_next(lua_State *L)
-{
-    listing_ud *u = lua_touserdata(L, lua_upvalueindex(1));
-    if (u->pos < u->page.count) {
-        /* the per-key path: three pushes, and now and then a non-blocking
-         * turn of the transfer that brings the next page */
-        if ((u->pos & (POLL_EVERY - 1)) == POLL_EVERY - 1) {
-            u->hook.L = L;
-            if (u->async) kvs_async_poll(u->async);
-            else if (u->par) kvs_par_poll(u->par);
-        }
-        return kvs_push_item(L, u);
-    }
-    return next_page_then_item(L, u);
-}
-
-/* Checks the options at 2 and pushes a new listing userdata for store 1. */
-static listing_ud *new_listing(lua_State *L, unsigned call)
-{
-    const char *id;
-    kvs_client *c = kvs_check_store(L, 1, &id);
-    kvs_listing_config cfg;
-    listing_ud *u;
-    int prefetch = 1, parallel = 1, ordered = 1;
-    double rate = 0;
-
-    kvs_check_options(L, 2, options, call);
-    u = kvs_newuserdata(L, sizeof *u);     /* first: cfg points into its hook */
-    memset(u, 0, sizeof *u);
-    kvs_page_init(&u->page);
-    luaL_getmetatable(L, KVS_LISTING_MT);
-    lua_setmetatable(L, -2);
-    read_common(L, c, id, &cfg, &u->hook);
-    cfg.page_size = (int)kvs_opt_integer(L, 2, "page_size", 1, KVS_MAX_PAGE_SIZE,
-                                         KVS_MAX_PAGE_SIZE);
-    cfg.limit = kvs_opt_integer(L, 2, "limit", 0, 0x7fffffffffffffffLL, -1);
-    if (!lua_isnoneornil(L, 2)) {
-        lua_getfield(L, 2, "prefetch");
-        prefetch = lua_isnil(L, -1) || lua_toboolean(L, -1);
-        lua_pop(L, 1);
-    }
-    if (call == KEYS && !lua_isnoneornil(L, 2)) {
-        parallel = (int)kvs_opt_integer(L, 2, "parallel", 1, KVS_PAR_MAX, 1);
-        lua_getfield(L, 2, "rate_limit");
-        if (!lua_isnil(L, -1)) {
-            rate = (double)lua_tonumber(L, -1);
-            if (!(rate > 0 && rate <= 1e6))
-                luaL_argerror(L, 2, "option 'rate_limit' must be a number in (0, 1e6]");
-        }
-        lua_getfield(L, 2, "ordered");
-        ordered = lua_isnil(L, -1) || lua_toboolean(L, -1);
-        lua_pop(L, 2);
-    }
-
-    cfg.seed = kvs_random_seed(u);
-    if (!(u->core = kvs_listing_new(&cfg)))
-        luaL_error(L, "apify.kvs: out of memory");
-    u->client = c;
-    c->refs++;
-    u->run = L_RUNNING;
-    u->prefetch = prefetch;
-    if ((parallel > 1 || rate > 0) && !(u->par = kvs_par_new(&c->settings, &cfg, parallel, rate, ordered)))
-        luaL_error(L, "apify.kvs: out of memory");
-    return u;
-}
-
-int kvs_store_keys(lua_State *L)
-{
-    listing_ud *u = new_listing(L, KEYS);
-    u->kind = u->par ? KIND_PARALLEL : KIND_KEYS;
-    lua_pushvalue(L, -1);
-    lua_pushcclosure(L, keys_next, 1);     /* iterator */
-    lua_pushvalue(L, -2);                  /* state: the listing */
-    lua_pushnil(L);                        /* control */
-    lua_pushvalue(L, -4);                  /* to-be-closed on 5.4 */
-    return 4;
-}
-
-int kvs_store_listing(lua_State *L)
-{
-    new_listing(L, LISTING)->kind = KIND_LISTING;
+    lua_pushfstring(L, "%s (%s)", mt, states[u->run]);
     return 1;
-}
-
-int kvs_store_job(lua_State *L)
-{
-    listing_ud *u = new_listing(L, LISTING);
-    u->kind = KIND_JOB;
-    u->prefetch = 1;
-    u->budget = -1;
-    kvs_listing_drive(L, u);
-    kvs_async_budget(u->async, KVS_JOB_POLL_BUDGET);
-    return 1;
-}
-
-listing_ud *kvs_check_listing(lua_State *L, int idx)
-{
-    return luaL_checkudata(L, idx, KVS_LISTING_MT);
-}
-
-/* What a script sees each kind as (all share one metatable). */
-static const char *const kind_names[] = {
-    "apify.kvs.keys", "apify.kvs.keys", "apify.kvs.listing", "apify.kvs.job"
-};
-
-listing_ud *kvs_check_kind(lua_State *L, int idx, listing_kind kind)
-{
-    listing_ud *u = kvs_check_listing(L, idx);
-    if (u->kind != kind)
-        luaL_argerror(L, idx, lua_pushfstring(L, "%s expected, got %s", kind_names[kind],
-                      kind_names[u->kind]));
-    return u;
-}
-
-/* Nothing is left to hand out: closing now cancels nothing. */
-static int used_up(const listing_ud *u)
-{
-    if (!u->core || u->par || u->pos < u->page.count) return 0;
-    if (u->async) return kvs_async_finished(u->async);
-    return u->kind == KIND_LISTING && kvs_listing_finished(u->core);
-}
-
-static int listing_close(lua_State *L)
-{
-    listing_ud *u = kvs_check_listing(L, 1);
-    if (u->run == L_RUNNING && !used_up(u)) u->run = L_CANCELLED;
-    if (u->run == L_RUNNING) u->run = L_DONE;
-    if (u->core) kvs_listing_release(L, u);
-    return 0;
-}
-
-static int listing_tostring(lua_State *L)
-{
-    static const char *const states[] = { "open", "closed", "failed", "closed" };
-    static const char *const job_states[] = { "running", "done", "failed", "cancelled" };
-    listing_ud *u = kvs_check_listing(L, 1);
-    lua_pushfstring(L, "%s (%s)", kind_names[u->kind],
-                    (u->kind == KIND_JOB ? job_states : states)[u->run]);
-    return 1;
-}
-
-void kvs_open_listing(lua_State *L)
-{
-    static const luaL_Reg meta[] = {
-        { "__gc", listing_close },
-#if LUA_VERSION_NUM >= 504
-        { "__close", listing_close },
-#endif
-        { "__tostring", listing_tostring },
-        { NULL, NULL }
-    };
-    static const luaL_Reg methods[] = { { "close", listing_close }, { NULL, NULL } };
-    static const luaL_Reg error_meta[] = { { "__tostring", error_tostring }, { NULL, NULL } };
-    static const luaL_Reg page_box_meta[] = { { "__gc", page_box_gc }, { NULL, NULL } };
-    kvs_new_class(L, KVS_LISTING_MT, meta, methods);
-    luaL_getmetatable(L, KVS_LISTING_MT);
-    lua_getfield(L, -1, "__index");
-    kvs_open_sansio(L, lua_gettop(L));
-    kvs_open_job(L, lua_gettop(L));
-    lua_pop(L, 2);
-    kvs_new_class(L, KVS_ERROR_MT, error_meta, NULL);
-    kvs_new_class(L, PAGE_BOX_MT, page_box_meta, NULL);
 }

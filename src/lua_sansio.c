@@ -1,13 +1,20 @@
 /*
- * lua_sansio.c — the listing's methods for drivers of one's own (OpenResty,
- * luasocket, any event loop): the C core says what to request and what each
- * reply means; the driver moves the bytes and does the waiting.
+ * lua_sansio.c — store:listing{...} (type apify.kvs.listing), for drivers of
+ * one's own (OpenResty, luasocket, any event loop): the C core says what to
+ * request and what each reply means; the driver moves the bytes and does the
+ * waiting.  listing:page_keys() iterates the latest page.
  */
+#include "lua_ffi.h"
 #include "lua_listing.h"
+
+static listing_ud *check_listing(lua_State *L)
+{
+    return kvs_check_class(L, 1, KVS_LISTING_MT);
+}
 
 static listing_ud *check_open(lua_State *L)
 {
-    listing_ud *u = kvs_check_kind(L, 1, KIND_LISTING);
+    listing_ud *u = check_listing(L);
     if (!u->core) luaL_argerror(L, 1, "listing is closed");
     return u;
 }
@@ -93,7 +100,7 @@ static int push_step(lua_State *L, listing_ud *u, kvs_step step, double wait)
     switch (step) {
     case KVS_STEP_PAGE:
         kvs_listing_take_page(u->core, &u->page);
-        u->pos = 0;
+        kvs_view_page(u);
         lua_pushliteral(L, "page");
         lua_pushinteger(L, (lua_Integer)u->page.count);
         return 2;
@@ -166,44 +173,87 @@ static int listing_reply(lua_State *L)
 static int page_next(lua_State *L)
 {
     listing_ud *u = lua_touserdata(L, lua_upvalueindex(1));
-    if (u->pos < u->page.count)
+    if (u->view.pos < u->view.count)
         return kvs_push_item(L, u);
     return 0;
 }
 
-/* listing:page_keys() -> iterator over the keys of the latest page */
+/* listing:page_keys() -> iterator over the keys of the latest page (one
+ * function for the listing's life, whatever the number of pages) */
 static int listing_page_keys(lua_State *L)
 {
-    kvs_check_kind(L, 1, KIND_LISTING);
-    lua_settop(L, 1);
-    lua_pushcclosure(L, page_next, 1);
+    check_listing(L);
+    kvs_push_kept_iterator(L, 1);
     return 1;
 }
 
 static int listing_finished(lua_State *L)
 {
-    listing_ud *u = kvs_check_listing(L, 1);
+    listing_ud *u = check_listing(L);
     lua_pushboolean(L, !u->core || kvs_listing_finished(u->core));
     return 1;
 }
 
 static int listing_error(lua_State *L)
 {
-    listing_ud *u = kvs_check_listing(L, 1);
+    listing_ud *u = check_listing(L);
     if (u->run != L_FAILED) return 0;
     kvs_push_error(L, &u->err);
     return 1;
 }
 
-void kvs_open_sansio(lua_State *L, int methods)
+static int store_listing(lua_State *L)
 {
-    static const luaL_Reg fns[] = {
+    kvs_listing_config cfg;
+    listing_ud *u;
+    if (kvs_plan_wanted(L)) return kvs_store_plan(L);    /* parallel: lua_plan.c */
+    u = kvs_new_listing(L, KVS_CALL_LISTING, KVS_LISTING_MT, &cfg, 1);
+    kvs_listing_start(L, u, &cfg);
+    kvs_listing_decode_gzip(u->core, 1);   /* its driver hands over bodies as they came */
+    if (!kvs_ffi_iterator(L, -1, "page", u->view.urls)) {
+        lua_pushvalue(L, -1);
+        lua_pushcclosure(L, page_next, 1);
+    }
+    kvs_keep_iterator(L, -2);
+    return 1;
+}
+
+/* Nothing is left to hand out: closing now cancels nothing. */
+static int listing_close(lua_State *L)
+{
+    listing_ud *u = check_listing(L);
+    kvs_listing_close(L, u, u->core && u->view.pos >= u->view.count
+                            && kvs_listing_finished(u->core));
+    return 0;
+}
+
+static int listing_tostring(lua_State *L)
+{
+    static const char *const states[] = { "open", "closed", "failed", "closed" };
+    return kvs_listing_tostring(L, check_listing(L), KVS_LISTING_MT, states);
+}
+
+void kvs_sansio_open(lua_State *L, int store_methods)
+{
+    static const luaL_Reg meta[] = {
+        { "__gc", listing_close },
+#if LUA_VERSION_NUM >= 504
+        { "__close", listing_close },
+#endif
+        { "__tostring", listing_tostring },
+        { NULL, NULL }
+    };
+    static const luaL_Reg methods[] = {
         { "request", listing_request }, { "begin", listing_begin },
         { "header", listing_header }, { "body", listing_body }, { "finish", listing_finish },
         { "reply", listing_reply }, { "page_keys", listing_page_keys },
-        { "finished", listing_finished }, { "error", listing_error }, { NULL, NULL }
+        { "finished", listing_finished }, { "error", listing_error },
+        { "close", listing_close }, { NULL, NULL }
     };
-    lua_pushvalue(L, methods);
-    luaL_setfuncs(L, fns, 0);
+    kvs_new_class(L, KVS_LISTING_MT, meta, methods);
+    kvs_ffi_bind(L, "page", NULL, NULL);
+    lua_pushvalue(L, store_methods);
+    lua_pushcfunction(L, store_listing);
+    lua_setfield(L, -2, "listing");
     lua_pop(L, 1);
 }

@@ -19,17 +19,13 @@ function M.timed_claim(ok, msg)
   if M.timing then assert(ok, msg) end
 end
 
-local function sh(cmd)
-  local ok = os.execute(cmd)
-  return ok == true or ok == 0
-end
+-- os.execute as a boolean under every Lua
+local sh = launch.run
 M.sh = sh
 
+-- The output of a shell command.
 function M.read(cmd)
-  local f = assert(io.popen(cmd))
-  local out = f:read("*a")
-  f:close()
-  return out
+  return assert(launch.capture(cmd), "cannot run: " .. cmd)
 end
 
 function M.tmpdir()
@@ -37,19 +33,14 @@ function M.tmpdir()
 end
 
 -- A file's bytes, or nil when it cannot be read.
-function M.read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+M.read_file = launch.read_file
 
-local function write(path, content)
-  local f = assert(io.open(path, "wb"))
-  f:write(content)
-  f:close()
-end
+local write = launch.write_file
+
+-- Shell and process helpers, written once in emulator/launch.lua.
+M.sh_quote = launch.sh_quote
+M.alive = launch.alive        -- true while a pid exists and is not a zombie
+M.launch = launch
 
 -- Creates <storage>/key_value_stores/<store>/ with one file per key:
 -- `records` maps key -> content (size = #content), or is a list of keys.
@@ -137,13 +128,7 @@ function M.client(emu, extra)
 end
 
 -- A TCP port on 127.0.0.1 that nothing listens on (at the time of asking).
-function M.free_port()
-  local socket = require "socket"
-  local server = assert(socket.bind("127.0.0.1", 0))
-  local _, port = server:getsockname()
-  server:close()
-  return tonumber(port)
-end
+M.free_port = launch.free_port
 
 M.write_file = write
 

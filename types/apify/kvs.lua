@@ -8,6 +8,7 @@
 ---@class apify.kvs
 ---@field _VERSION string "apify.kvs 0.2.0"
 ---@field _TRANSPORT string the libcurl version string the module runs on
+---@field _FFI boolean true when the iterators read pages through LuaJIT's FFI (LuaJIT only; APIFY_KVS_FFI=0 turns it off)
 local kvs = {}
 
 ---@alias apify.kvs.on_retry fun(err: apify.kvs.Error, attempt: integer, delay: number): boolean?
@@ -47,10 +48,16 @@ local Store = {}
 ---@field signature? string for stores shared by signature, without a token
 ---@field exclusiveStartKey? string start after this key (resume)
 ---@field limit? integer most keys (list_keys: 1..1000)
+---@field urls? boolean false: no recordPublicUrl (iterators give nil, items have no field), faster; default true
 
 ---Options of `store:listing` and `store:job`.
 ---@class apify.kvs.ListingOptions: apify.kvs.ListKeysOptions
 ---@field page_size? integer keys per request, 1..1000
+
+---Options of `store:listing`: with `parallel`, the parallel planner (`apify.kvs.Plan`), which
+---also takes `rate_limit` and `ordered` as `store:keys` does.
+---@class apify.kvs.StoreListingOptions: apify.kvs.ListingOptions
+---@field parallel? integer key ranges fetched side by side, 1..64: returns an apify.kvs.Plan
 
 ---Options of `store:keys`.
 ---@class apify.kvs.KeysOptions: apify.kvs.ListingOptions
@@ -76,10 +83,10 @@ local Store = {}
 ---Every key, in byte order; raises an `apify.kvs.Error` when a page cannot be had.
 ---Returns the iterator, the listing, nil and the listing again (Lua 5.4's to-be-closed value).
 ---@param opts? apify.kvs.KeysOptions
----@return fun(): string?, integer?, string? next_key key, size, url
----@return apify.kvs.Listing listing
+---@return fun(): string?, integer?, string? next_key key, size, url (nil with urls = false)
+---@return apify.kvs.Keys listing
 ---@return nil
----@return apify.kvs.Listing closing
+---@return apify.kvs.Keys closing
 function Store:keys(opts) end
 
 ---Exactly one request (plus retries): the page, or nil and the error.
@@ -93,9 +100,10 @@ function Store:list_keys(opts) end
 ---@return apify.kvs.Job
 function Store:job(opts) end
 
----A sans-I/O listing: the core decides, your driver moves the bytes.
----@param opts? apify.kvs.ListingOptions
----@return apify.kvs.Listing
+---A sans-I/O listing: the core decides, your driver moves the bytes.  With `parallel`,
+---the parallel planner (`apify.kvs.Plan`) instead.
+---@param opts? apify.kvs.StoreListingOptions|apify.kvs.KeysOptions
+---@return apify.kvs.Listing|apify.kvs.Plan
 function Store:listing(opts) end
 
 ---@return string id the store id as given
@@ -104,7 +112,14 @@ function Store:id() end
 ---@alias apify.kvs.Step "page"|"retry"|"failed"
 ---@alias apify.kvs.Fault "none"|"timeout"|"network"|"tls"|"request"
 
----A listing (`store:keys`, `store:listing`).
+---The state of a `store:keys` loop (type apify.kvs.keys): it has only `close`.
+---@class apify.kvs.Keys
+local Keys = {}
+
+---Cancels what is in flight and lets go of the connection; idempotent.
+function Keys:close() end
+
+---A sans-I/O listing (`store:listing`, type apify.kvs.listing).
 ---@class apify.kvs.Listing
 local Listing = {}
 
@@ -148,7 +163,7 @@ function Listing:finish(fault, message, now) end
 ---@return integer|number|apify.kvs.Error x
 function Listing:reply(status, headers, body, now) end
 
----Iterator over the keys of the latest page.
+---Iterator over the keys of the latest page (the same function every call).
 ---@return fun(): string?, integer?, string?
 function Listing:page_keys() end
 
@@ -160,11 +175,12 @@ function Listing:error() end
 
 ---@alias apify.kvs.JobStatus "running"|"done"|"failed"|"cancelled"
 
----A non-blocking listing (`store:job`).
+---A non-blocking listing (`store:job`, type apify.kvs.job).
 ---@class apify.kvs.Job
 local Job = {}
 
----Does the I/O that is ready and returns at once with an iterator over the keys that arrived.
+---Does the I/O that is ready and returns at once with an iterator over the keys that arrived
+---(the same function every call: one per job).
 ---@param max_keys? integer at most this many keys this call
 ---@return fun(): string?, integer?, string?
 function Job:poll(max_keys) end
@@ -185,10 +201,86 @@ function Job:sockets() end
 ---Cancels a request in flight; idempotent.
 function Job:close() end
 
+---A request the planner wants sent now.
+---@class apify.kvs.PlanRequest
+---@field id integer names the transfer in replies and cancels
+---@field url string
+---@field headers table<string, string> Accept, User-Agent and Authorization (a secret)
+---@field shard integer which key range it is for
+---@field attempt integer 0 for the first try of a page
+
+---The parallel planner (`store:listing{ parallel = n }`): key ranges side by side, paced, in
+---order; your driver sends several requests at once and keeps the clock (`now`, seconds).
+---@class apify.kvs.Plan
+local Plan = {}
+
+---The requests that may go out now (the pace is the plan's).
+---@param now? number
+---@return apify.kvs.PlanRequest[]
+function Plan:requests(now) end
+
+---Ids of transfers to abort: a range was cut or stopped (their replies would be ignored).
+---@return integer[]
+function Plan:cancels() end
+
+---A whole reply to request `id`.
+---@param id integer
+---@param status integer
+---@param headers? table<string, string|string[]>
+---@param body? string
+---@param now? number
+function Plan:reply(id, status, headers, body, now) end
+
+---@param id integer
+---@param status integer
+function Plan:begin(id, status) end
+
+---@param id integer
+---@param name string
+---@param value string|string[]
+function Plan:header(id, name, value) end
+
+---@param id integer
+---@param chunk string
+---@return boolean go_on false: the rest of the body cannot matter
+function Plan:body(id, chunk) end
+
+---The end of transfer `id`: "none" after begin/header/body, else why it failed.
+---@param id integer
+---@param fault? apify.kvs.Fault
+---@param message? string
+---@param now? number
+function Plan:finish(id, fault, message, now) end
+
+---Seconds until `requests` has one (0: now), or nil: not before a reply comes.
+---@param now? number
+---@return number?
+function Plan:timeout(now) end
+
+---Takes the next page (in key order unless `ordered = false`); nil when none is ready.
+---@return integer? count keys of the page, then iterate `page_keys`
+function Plan:take() end
+
+---Iterates the keys of the page taken last.
+---@return fun(): string?, integer?, string?
+function Plan:page_keys() end
+
+---@return boolean finished every page handed out
+function Plan:finished() end
+
+---@return apify.kvs.Error? err why the listing failed
+function Plan:error() end
+
+---@return { requests: integer, throttled: integer, ranges: integer, rate: number, inflight: integer, alive: integer, held: integer }
+function Plan:stats() end
+
+---Lets go of everything (the driver aborts its own transfers); idempotent.
+function Plan:close() end
+
 ---A runtime failure; `tostring(err)` reads
 ---"apify.kvs: <message> (<type>, HTTP <status>)".
 ---@class apify.kvs.Error
----@field type string the API's error.type, or network-error, timeout, invalid-response, cursor-not-advancing, http-error, tls-error, request-error, callback-error, out-of-memory
+---@field type string the API's error.type, or network-error, timeout, invalid-response, cursor-not-advancing, http-error, tls-error, request-error, callback-error, out-of-memory, unsupported-phase (apify.kvs.openresty)
 ---@field message string
 ---@field status? integer the HTTP status, nil if no reply was had
 ---@field retries integer how many retries were made

@@ -1,0 +1,118 @@
+-- The parallel planner (store:listing{ parallel = n }) driven by the simulator of
+-- spec/support/plan_sim.lua: a fake store, a fake clock, 150 ms a reply, the API's rate limit.
+-- Every key exactly once and in order, requests per page of keys listed, simulated time
+-- against the rate cap's bound ceil(N/1000)/60 s, over several key shapes, sizes and
+-- `parallel` values.  KVS_SIM_REPORT=1 prints each run's figures.
+local sim = require "spec.support.plan_sim"
+local simulate, store_keys = sim.simulate, sim.store_keys
+
+local function check_ordered(got, keys)
+  assert.are.equal(#keys, #got)
+  for i = 1, #keys do
+    if got[i] ~= keys[i] then
+      error(("key %d: got %q, want %q"):format(i, tostring(got[i]), keys[i]))
+    end
+  end
+end
+
+local function check_set(got, keys)
+  assert.are.equal(#keys, #got)
+  local seen = {}
+  for _, k in ipairs(got) do
+    assert(not seen[k], "twice: " .. k)
+    seen[k] = true
+  end
+  for _, k in ipairs(keys) do assert(seen[k], "missing: " .. k) end
+end
+
+-- The targets of a listing at the API's rate limit (issue: N = 300,000, 150 ms a page, 60/s):
+-- parallel = 8 within 1.25x of the bound and <= 1.1 requests a page on every shape, parallel =
+-- 16 within 1.15x on uniform keys, no 429 when the limit matches the header, within 15% of the
+-- lower limit's bound when it does not.  What the planner reaches today is asserted below (so
+-- that it cannot get worse); the targets it misses are listed as pending.  KVS_SIM_N=300000
+-- runs the rate cases at the issue's size (about a minute).
+local N = tonumber(os.getenv("KVS_SIM_N") or "100000")
+
+describe("the parallel planner, simulated", function()
+  describe("every key exactly once", function()
+    local grid = { [3000] = { 4, 16 }, [30000] = { 1, 8, 32 } }
+    for _, shape in ipairs({ "uniform", "prefixes", "gap", "alphabet" }) do
+      for _, n in ipairs({ 3000, 30000 }) do
+        for _, p in ipairs(grid[n]) do
+          it(("in order: %s keys, N = %d, parallel = %d"):format(shape, n, p), function()
+            local got, keys, fig = simulate(shape, n, { parallel = p })
+            check_ordered(got, keys)
+            assert.are.equal(0, fig.throttled)
+            if p == 1 then assert.are.equal(math.ceil(n / 1000), fig.requests) end
+            -- no run-away: each range ends on a page of its own, and ranges probe up to a
+            -- window past the last keys seen (at N = 30,000, parallel = 32 on long shared
+            -- prefixes: 136 requests for 30 pages, which is the worst case here)
+            assert.is_true(fig.requests <= 2 * fig.pages + 4 * p,
+                           ("%d requests for %d pages"):format(fig.requests, fig.pages))
+            assert.is_true(fig.fetched <= 3 * #keys + 1000 * p, fig.fetched .. " keys fetched")
+          end)
+        end
+      end
+      for _, p in ipairs({ 8, 16 }) do
+        it(("unordered: %s keys, N = 30000, parallel = %d"):format(shape, p), function()
+          local got, keys, fig = simulate(shape, 30000, { parallel = p, ordered = false })
+          check_set(got, keys)
+          assert.is_true(fig.requests <= 2 * fig.pages + p + 2,
+                         ("%d requests for %d pages"):format(fig.requests, fig.pages))
+        end)
+      end
+    end
+
+    it("with limit and prefix", function()
+      local got = simulate("prefixes", 30000, { parallel = 8, limit = 4321, prefix = "run-" })
+      local keys, want = store_keys("prefixes", 30000), {}
+      for _, k in ipairs(keys) do
+        if k:sub(1, 4) == "run-" and #want < 4321 then want[#want + 1] = k end
+      end
+      check_ordered(got, want)
+    end)
+  end)
+
+  describe(("at the API's rate limit (N = %d, 150 ms a page, 60 requests/s)"):format(N), function()
+    -- reached today at N = 100,000 (requests a page, time / bound): see the file's top
+    local reached = { uniform = { 1.15, 1.5 }, prefixes = { 1.55, 2.6 }, gap = { 1.3, 3.0 },
+                      alphabet = { 1.25, 2.6 } }
+    for _, shape in ipairs({ "uniform", "prefixes", "gap", "alphabet" }) do
+      it(("parallel = 8, %s keys: no 429, requests a page and time bounded"):format(shape), function()
+        local got, keys, fig = simulate(shape, N, { parallel = 8 })
+        check_ordered(got, keys)
+        assert.are.equal(0, fig.throttled)
+        assert.is_true(fig.per_page <= reached[shape][1], ("%.3f requests a page"):format(fig.per_page))
+        assert.is_true(fig.ratio <= reached[shape][2], ("%.2f s, %.2fx the bound"):format(fig.time, fig.ratio))
+      end)
+    end
+
+    it("parallel = 16, uniform keys", function()
+      local got, keys, fig = simulate("uniform", N, { parallel = 16 })
+      check_ordered(got, keys)
+      assert.are.equal(0, fig.throttled)
+      assert.is_true(fig.ratio <= 1.5, ("%.2f s, %.2fx the bound"):format(fig.time, fig.ratio))
+    end)
+
+    for _, shape in ipairs({ "prefixes", "gap" }) do
+      it(("parallel = 8, unordered, %s keys: no run-away"):format(shape), function()
+        local got, keys, fig = simulate(shape, N, { parallel = 8, ordered = false })
+        check_set(got, keys)
+        assert.is_true(fig.per_page <= 1.6, ("%.3f requests a page"):format(fig.per_page))
+      end)
+    end
+
+    it("a server whose limit (30/s) is below its header (60): no failure, the pace follows", function()
+      local got, keys, fig = simulate("uniform", N, { parallel = 8, true_rate = 30, header = 60 })
+      check_ordered(got, keys)
+      assert.is_true(fig.throttled <= 20, fig.throttled .. " 429s")
+      assert.is_true(fig.ratio <= 1.75, ("%.2f s, %.2fx the bound, %d 429s"):format(fig.time, fig.ratio,
+                                                                                  fig.throttled))
+    end)
+
+    pending("issue targets not met yet (N = 300,000): parallel = 8 within 1.25x of the bound on "
+            .. "every shape (uniform 1.27x, prefixes 2.3x, gap 3.1x, alphabet 3.7x), <= 1.1 "
+            .. "requests a page (prefixes 1.18, gap 1.11, alphabet 1.16), parallel = 16 within "
+            .. "1.15x on uniform keys (1.17x), 30/s under a 60 header within 1.15x (1.25x)")
+  end)
+end)

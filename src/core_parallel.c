@@ -1,0 +1,453 @@
+/*
+ * core_parallel.c — the planner of a parallel listing: one listing as key
+ * ranges (shards) fetched side by side.  Here: the shards' lifecycle, the
+ * pace, the requests to send and abort, replies by request id and the order
+ * pages are handed out in; where ranges are cut is core_split.c's.  A shard
+ * is an ordinary kvs_listing of a range (lo, hi] (start_key, upper_key; the
+ * last range has no hi); retries are its own; one shard failing fails all.
+ * No I/O, no clock: time comes as `now`.
+ *
+ * Memory: a shard holds at most KVS_PLAN_PAGES decoded pages, the one being
+ * received included, and sends nothing while full; all shards together hold
+ * at most parallel x KVS_PLAN_PAGES pages, requests in flight included, of
+ * which room is kept for the range handed out next (it never waits for the
+ * ranges behind it).  At most `parallel` requests are in flight, and at most
+ * 2 x parallel ranges exist.
+ *
+ * Pace: a bucket of one token refilled at `rate` per second, so requests go
+ * out at least 1/rate apart.  The rate follows X-RateLimit-Limit (unless
+ * fixed); a 429 empties the bucket and lowers the rate to a little under what
+ * the server accepted in the second before it, from where it climbs back by
+ * 2% of the limit a second.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+
+#define K KVS_PLAN_PAGES
+
+/* --- shards -------------------------------------------------------------------- */
+
+
+/* (lo, hi], a copy of `dens`; NULL when out of memory */
+kvs_shard *kvs_shard_new(kvs_plan *p, const kvs_buf *lo, const kvs_buf *hi,
+                        const kvs_ks_sample *dens)
+{
+    kvs_shard *s = calloc(1, sizeof *s);
+    int i;
+    if (!s) return NULL;
+    for (i = 0; i < K; i++) kvs_page_init(&s->pages[i]);
+    s->has_cursor = lo != NULL;
+    s->has_hi = hi != NULL;
+    s->serial = ++p->next_serial;
+    if ((lo && kvs_buf_set(&s->cursor, lo->data, lo->len) != 0)
+        || (hi && kvs_buf_set(&s->hi, hi->data, hi->len) != 0)
+        || (dens && kvs_ks_sample_copy(&s->dens, dens) != 0)) {
+        kvs_shard_free(p, s);
+        return NULL;
+    }
+    p->st.shards++;
+    return s;
+}
+
+/* No more requests: the one in flight is to be aborted; the pages stay. */
+void kvs_shard_stop(kvs_plan *p, kvs_shard *s)
+{
+    if (s->inflight) {
+        if (p->ncancels == p->cancels_cap) {
+            size_t cap = p->cancels_cap ? 2 * p->cancels_cap : 16;
+            unsigned *c = realloc(p->cancels, cap * sizeof *c);
+            if (c) p->cancels = c, p->cancels_cap = cap;
+        }
+        if (p->ncancels < p->cancels_cap) p->cancels[p->ncancels++] = s->id;
+        s->inflight = 0;
+        p->inflight--;
+    }
+    kvs_listing_free(s->l);
+    s->l = NULL;
+    s->done = 1;
+}
+
+void kvs_shard_free(kvs_plan *p, kvs_shard *s)
+{
+    int i;
+    if (!s) return;
+    kvs_shard_stop(p, s);
+    kvs_buf_free(&s->cursor);
+    kvs_buf_free(&s->hi);
+    kvs_ks_sample_free(&s->dens);
+    for (i = 0; i < K; i++) kvs_page_free(&s->pages[i]);
+    free(s);
+}
+
+void kvs_plan_insert_after(kvs_plan *p, int i, kvs_shard *t)
+{
+    memmove(&p->s[i + 2], &p->s[i + 1], (size_t)(p->n - i - 1) * sizeof p->s[0]);
+    p->s[i + 1] = t;
+    p->n++;
+}
+
+static void remove_at(kvs_plan *p, int i)
+{
+    kvs_shard_free(p, p->s[i]);
+    memmove(&p->s[i], &p->s[i + 1], (size_t)(p->n - i - 1) * sizeof p->s[0]);
+    p->n--;
+}
+
+static void drop_all(kvs_plan *p)
+{
+    while (p->n > 0) remove_at(p, p->n - 1);
+}
+
+/* Finished and handed out (or empty) shards go; with none left, so does the listing. */
+static void tidy(kvs_plan *p)
+{
+    int i;
+    for (i = p->n - 1; i >= 0; i--)
+        if (p->s[i]->done && p->s[i]->npages == 0) remove_at(p, i);
+    if (p->n == 0 && !p->failed) p->finished = 1;
+}
+
+/* The whole listing fails with `e` (copied first: it may live in a shard). */
+static void fail(kvs_plan *p, const kvs_error *e)
+{
+    if (p->failed) return;
+    p->err = *e;
+    p->failed = 1;
+    drop_all(p);
+}
+
+static void fail_with(kvs_plan *p, const char *type, const char *message)
+{
+    kvs_error e;
+    memset(&e, 0, sizeof e);
+    strncpy(e.type, type, sizeof e.type - 1);
+    strncpy(e.message, message, sizeof e.message - 1);
+    fail(p, &e);
+}
+
+int kvs_plan_oom(kvs_plan *p)
+{
+    fail_with(p, KVS_ERR_MEMORY, "out of memory");
+    return -1;
+}
+
+static int make_listing(kvs_plan *p, kvs_shard *s)
+{
+    kvs_listing_config cfg = p->cfg;
+    cfg.start_key = s->has_cursor ? s->cursor.data : NULL;
+    cfg.start_key_len = s->cursor.len;
+    cfg.upper_key = s->has_hi ? s->hi.data : NULL;
+    cfg.upper_key_len = s->hi.len;
+    cfg.limit = p->remaining;          /* no shard needs more than that */
+    p->seed = p->seed * 6364136223846793005ull + 1442695040888963407ull;
+    cfg.seed = p->seed;
+    kvs_listing_free(s->l);
+    s->l = kvs_listing_new(&cfg);
+    s->rebuild = 0;
+    return s->l ? 0 : -1;
+}
+
+/* Pages held and requests in flight, all shards together. */
+int kvs_plan_pages_held(const kvs_plan *p)
+{
+    int i, n = p->inflight;
+    for (i = 0; i < p->n; i++) n += p->s[i]->npages;
+    return n;
+}
+
+static kvs_shard *by_id(kvs_plan *p, unsigned id)
+{
+    int i;
+    for (i = 0; i < p->n; i++)
+        if (p->s[i]->inflight && p->s[i]->id == id) return p->s[i];
+    return NULL;
+}
+
+static void refill(kvs_plan *p, double now)     /* the bucket holds one token */
+{
+    if (!p->clock_set) {
+        p->clock_set = 1;
+        p->refilled = now;
+    }
+    if (now > p->refilled && (p->tokens += (now - p->refilled) * p->rate) > 1) p->tokens = 1;
+    if (now > p->refilled) p->refilled = now;
+}
+
+/* The pace after a reply: the limit the API states, a 429's back-off, the climb back. */
+static void pace(kvs_plan *p, kvs_shard *s, double now)
+{
+    int limit = kvs_listing_rate_limit(s->l), i, seen = 0;
+    refill(p, now);
+    if (limit > 0 && !p->rate_fixed && (double)limit != p->ceiling) {
+        if (p->rate >= p->ceiling || p->rate > limit) p->rate = limit;
+        p->ceiling = limit;         /* the API's X-RateLimit-Limit, from now on */
+    }
+    if (s->status != 429) {
+        p->ok_t[p->ok_n++ % KVS_PLAN_OK_RING] = now;
+        if (p->rate < p->ceiling && now > p->cut_at) {
+            p->rate += p->ceiling * 0.02 * (now - p->cut_at);
+            if (p->rate > p->ceiling) p->rate = p->ceiling;
+            p->cut_at = now;
+        }
+        return;
+    }
+    p->st.throttled++;
+    p->tokens = 0;
+    if (now < p->cut_at + 1.0 && p->rate < p->ceiling) return;   /* one cut a second */
+    for (i = 0; i < KVS_PLAN_OK_RING && i < p->ok_n; i++)
+        if (p->ok_t[i] > now - 1.0) seen++;
+    if (seen < 1) seen = 1;
+    if (0.9 * seen < p->rate) p->rate = 0.9 * seen;
+    p->cut_at = now;
+}
+
+static void after_step(kvs_plan *p, kvs_shard *s, kvs_step step, double wait, double now)
+{
+    s->retrying = step == KVS_STEP_RETRY;
+    if (step == KVS_STEP_PAGE)
+        kvs_plan_accept_page(p, s);
+    else if (step == KVS_STEP_RETRY)
+        s->retry_at = now + wait;
+    else
+        fail(p, kvs_listing_error(s->l));
+}
+
+void kvs_plan_reply_begin(kvs_plan *p, unsigned id, int status)
+{
+    kvs_shard *s = by_id(p, id);
+    if (!s) return;
+    s->status = status;
+    kvs_listing_reply_begin(s->l, status);
+}
+
+void kvs_plan_reply_header(kvs_plan *p, unsigned id, const char *name, size_t nlen,
+                           const char *value, size_t vlen)
+{
+    kvs_shard *s = by_id(p, id);
+    if (s) kvs_listing_reply_header(s->l, name, nlen, value, vlen);
+}
+
+int kvs_plan_reply_body(kvs_plan *p, unsigned id, const char *data, size_t len)
+{
+    kvs_shard *s = by_id(p, id);
+    return s ? kvs_listing_reply_body(s->l, data, len) : -1;
+}
+
+void kvs_plan_reply_end(kvs_plan *p, unsigned id, kvs_fault fault, const char *msg, double now)
+{
+    kvs_shard *s = by_id(p, id);
+    double wait = 0;
+    kvs_step step;
+    if (!s || p->failed) return;
+    s->inflight = 0;
+    p->inflight--;
+    step = kvs_listing_reply_end(s->l, fault, msg, now, &wait);
+    pace(p, s, now);
+    after_step(p, s, step, wait, now);
+    if (!p->failed) tidy(p);
+}
+
+/* --- requests -------------------------------------------------------------------------- */
+
+/* Room for one more request of shard i: at most `parallel` in flight, and
+ * at most parallel x K pages held and in flight, of which the room the range
+ * handed out next (ordered) may still need is kept for it: it must never
+ * wait for the pages behind it. */
+static int room_for(const kvs_plan *p, int i)
+{
+    int j, head = -1, held = kvs_plan_pages_held(p), reserve = 0;
+    if (p->inflight >= p->parallel) return 0;
+    if (p->ordered) {
+        for (j = 0; j < p->n && head < 0; j++)
+            if (!p->s[j]->done) head = j;
+        if (head == i) return held < p->parallel * K;
+        if (head >= 0) reserve = K - p->s[head]->npages - p->s[head]->inflight;
+    }
+    return held + reserve < p->parallel * K;
+}
+
+static int wants_to_send(const kvs_plan *p, int i, double now)
+{
+    const kvs_shard *s = p->s[i];
+    return !s->done && !s->inflight && s->npages < K && !(s->retry_at > now) && room_for(p, i);
+}
+
+int kvs_plan_next_request(kvs_plan *p, double now, kvs_plan_request *out)
+{
+    int i, from;
+    if (p->failed || p->finished) return 0;
+    tidy(p);
+    kvs_plan_schedule(p);
+    from = p->ordered || p->n == 0 ? 0 : p->turn++ % p->n;
+    for (i = 0; i < p->n && !p->failed; i++) {  /* ordered: the earliest ranges first */
+        kvs_shard *s = p->s[(from + i) % p->n];
+        kvs_request req;
+        if (!wants_to_send(p, (from + i) % p->n, now)) continue;
+        refill(p, now);
+        if (p->tokens < 1 - 1e-9) return 0;   /* (rounding: a token due now is here) */
+        if ((!s->l || (s->rebuild && !s->retrying)) && make_listing(p, s) != 0)
+            return kvs_plan_oom(p), 0;
+        if (!kvs_listing_next_request(s->l, &req)) {
+            if (kvs_listing_failed(s->l)) fail(p, kvs_listing_error(s->l));
+            else kvs_shard_stop(p, s);
+            continue;
+        }
+        p->tokens -= 1;
+        s->retry_at = 0;
+        s->inflight = 1;
+        s->status = 0;
+        s->id = ++p->next_id ? p->next_id : ++p->next_id;
+        p->inflight++;
+        p->st.requests++;
+        out->id = s->id;
+        out->shard = s->serial;
+        out->url = req.url;
+        out->url_len = req.url_len;
+        out->attempt = req.attempt;
+        return 1;
+    }
+    if (!p->failed) tidy(p);
+    return 0;
+}
+
+int kvs_plan_next_cancel(kvs_plan *p, unsigned *id)
+{
+    if (p->ncancels == 0) return 0;
+    *id = p->cancels[0];
+    memmove(p->cancels, p->cancels + 1, --p->ncancels * sizeof *p->cancels);
+    return 1;
+}
+
+double kvs_plan_timeout(kvs_plan *p, double now)
+{
+    double t = -1;
+    int i, want = 0;
+    if (p->failed || p->finished) return -1;
+    for (i = 0; i < p->n; i++) {
+        const kvs_shard *s = p->s[i];
+        if (s->done || s->inflight || s->npages >= K || !room_for(p, i)) continue;
+        if (s->retry_at > now) {
+            if (t < 0 || s->retry_at - now < t) t = s->retry_at - now;
+        } else {
+            want = 1;
+        }
+    }
+    if (want) {
+        refill(p, now);
+        if (p->tokens >= 1 - 1e-9) return 0;
+        if (t < 0 || (1 - p->tokens) / p->rate < t) t = (1 - p->tokens) / p->rate;
+    }
+    if (t < 0 && p->inflight == 0) {
+        for (i = 0; i < p->n && !p->s[i]->npages; i++)
+            ;
+        if (i == p->n)          /* nothing to send, wait for or hand out */
+            fail_with(p, "internal-error", "parallel listing has nothing to wait for (a bug)");
+    }
+    return t;
+}
+
+/* --- the API ----------------------------------------------------------------------------- */
+
+kvs_plan *kvs_plan_new(const kvs_listing_config *cfg, int parallel, double rate, int ordered)
+{
+    kvs_plan *p = calloc(1, sizeof *p);
+    const char **str[6];
+    kvs_buf first;
+    int i, bad = 0;
+    if (!p) return NULL;
+    p->cfg = *cfg;
+    str[0] = &p->cfg.base_url, str[1] = &p->cfg.store_id, str[2] = &p->cfg.prefix;
+    str[3] = &p->cfg.collection, str[4] = &p->cfg.signature, str[5] = &p->cfg.start_key;
+    for (i = 0; i < 6; i++) {           /* own copies: the caller's may go away */
+        size_t n = i == 5 ? cfg->start_key_len : *str[i] ? strlen(*str[i]) : 0;
+        if (*str[i] && (p->strs[i] = malloc(n + 1)) != NULL) {
+            memcpy(p->strs[i], *str[i], n);
+            p->strs[i][n] = '\0';
+        } else if (*str[i]) {
+            bad = 1;
+        }
+        *str[i] = p->strs[i];
+    }
+    p->cfg.upper_key = NULL;
+    p->cfg.single_page = 0;
+    p->parallel = parallel < 1 ? 1 : parallel > KVS_PLAN_MAX ? KVS_PLAN_MAX : parallel;
+    p->max_shards = p->parallel > 1 ? 2 * p->parallel : 1;
+    p->ordered = ordered;
+    p->remaining = cfg->limit;
+    p->rate_fixed = rate > 0;
+    p->rate = p->ceiling = rate > 0 ? rate : KVS_PLAN_RATE;
+    p->tokens = 1;
+    p->seed = cfg->seed;
+    p->prefix_len = p->cfg.prefix ? strlen(p->cfg.prefix) : 0;
+    first.data = p->strs[5], first.len = cfg->start_key_len;
+    if (bad || !(p->s[0] = kvs_shard_new(p, p->cfg.start_key ? &first : NULL, NULL, NULL))) {
+        kvs_plan_free(p);
+        return NULL;
+    }
+    p->n = 1;
+    p->finished = p->remaining == 0;
+    return p;
+}
+
+void kvs_plan_free(kvs_plan *p)
+{
+    int i;
+    if (!p) return;
+    drop_all(p);
+    for (i = 0; i < 6; i++) free(p->strs[i]);
+    free(p->cancels);
+    kvs_buf_free(&p->first);
+    kvs_buf_free(&p->proof);
+    free(p);
+}
+
+const kvs_error *kvs_plan_error(const kvs_plan *p)
+{
+    return p->failed ? &p->err : NULL;
+}
+
+int kvs_plan_finished(kvs_plan *p)
+{
+    if (!p->failed && !p->finished) tidy(p);
+    return p->finished;
+}
+
+int kvs_plan_inflight(const kvs_plan *p)
+{
+    return p->inflight;
+}
+
+void kvs_plan_stats_get(const kvs_plan *p, kvs_plan_stats *st)
+{
+    *st = p->st;
+    st->rate = p->rate;
+    st->alive = p->n;
+    st->held = kvs_plan_pages_held(p);
+}
+
+int kvs_plan_take_page(kvs_plan *p, kvs_page *mine)
+{
+    kvs_shard *s;
+    int i;
+    if (p->failed || p->finished) return 0;
+    tidy(p);
+    if (p->n == 0) return 0;
+    for (i = 0; i < p->n - 1 && !p->s[i]->npages && !p->ordered; i++)
+        ;                               /* ordered: the first shard's page; else any */
+    if (!p->s[i]->npages) return 0;
+    s = p->s[i];
+    kvs_page_swap(mine, &s->pages[s->first]);
+    s->first = (s->first + 1) % K;
+    s->npages--;
+    if (p->remaining >= 0) {
+        if ((long long)mine->count >= p->remaining) {
+            mine->count = (size_t)p->remaining;
+            p->finished = 1;            /* all wanted: the rest is cancelled */
+            drop_all(p);
+        }
+        p->remaining -= (long long)mine->count;
+    }
+    return 1;
+}

@@ -1,0 +1,338 @@
+/*
+ * core_split.c — where the planner of a parallel listing (core_parallel.c)
+ * cuts its key ranges, and what a page arriving for a range gives.
+ *
+ * Where to split is learnt on the way (core_keyspace.c reads keys as
+ * numbers; each range reads its keys with a model learnt from its latest
+ * page, so that other parts of the store do not blur how its keys spread).
+ * The first page goes out alone; if the listing goes on, the key space past
+ * it gets boundaries from that page's density: ordered, every KVS_PLAN_PAGES
+ * pages' worth (what is in flight is what is handed out next); unordered, at
+ * 1, 2, 4, ... pages' worth.  Then, whenever there is room for more ranges,
+ * the one with the most estimated work beyond what it may fetch before it
+ * must wait is cut: ordered, after what fits in its buffer (a full one
+ * waiting for its turn hands all of its range over); unordered, in halves.
+ * Ranges that showed no keys are not cut, and no range opens more than a
+ * window (parallel x KVS_PLAN_PAGES pages' worth) past the greatest key a
+ * page showed keys after: past a store's end, probing stops.
+ *
+ * A page that runs past its range's bound (the range was cut while its
+ * request was in flight, or the estimate was wrong) is not thrown away: its
+ * keys past the bound are the first page of the ranges after it that have
+ * none yet, whose requests are then aborted.
+ *
+ * Whatever the estimates say, every key is listed exactly once: a boundary
+ * is a key strictly between the shard's cursor and its bound (compared
+ * byte-wise), a page is trimmed to the range it was asked for, and a range
+ * only ever shrinks from above.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+
+#define K     KVS_PLAN_PAGES
+#define SLACK 0.95L   /* a range cut to hold n pages gets 95% of n pages' worth of
+                         keys: it rarely needs one more, nearly empty request */
+
+/* --- splitting ----------------------------------------------------------------------- */
+
+static void num_of(const kvs_shard *s, const kvs_buf *key, kvs_ks_num *n)
+{
+    kvs_ks_from_key(&s->model, n, key->data, key->len);
+}
+
+/* Shard i keeps (cursor, m]; a new shard after it gets (m, hi].  1 done, 0 no
+ * key strictly between cursor and hi there, -1 failed. */
+static int split_at(kvs_plan *p, int i, const kvs_ks_num *m)
+{
+    kvs_shard *s = p->s[i], *t;
+    char key[KVS_KS_KEY_MAX];
+    kvs_ks_num cur;
+    kvs_buf kb;
+    size_t len;
+    if (p->n >= p->max_shards || !s->has_cursor) return 0;
+    num_of(s, &s->cursor, &cur);
+    len = kvs_ks_key(&s->model, m, &cur, key);
+    if (kvs_key_cmp(s->cursor.data, s->cursor.len, key, len) >= 0
+        || (s->has_hi && kvs_key_cmp(key, len, s->hi.data, s->hi.len) >= 0))
+        return 0;
+    kb.data = key, kb.len = len, kb.cap = 0;
+    t = kvs_shard_new(p, &kb, s->has_hi ? &s->hi : NULL, &s->dens);
+    if (!t || kvs_buf_set(&s->hi, key, len) != 0) {
+        kvs_shard_free(p, t);
+        return kvs_plan_oom(p);
+    }
+    t->model = s->model;
+    s->has_hi = 1;
+    s->rebuild = 1;             /* a page in flight is trimmed to the new hi */
+    kvs_plan_insert_after(p, i, t);
+    return 1;
+}
+
+/* Shard i (full, waiting for its turn) hands its remaining range to a new
+ * shard that can start at once. */
+static int handoff(kvs_plan *p, int i)
+{
+    kvs_shard *s = p->s[i], *t = kvs_shard_new(p, &s->cursor, s->has_hi ? &s->hi : NULL, &s->dens);
+    if (!t) return kvs_plan_oom(p);
+    t->model = s->model;
+    t->fed = 1;                 /* s's last page said there is more past the cursor */
+    kvs_shard_stop(p, s);
+    kvs_plan_insert_after(p, i, t);
+    return 1;
+}
+
+/* The first page said more: boundaries past its end (see the top). */
+static void first_split(kvs_plan *p, kvs_shard *s, size_t got)
+{
+    long double step, mult = p->ordered ? K : 1, dens = kvs_ks_density(&s->model, &s->dens);
+    long long need = p->remaining >= 0 ? p->remaining - (long long)got : -1;
+    kvs_ks_num cur, top, b;
+    if (!(dens > 0)) return;
+    num_of(s, &s->cursor, &cur);
+    kvs_ks_top(&s->model, &top, p->cfg.prefix, p->prefix_len);
+    step = (long double)p->cfg.page_size * SLACK / dens;
+    while (p->n < p->parallel && mult <= (long double)(p->parallel * K)) {
+        kvs_ks_advance(&s->model, &b, &cur, step * mult);
+        if (kvs_ks_cmp(&b, &top) >= 0 || split_at(p, p->n - 1, &b) <= 0) break;
+        if (need >= 0 && mult * p->cfg.page_size >= (long double)need) break;
+        mult = p->ordered ? mult + K : mult * 2;
+    }
+}
+
+/* Keys shard s is estimated to have left past the page it has in flight. */
+static long double estimate(const kvs_plan *p, const kvs_shard *s, const kvs_ks_num *cur,
+                            long double dens)
+{
+    long double span, est;
+    kvs_ks_num n;
+    if (s->has_hi) {
+        num_of(s, &s->hi, &n);
+        span = kvs_ks_span(&s->model, cur, &n);
+    } else {        /* no end in sight: guess the store goes on as far again as seen */
+        long double again;
+        num_of(s, &p->first, &n);
+        again = kvs_ks_span(&s->model, &n, cur);
+        kvs_ks_top(&s->model, &n, p->cfg.prefix, p->prefix_len);
+        span = kvs_ks_span(&s->model, cur, &n);
+        if (again < span) span = again;
+    }
+    est = dens * span - (s->inflight ? (long double)p->cfg.page_size : 0);
+    if (p->remaining >= 0 && est > (long double)p->remaining) est = (long double)p->remaining;
+    return est > 0 ? est : 0;
+}
+
+/* How many keys shard i should keep of est, when it is cut (see the top);
+ * < 0: it should not be. */
+static long double keep_of(const kvs_plan *p, int i, const kvs_ks_num *cur, long double dens,
+                           long double est)
+{
+    const kvs_shard *s = p->s[i];
+    long double ps = (long double)p->cfg.page_size, keep = est / 2;
+    if (!s->has_hi) {           /* the new last range: at most a window past the proof */
+        kvs_ks_num pr;
+        long double room = (long double)(p->parallel * K) * ps - (s->inflight ? ps : 0);
+        num_of(s, &p->proof, &pr);
+        room -= dens * kvs_ks_span(&s->model, &pr, cur);
+        if (room < ps / 2) return -1;
+        if (keep > room) keep = room;
+    }
+    if (p->ordered) {           /* what it may fetch before it waits for its turn */
+        int pages = K - s->inflight - (i > 0 ? s->npages : 0);
+        if ((long double)pages * ps * SLACK < keep) keep = (long double)pages * ps * SLACK;
+    }
+    return keep;
+}
+
+/* While fewer than `parallel` shards exist, cut the one with the most work
+ * past what it keeps (more than a page of it). */
+void kvs_plan_schedule(kvs_plan *p)
+{
+    long double ps = (long double)p->cfg.page_size;
+    int i;
+    while (p->started && !p->failed && p->n < p->max_shards) {
+        int best = -1, r;
+        long double best_x = ps, best_keep = 0, best_dens = 0, before = 0;
+        kvs_ks_num cur, m;
+        kvs_shard *s;
+        for (i = 0; i < p->n; i++) {
+            long double est, keep, dens;
+            s = p->s[i];
+            if (p->remaining >= 0 && before >= (long double)p->remaining)
+                break;              /* the ranges before it cover the limit */
+            before += (long double)(s->npages + s->inflight) * ps;
+            if (s->done || s->skip || !s->has_cursor || (s->has_hi && !s->fed)
+                || !((dens = kvs_ks_density(&s->model, &s->dens)) > 0))
+                continue;
+            num_of(s, &s->cursor, &cur);
+            est = estimate(p, s, &cur, dens);
+            before += est;
+            keep = keep_of(p, i, &cur, dens, est);
+            if (keep >= 0 && est - keep > best_x) {
+                best = i;
+                best_x = est - keep;
+                best_keep = keep;
+                best_dens = dens;
+            }
+        }
+        if (best < 0) break;
+        s = p->s[best];
+        if (best_keep < ps / 4 && !s->inflight && s->npages >= K) {
+            r = handoff(p, best);
+        } else {
+            num_of(s, &s->cursor, &cur);
+            kvs_ks_advance(&s->model, &m, &cur, ((s->inflight ? ps : 0) + best_keep) / best_dens);
+            r = split_at(p, best, &m);
+        }
+        if (r < 0) return;
+        if (r == 0) s->skip = 1;
+    }
+    for (i = 0; i < p->n; i++) p->s[i]->skip = 0;
+}
+
+/* --- replies --------------------------------------------------------------------------- */
+
+/* Keys exist after `key`: the window for new ranges reaches past it. */
+static int prove(kvs_plan *p, const char *key, size_t len)
+{
+    if (p->proof.data && kvs_key_cmp(key, len, p->proof.data, p->proof.len) <= 0) return 0;
+    return kvs_buf_set(&p->proof, key, len) == 0 ? 0 : kvs_plan_oom(p);
+}
+
+static const char *key_of(const kvs_page *pg, size_t i, size_t *len)
+{
+    *len = pg->items[i].key_len;
+    return pg->bytes.data + pg->items[i].key_off;
+}
+
+/* The model shard s reads keys with after page pg: a bounded range's is
+ * learnt from the page (and its bound) alone, so that other parts of the
+ * store do not blur how its keys spread; the last range's is learnt from
+ * every page, as it reaches to the top of the key space. */
+static void local_model(kvs_plan *p, kvs_shard *s, const kvs_page *pg)
+{
+    size_t i, len;
+    for (i = 0; i < pg->count; i++) {
+        const char *k = key_of(pg, i, &len);
+        kvs_ks_learn(&p->model, k, len);
+    }
+    if (pg->count > 1) {
+        memset(&s->model, 0, sizeof s->model);
+        if (s->has_hi) kvs_ks_learn(&s->model, s->hi.data, s->hi.len);
+        else s->model.cls[0] = p->model.cls[0];
+    }
+}
+
+/* Appends item i of src to dst.  0 ok, -1 out of memory. */
+static int page_add(kvs_page *dst, const kvs_page *src, size_t i)
+{
+    const kvs_item *it = &src->items[i];
+    kvs_item *d;
+    if (dst->count == dst->cap) {
+        size_t cap = dst->cap ? 2 * dst->cap : 64;
+        kvs_item *items = realloc(dst->items, cap * sizeof *items);
+        if (!items) return -1;
+        dst->items = items, dst->cap = cap;
+    }
+    d = &dst->items[dst->count];
+    d->size = it->size;
+    d->key_off = dst->bytes.len, d->key_len = it->key_len;
+    if (kvs_buf_append(&dst->bytes, src->bytes.data + it->key_off, it->key_len) != 0) return -1;
+    d->url_off = KVS_NO_URL, d->url_len = 0;
+    if (it->url_off != KVS_NO_URL) {
+        d->url_off = dst->bytes.len, d->url_len = it->url_len;
+        if (kvs_buf_append(&dst->bytes, src->bytes.data + it->url_off, it->url_len) != 0)
+            return -1;
+    }
+    dst->count++;
+    return 0;
+}
+
+/* Shard s's page pg ran past its range from item `from` on: those keys are
+ * the next shards' (in order, each to its hi), and for a shard that has seen
+ * none of its own yet they are its first page, so that nothing fetched is
+ * thrown away (only ranges right after the one before, from its bound: a
+ * finished range may have left the list).  Such a shard's request in flight
+ * is aborted; it is done when
+ * the page showed keys past its range, else it goes on from the last key it
+ * was given.  (That no keys follow the page is never concluded here: the
+ * listing may have trimmed the page to a bound of its own.) */
+static void carry(kvs_plan *p, kvs_shard *s, const kvs_page *pg, size_t from)
+{
+    int j;
+    size_t i = from, len;
+    const char *k;
+    for (j = 0; p->s[j] != s; j++)
+        ;
+    for (j++; j < p->n && i < pg->count; j++) {
+        kvs_shard *t = p->s[j], *prev = p->s[j - 1];
+        kvs_page *dst;
+        if (t->done || t->fed || t->npages) break;     /* it has keys of its own */
+        if (!t->has_cursor || !prev->has_hi             /* or does not start where the */
+            || kvs_key_cmp(prev->hi.data, prev->hi.len, t->cursor.data, t->cursor.len) != 0)
+            break;                                      /* range before it ends */
+        dst = &t->pages[t->first];
+        kvs_page_reset(dst);
+        while (i < pg->count && (k = key_of(pg, i, &len), !t->has_hi
+                                 || kvs_key_cmp(k, len, t->hi.data, t->hi.len) <= 0))
+            if (page_add(dst, pg, i++) != 0) return (void)kvs_plan_oom(p);
+        kvs_shard_stop(p, t);       /* aborts its request: what it asked for is here */
+        if (dst->count > 0) {
+            k = key_of(dst, dst->count - 1, &len);
+            local_model(p, t, dst);
+            if (kvs_ks_sample_page(&t->dens, &t->model, dst) != 0
+                || kvs_buf_set(&t->cursor, k, len) != 0 || prove(p, k, len) != 0)
+                return (void)kvs_plan_oom(p);
+            t->npages = 1;
+            t->fed = 1;
+        }
+        if (i == pg->count)         /* its range may go on past the page */
+            t->done = 0, t->retry_at = 0, t->retrying = 0, t->has_cursor = 1;
+    }
+}
+
+/* A page arrived for s: trim it to the range, keep it, move the cursor on. */
+void kvs_plan_accept_page(kvs_plan *p, kvs_shard *s)
+{
+    kvs_page *pg = &s->pages[(s->first + s->npages) % K];
+    int more;
+    size_t n;
+    kvs_listing_take_page(s->l, pg);
+    more = !kvs_listing_finished(s->l);
+    n = pg->count;
+    if (more && prove(p, pg->next.data, pg->next.len) != 0) return;
+    if (s->has_hi) {            /* cut while in flight: the rest is another shard's */
+        while (n > 0 && kvs_key_cmp(pg->bytes.data + pg->items[n - 1].key_off,
+                                    pg->items[n - 1].key_len, s->hi.data, s->hi.len) > 0)
+            n--;
+        if (n < pg->count) {
+            carry(p, s, pg, n);
+            if (p->failed) return;
+            pg->count = n;
+            more = 0;
+            if (prove(p, s->hi.data, s->hi.len) != 0) return;
+        }
+        if (more && kvs_key_cmp(pg->next.data, pg->next.len, s->hi.data, s->hi.len) >= 0)
+            more = 0;
+    }
+    if (n > 0) {
+        local_model(p, s, pg);
+        if (kvs_ks_sample_page(&s->dens, &s->model, pg) != 0
+            || (!p->started && kvs_buf_set(&p->first, pg->bytes.data + pg->items[0].key_off,
+                                           pg->items[0].key_len) != 0))
+            return (void)kvs_plan_oom(p);
+        s->npages++;
+        s->fed = 1;
+    }
+    if (!more)
+        kvs_shard_stop(p, s);
+    else if (kvs_buf_set(&s->cursor, pg->next.data, pg->next.len) != 0)
+        return (void)kvs_plan_oom(p);
+    else
+        s->has_cursor = 1;
+    if (!p->started) {
+        p->started = 1;
+        if (more) first_split(p, s, n);
+    }
+}

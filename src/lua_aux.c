@@ -1,0 +1,235 @@
+/*
+ * lua_aux.c — the helpers every binding file shares (see lua_aux.h): classes
+ * and class checks, option tables and their readers, error objects, the
+ * store userdata and the client's reference count.
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lua_aux.h"
+
+/* --- classes ------------------------------------------------------------------ */
+
+void kvs_new_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods)
+{
+    luaL_newmetatable(L, name);
+    luaL_setfuncs(L, meta, 0);
+    if (methods) {
+        lua_newtable(L);
+        luaL_setfuncs(L, methods, 0);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "__name");
+    lua_pushliteral(L, "apify.kvs: metatable is locked");
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+}
+
+void kvs_set_class(lua_State *L, const char *name)
+{
+    luaL_getmetatable(L, name);
+    lua_setmetatable(L, -2);
+}
+
+/* What a value is called in a type error: its class's __name, else its type. */
+static const char *type_name(lua_State *L, int idx)
+{
+    const char *name = luaL_typename(L, idx);
+    if (lua_getmetatable(L, idx)) {       /* the C API sees past __metatable */
+        lua_getfield(L, -1, "__name");
+        if (lua_type(L, -1) == LUA_TSTRING) name = lua_tostring(L, -1);
+        lua_pop(L, 2);                    /* __name stays anchored in the metatable */
+    }
+    return name;
+}
+
+int kvs_type_error(lua_State *L, int idx, const char *what)
+{
+    return luaL_argerror(L, idx, lua_pushfstring(L, "%s expected, got %s", what,
+                         type_name(L, idx)));
+}
+
+void *kvs_check_class(lua_State *L, int idx, const char *name)
+{
+    void *p = luaL_testudata(L, idx, name);
+    if (!p) kvs_type_error(L, idx, name);
+    return p;
+}
+
+/* --- option tables ------------------------------------------------------------ */
+
+static const char *lua_typename_of(int t)
+{
+    return t == LUA_TSTRING ? "a string" : t == LUA_TNUMBER ? "a number"
+         : t == LUA_TFUNCTION ? "a function" : "a boolean";
+}
+
+void kvs_check_options(lua_State *L, int arg, const kvs_optspec *spec, unsigned call)
+{
+    if (lua_isnoneornil(L, arg))
+        return;
+    luaL_checktype(L, arg, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, arg)) {
+        const kvs_optspec *s;
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            luaL_argerror(L, arg, "option names must be strings");
+        }
+        for (s = spec; s->name; s++)
+            if ((s->calls & call) && strcmp(s->name, lua_tostring(L, -2)) == 0) break;
+        if (!s->name)
+            luaL_argerror(L, arg, lua_pushfstring(L, "unknown option '%s'", lua_tostring(L, -2)));
+        if (lua_type(L, -1) != s->type &&
+            !(s->type == LUA_TSTRING && lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)
+              && strcmp(s->name, "token") == 0))
+            luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be %s, got %s", s->name,
+                          lua_typename_of(s->type), luaL_typename(L, -1)));
+        lua_pop(L, 1);
+    }
+}
+
+/* Pushes nothing; returns NULL when the option is absent (types were checked). */
+const char *kvs_opt_string(lua_State *L, int arg, const char *name, size_t *len)
+{
+    const char *s = NULL;
+    if (lua_isnoneornil(L, arg)) return NULL;
+    lua_getfield(L, arg, name);
+    if (lua_type(L, -1) == LUA_TSTRING)
+        s = lua_tolstring(L, -1, len);   /* anchored in the options table */
+    lua_pop(L, 1);
+    return s;
+}
+
+/* Range errors name the whole range: integers as lo..hi (">= lo" when there
+ * is no upper bound), numbers as an interval, "(0, 1e9]". */
+long long kvs_opt_integer(lua_State *L, int arg, const char *name,
+                          long long min, long long max, long long dflt)
+{
+    long long v = dflt;
+    if (lua_isnoneornil(L, arg)) return dflt;
+    lua_getfield(L, arg, name);
+    if (!lua_isnil(L, -1)) {
+        if (!kvs_tointeger(L, -1, &v) || v < min || v > max) {
+            char range[64];
+            if (max == LLONG_MAX) snprintf(range, sizeof range, ">= %lld", min);
+            else snprintf(range, sizeof range, "in %lld..%lld", min, max);
+            luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be an integer %s",
+                          name, range));
+        }
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+#define NUMBER_OPTION_MAX 1e9
+
+/* A bound as a person writes it: 0.5, 30, 1e9 (not printf's 1e+09). */
+static const char *format_bound(char *buf, size_t cap, double v)
+{
+    char *exponent;
+    snprintf(buf, cap, "%g", v);
+    if ((exponent = strchr(buf, 'e')) != NULL) {
+        exponent++;
+        if (*exponent == '+') memmove(exponent, exponent + 1, strlen(exponent));
+        if (*exponent == '-') exponent++;
+        while (exponent[0] == '0' && exponent[1]) memmove(exponent, exponent + 1, strlen(exponent));
+    }
+    return buf;
+}
+
+double kvs_opt_number(lua_State *L, int arg, const char *name, double min, double dflt,
+                      int min_exclusive)
+{
+    double v = dflt;
+    if (lua_isnoneornil(L, arg)) return dflt;
+    lua_getfield(L, arg, name);
+    if (!lua_isnil(L, -1)) {
+        v = (double)lua_tonumber(L, -1);
+        if (!(v == v) || v > NUMBER_OPTION_MAX || (min_exclusive ? v <= min : v < min)) {
+            char lo[32], hi[32];
+            luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be a number in %s%s, %s]",
+                          name, min_exclusive ? "(" : "[", format_bound(lo, sizeof lo, min),
+                          format_bound(hi, sizeof hi, NUMBER_OPTION_MAX)));
+        }
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+int kvs_opt_boolean(lua_State *L, int arg, const char *name, int dflt)
+{
+    int v = dflt;
+    if (lua_isnoneornil(L, arg)) return dflt;
+    lua_getfield(L, arg, name);
+    if (!lua_isnil(L, -1)) v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* --- error objects ---------------------------------------------------------------- */
+
+static int error_tostring(lua_State *L)
+{
+    int status;
+    lua_getfield(L, 1, "type");
+    lua_getfield(L, 1, "message");
+    lua_getfield(L, 1, "status");
+    status = (int)lua_tointeger(L, -1);
+    if (status)
+        lua_pushfstring(L, "apify.kvs: %s (%s, HTTP %d)", lua_tostring(L, -2),
+                        lua_tostring(L, -3), status);
+    else
+        lua_pushfstring(L, "apify.kvs: %s (%s)", lua_tostring(L, -2), lua_tostring(L, -3));
+    return 1;
+}
+
+void kvs_push_error(lua_State *L, const kvs_error *e)
+{
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, e->type);
+    lua_setfield(L, -2, "type");
+    lua_pushstring(L, e->message);
+    lua_setfield(L, -2, "message");
+    if (e->status) {
+        lua_pushinteger(L, e->status);
+        lua_setfield(L, -2, "status");
+    }
+    lua_pushinteger(L, e->retries);
+    lua_setfield(L, -2, "retries");
+    kvs_set_class(L, KVS_ERROR_MT);
+}
+
+/* --- stores and clients -------------------------------------------------------------- */
+
+kvs_client *kvs_check_store(lua_State *L, int idx, const char **id)
+{
+    kvs_store_ud *s = kvs_check_class(L, idx, KVS_STORE_MT);
+    if (!s->client) luaL_argerror(L, idx, "store is closed");
+    if (id) *id = s->id;
+    return s->client;
+}
+
+void kvs_client_release(lua_State *L, kvs_client *c)
+{
+    if (!c || --c->refs > 0) return;
+    luaL_unref(L, LUA_REGISTRYINDEX, c->on_retry_ref);
+    kvs_http_free(c->settings.http);
+    if (c->settings.token) {
+        /* wipe before free: the token should not linger in freed memory */
+        volatile char *p = c->settings.token;
+        while (*p) *p++ = 0;
+        free(c->settings.token);
+    }
+    free(c->settings.base_url);
+    free(c->settings.user_agent);
+    free(c);
+}
+
+void kvs_aux_open(lua_State *L)
+{
+    static const luaL_Reg error_meta[] = { { "__tostring", error_tostring }, { NULL, NULL } };
+    kvs_new_class(L, KVS_ERROR_MT, error_meta, NULL);
+}

@@ -1,0 +1,82 @@
+/*
+ * lua_aux.h — what every Lua binding file shares, and nothing of any one
+ * feature: classes (one metatable per type) and checking a value's class,
+ * option tables, error objects, the store userdata, the client's reference
+ * count.  Every binding file includes this; it depends on no binding file.
+ *
+ * The binding files, each with its `*_open` called in turn by
+ * luaopen_apify_kvs (lua_kvs.c: the module, clients, stores):
+ *   lua_listing.c  the listing state the kinds share (not a type of its own)
+ *   lua_keys.c     store:keys (type apify.kvs.keys) and store:list_keys
+ *   lua_sansio.c   store:listing (type apify.kvs.listing), driven by the caller
+ *   lua_job.c      store:job (type apify.kvs.job), for frame loops
+ *   lua_plan.c     store:listing{ parallel = n } (type apify.kvs.plan), the planner
+ *   lua_ffi.c      the LuaJIT FFI iterators over the same pages
+ */
+#ifndef APIFY_KVS_LUA_AUX_H
+#define APIFY_KVS_LUA_AUX_H
+
+#include "kvs.h"
+
+#pragma GCC visibility push(hidden)
+
+#define KVS_CLIENT_MT  "apify.kvs.client"
+#define KVS_STORE_MT   "apify.kvs.store"
+#define KVS_ERROR_MT   "apify.kvs.error"
+
+/* --- classes ------------------------------------------------------------------ */
+
+/* Registers the metatable `name` with `meta` and, as __index, a table of
+ * `methods` (may be NULL); sets __name and locks the metatable. */
+void  kvs_new_class(lua_State *L, const char *name, const luaL_Reg *meta,
+                    const luaL_Reg *methods);
+/* Sets the metatable `name` on the value at the top of the stack. */
+void  kvs_set_class(lua_State *L, const char *name);
+/* The userdata at idx if it is of class `name`; else raises, on every Lua,
+ * "bad argument #1 to 'poll' (apify.kvs.job expected, got apify.kvs.keys)". */
+void *kvs_check_class(lua_State *L, int idx, const char *name);
+/* Raises "bad argument #idx to 'f' (<what> expected, got <idx's type>)". */
+int   kvs_type_error(lua_State *L, int idx, const char *what);
+
+/* --- option tables -------------------------------------------------------------- */
+
+typedef struct kvs_optspec {
+    const char *name;
+    int         type;         /* LUA_TSTRING, LUA_TNUMBER, LUA_TBOOLEAN, LUA_TFUNCTION */
+    unsigned    calls;        /* which calls take it: a mask of the caller's choosing */
+} kvs_optspec;
+/* Raises on a non-table argument, on option names not in `spec` and on those
+ * whose `calls` has no bit of `call`, and on values of the wrong type. */
+void        kvs_check_options(lua_State *L, int arg, const kvs_optspec *spec, unsigned call);
+/* The readers below take checked options: absent ones give the default. */
+const char *kvs_opt_string(lua_State *L, int arg, const char *name, size_t *len);
+long long   kvs_opt_integer(lua_State *L, int arg, const char *name,
+                            long long min, long long max, long long dflt);
+/* In [min, 1e9] ((min, 1e9] when min_exclusive). */
+double      kvs_opt_number(lua_State *L, int arg, const char *name, double min, double dflt,
+                           int min_exclusive);
+int         kvs_opt_boolean(lua_State *L, int arg, const char *name, int dflt);
+
+/* --- error objects ---------------------------------------------------------------- */
+
+/* Pushes an apify.kvs.error table (type, message, status, retries). */
+void kvs_push_error(lua_State *L, const kvs_error *e);
+
+/* --- stores and clients -------------------------------------------------------------- */
+
+typedef struct kvs_store_ud {
+    kvs_client *client;       /* NULL once collected */
+    char       *id;
+} kvs_store_ud;
+
+/* The client of the store at idx (and its id); raises for anything else. */
+kvs_client *kvs_check_store(lua_State *L, int idx, const char **id);
+/* Drops one reference; the last one frees the client (and its on_retry ref in L). */
+void        kvs_client_release(lua_State *L, kvs_client *c);
+
+/* Registers the error class; called first by luaopen_apify_kvs. */
+void kvs_aux_open(lua_State *L);
+
+#pragma GCC visibility pop
+
+#endif

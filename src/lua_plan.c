@@ -1,0 +1,395 @@
+/*
+ * lua_plan.c — store:listing{ parallel = n }: the parallel planner
+ * (core_parallel.c) for drivers of one's own (OpenResty, luasocket, a
+ * simulator).  The plan says which requests to send now and which to abort,
+ * and takes the replies by request id; the driver moves the bytes, keeps the
+ * clock (`now`, seconds, any origin) and does the waiting.
+ */
+#include <string.h>
+
+#include "lua_listing.h"
+
+#define KVS_PLAN_MT "apify.kvs.plan"
+
+typedef struct plan_ud {
+    kvs_plan      *plan;        /* NULL: closed */
+    kvs_client    *client;
+    kvs_page       page;        /* the page taken last */
+    size_t         pos;
+    kvs_retry_hook hook;        /* hook.L: set by every call that may drive the plan */
+} plan_ud;
+
+static const kvs_optspec options[] = {
+    { "prefix", LUA_TSTRING, 1 }, { "collection", LUA_TSTRING, 1 },
+    { "signature", LUA_TSTRING, 1 }, { "exclusiveStartKey", LUA_TSTRING, 1 },
+    { "limit", LUA_TNUMBER, 1 }, { "page_size", LUA_TNUMBER, 1 },
+    { "parallel", LUA_TNUMBER, 1 }, { "rate_limit", LUA_TNUMBER, 1 },
+    { "ordered", LUA_TBOOLEAN, 1 }, { NULL, 0, 0 }
+};
+
+int kvs_plan_wanted(lua_State *L)
+{
+    int yes;
+    if (lua_type(L, 2) != LUA_TTABLE) return 0;
+    lua_getfield(L, 2, "parallel");
+    yes = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    return yes;
+}
+
+static plan_ud *check_plan(lua_State *L)
+{
+    plan_ud *u = kvs_check_class(L, 1, KVS_PLAN_MT);
+    if (!u->plan) luaL_argerror(L, 1, "plan is closed");
+    u->hook.L = L;
+    return u;
+}
+
+static double opt_now(lua_State *L, int idx)
+{
+    return lua_isnoneornil(L, idx) ? kvs_monotonic() : (double)luaL_checknumber(L, idx);
+}
+
+static unsigned check_id(lua_State *L, int idx)
+{
+    lua_Integer id = luaL_checkinteger(L, idx);
+    luaL_argcheck(L, id > 0 && id <= 0xffffffffLL, idx, "request id expected");
+    return (unsigned)id;
+}
+
+/* store:listing{ parallel = n, ordered =, rate_limit =, ... } -> plan */
+int kvs_store_plan(lua_State *L)
+{
+    const char *id;
+    kvs_client *c = kvs_check_store(L, 1, &id);
+    kvs_listing_config cfg;
+    plan_ud *u;
+    int parallel, ordered;
+    double rate = 0;
+
+    kvs_check_options(L, 2, options, 1);
+    memset(&cfg, 0, sizeof cfg);
+    cfg.base_url = c->settings.base_url;
+    cfg.store_id = id;
+    cfg.prefix = kvs_opt_string(L, 2, "prefix", NULL);
+    cfg.collection = kvs_opt_string(L, 2, "collection", NULL);
+    cfg.signature = kvs_opt_string(L, 2, "signature", NULL);
+    cfg.start_key = kvs_opt_string(L, 2, "exclusiveStartKey", &cfg.start_key_len);
+    cfg.page_size = (int)kvs_opt_integer(L, 2, "page_size", 1, KVS_MAX_PAGE_SIZE,
+                                         KVS_MAX_PAGE_SIZE);
+    cfg.limit = kvs_opt_integer(L, 2, "limit", 0, 0x7fffffffffffffffLL, -1);
+    parallel = (int)kvs_opt_integer(L, 2, "parallel", 1, KVS_PLAN_MAX, 1);
+    lua_getfield(L, 2, "rate_limit");
+    if (!lua_isnil(L, -1)) {
+        rate = (double)lua_tonumber(L, -1);
+        if (!(rate > 0 && rate <= 1e6))
+            luaL_argerror(L, 2, "option 'rate_limit' must be a number in (0, 1e6]");
+    }
+    lua_getfield(L, 2, "ordered");
+    ordered = lua_isnil(L, -1) || lua_toboolean(L, -1);
+    lua_pop(L, 2);
+    cfg.max_retries = c->settings.max_retries;
+    cfg.min_delay = c->settings.min_delay;
+    cfg.max_delay = c->settings.max_delay;
+    cfg.max_elapsed = c->settings.max_elapsed;
+    cfg.secret = c->settings.token;
+    cfg.secret_len = c->settings.token ? strlen(c->settings.token) : 0;
+    cfg.http_date_delay = kvs_http_date_delay;
+
+    u = kvs_newuserdata(L, sizeof *u);
+    memset(u, 0, sizeof *u);
+    kvs_page_init(&u->page);
+    luaL_getmetatable(L, KVS_PLAN_MT);
+    lua_setmetatable(L, -2);
+    u->hook.L = L;
+    u->hook.client = c;
+    if (c->on_retry_ref != LUA_NOREF) {
+        cfg.on_retry = kvs_call_on_retry;
+        cfg.on_retry_ud = &u->hook;
+    }
+    cfg.seed = kvs_random_seed(u);
+    if (!(u->plan = kvs_plan_new(&cfg, parallel, rate, ordered)))
+        luaL_error(L, "apify.kvs: out of memory");
+    u->client = c;
+    c->refs++;
+    return 1;
+}
+
+/* plan:requests([now]) -> { { id =, url =, headers =, shard =, attempt = }, ... } */
+static int plan_requests(lua_State *L)
+{
+    plan_ud *u = check_plan(L);
+    double now = opt_now(L, 2);
+    kvs_plan_request req;
+    int n = 0;
+    lua_newtable(L);
+    while (kvs_plan_next_request(u->plan, now, &req)) {
+        lua_createtable(L, 0, 5);
+        lua_pushinteger(L, (lua_Integer)req.id);
+        lua_setfield(L, -2, "id");
+        lua_pushlstring(L, req.url, req.url_len);
+        lua_setfield(L, -2, "url");
+        lua_pushinteger(L, (lua_Integer)req.shard);
+        lua_setfield(L, -2, "shard");
+        lua_pushinteger(L, req.attempt);
+        lua_setfield(L, -2, "attempt");
+        lua_createtable(L, 0, 3);
+        lua_pushliteral(L, "application/json");
+        lua_setfield(L, -2, "Accept");
+        lua_pushstring(L, u->client->settings.user_agent);
+        lua_setfield(L, -2, "User-Agent");
+        if (u->client->settings.token) {
+            lua_pushfstring(L, "Bearer %s", u->client->settings.token);
+            lua_setfield(L, -2, "Authorization");
+        }
+        lua_setfield(L, -2, "headers");
+        lua_rawseti(L, -2, ++n);
+    }
+    return 1;
+}
+
+/* plan:cancels() -> { id, ... }: transfers to abort (their replies would be ignored) */
+static int plan_cancels(lua_State *L)
+{
+    plan_ud *u = check_plan(L);
+    unsigned id;
+    int n = 0;
+    lua_newtable(L);
+    while (kvs_plan_next_cancel(u->plan, &id)) {
+        lua_pushinteger(L, (lua_Integer)id);
+        lua_rawseti(L, -2, ++n);
+    }
+    return 1;
+}
+
+static void feed_value(plan_ud *u, unsigned id, const char *name, size_t nlen, lua_State *L,
+                       int idx)
+{
+    size_t vlen;
+    const char *v = lua_tolstring(L, idx, &vlen);
+    if (v) kvs_plan_reply_header(u->plan, id, name, nlen, v, vlen);
+}
+
+/* name, value; value may be a list of values (as OpenResty gives repeated headers) */
+static void feed_header(lua_State *L, plan_ud *u, unsigned id, int name_idx, int value_idx)
+{
+    size_t nlen;
+    const char *name = lua_tolstring(L, name_idx, &nlen);
+    if (!name) return;
+    if (lua_type(L, value_idx) == LUA_TTABLE) {
+        int i, n = (int)lua_rawlen(L, value_idx);
+        for (i = 1; i <= n; i++) {
+            lua_rawgeti(L, value_idx, i);
+            feed_value(u, id, name, nlen, L, lua_gettop(L));
+            lua_pop(L, 1);
+        }
+    } else {
+        feed_value(u, id, name, nlen, L, value_idx);
+    }
+}
+
+static int check_status(lua_State *L, int idx)
+{
+    lua_Integer status = luaL_checkinteger(L, idx);
+    luaL_argcheck(L, status >= 100 && status <= 999, idx, "HTTP status must be in 100..999");
+    return (int)status;
+}
+
+/* plan:begin(id, status) */
+static int plan_begin(lua_State *L)
+{
+    plan_ud *u = check_plan(L);
+    unsigned id = check_id(L, 2);
+    kvs_plan_reply_begin(u->plan, id, check_status(L, 3));
+    return 0;
+}
+
+/* plan:header(id, name, value) */
+static int plan_header(lua_State *L)
+{
+    plan_ud *u = check_plan(L);
+    unsigned id = check_id(L, 2);
+    luaL_checkstring(L, 3);
+    feed_header(L, u, id, 3, 4);
+    return 0;
+}
+
+/* plan:body(id, chunk) -> true, or false when the rest of the body cannot matter */
+static int plan_body(lua_State *L)
+{
+    plan_ud *u = check_plan(L);
+    unsigned id = check_id(L, 2);
+    size_t n;
+    const char *chunk = luaL_checklstring(L, 3, &n);
+    lua_pushboolean(L, kvs_plan_reply_body(u->plan, id, chunk, n) == 0);
+    return 1;
+}
+
+static kvs_fault check_fault(lua_State *L, int idx)
+{
+    static const char *const kinds[] = { "none", "timeout", "network", "tls", "request", NULL };
+    static const kvs_fault faults[] = { KVS_FAULT_NONE, KVS_FAULT_TIMEOUT, KVS_FAULT_NETWORK,
+                                        KVS_FAULT_TLS, KVS_FAULT_REQUEST };
+    return faults[luaL_checkoption(L, idx, "none", kinds)];
+}
+
+/* plan:finish(id [, fault [, message [, now]]]): the end of a transfer (begun, or failed) */
+static int plan_finish(lua_State *L)
+{
+    plan_ud *u = check_plan(L);
+    unsigned id = check_id(L, 2);
+    kvs_fault fault = check_fault(L, 3);
+    const char *msg = luaL_optstring(L, 4, NULL);
+    kvs_plan_reply_end(u->plan, id, fault, msg, opt_now(L, 5));
+    return 0;
+}
+
+/* plan:reply(id, status, headers, body [, now]): a whole reply at once */
+static int plan_reply(lua_State *L)
+{
+    plan_ud *u = check_plan(L);
+    unsigned id = check_id(L, 2);
+    int status = check_status(L, 3);
+    size_t n = 0;
+    const char *body;
+    double now = opt_now(L, 6);
+    if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TTABLE);
+    body = luaL_optlstring(L, 5, "", &n);
+    kvs_plan_reply_begin(u->plan, id, status);
+    if (lua_istable(L, 4)) {
+        lua_pushnil(L);
+        while (lua_next(L, 4)) {
+            if (lua_type(L, -2) == LUA_TSTRING)
+                feed_header(L, u, id, lua_gettop(L) - 1, lua_gettop(L));
+            lua_pop(L, 1);
+        }
+    }
+    kvs_plan_reply_body(u->plan, id, body, n);
+    kvs_plan_reply_end(u->plan, id, KVS_FAULT_NONE, NULL, now);
+    return 0;
+}
+
+/* plan:timeout([now]) -> seconds until requests() has one (0: now), or nil: not
+ * before a reply comes (or never: finished, failed) */
+static int plan_timeout(lua_State *L)
+{
+    plan_ud *u = check_plan(L);
+    double t = kvs_plan_timeout(u->plan, opt_now(L, 2));
+    if (t < 0) return 0;
+    lua_pushnumber(L, t);
+    return 1;
+}
+
+/* plan:take() -> number of keys of the next page (then page_keys()), or nil: none ready */
+static int plan_take(lua_State *L)
+{
+    plan_ud *u = check_plan(L);
+    if (!kvs_plan_take_page(u->plan, &u->page)) return 0;
+    u->pos = 0;
+    lua_pushinteger(L, (lua_Integer)u->page.count);
+    return 1;
+}
+
+static int page_next(lua_State *L)
+{
+    plan_ud *u = lua_touserdata(L, lua_upvalueindex(1));
+    const kvs_item *it;
+    if (u->pos >= u->page.count) return 0;
+    it = &u->page.items[u->pos++];
+    lua_pushlstring(L, u->page.bytes.data + it->key_off, it->key_len);
+    kvs_pushsize(L, it->size);
+    if (it->url_off != KVS_NO_URL)
+        lua_pushlstring(L, u->page.bytes.data + it->url_off, it->url_len);
+    else
+        lua_pushnil(L);
+    return 3;
+}
+
+/* plan:page_keys() -> iterator of key, size, url over the page taken last */
+static int plan_page_keys(lua_State *L)
+{
+    kvs_check_class(L, 1, KVS_PLAN_MT);
+    lua_settop(L, 1);
+    lua_pushcclosure(L, page_next, 1);
+    return 1;
+}
+
+static int plan_finished(lua_State *L)
+{
+    plan_ud *u = kvs_check_class(L, 1, KVS_PLAN_MT);
+    lua_pushboolean(L, !u->plan || kvs_plan_finished(u->plan));
+    return 1;
+}
+
+static int plan_error(lua_State *L)
+{
+    plan_ud *u = kvs_check_class(L, 1, KVS_PLAN_MT);
+    const kvs_error *e = u->plan ? kvs_plan_error(u->plan) : NULL;
+    if (!e) return 0;
+    kvs_push_error(L, e);
+    return 1;
+}
+
+/* plan:stats() -> { requests =, throttled =, ranges =, rate =, inflight = } */
+static int plan_stats(lua_State *L)
+{
+    plan_ud *u = check_plan(L);
+    kvs_plan_stats st;
+    kvs_plan_stats_get(u->plan, &st);
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, st.requests);
+    lua_setfield(L, -2, "requests");
+    lua_pushinteger(L, st.throttled);
+    lua_setfield(L, -2, "throttled");
+    lua_pushinteger(L, st.shards);
+    lua_setfield(L, -2, "ranges");
+    lua_pushnumber(L, st.rate);
+    lua_setfield(L, -2, "rate");
+    lua_pushinteger(L, kvs_plan_inflight(u->plan));
+    lua_setfield(L, -2, "inflight");
+    lua_pushinteger(L, st.alive);
+    lua_setfield(L, -2, "alive");
+    lua_pushinteger(L, st.held);
+    lua_setfield(L, -2, "held");
+    return 1;
+}
+
+static int plan_close(lua_State *L)
+{
+    plan_ud *u = kvs_check_class(L, 1, KVS_PLAN_MT);
+    kvs_plan_free(u->plan);
+    kvs_page_free(&u->page);
+    if (u->client) kvs_client_release(L, u->client);
+    u->plan = NULL;
+    u->client = NULL;
+    u->pos = 0;
+    return 0;
+}
+
+static int plan_tostring(lua_State *L)
+{
+    plan_ud *u = kvs_check_class(L, 1, KVS_PLAN_MT);
+    const char *state = !u->plan ? "closed" : kvs_plan_error(u->plan) ? "failed"
+                      : kvs_plan_finished(u->plan) ? "finished" : "open";
+    lua_pushfstring(L, KVS_PLAN_MT " (%s)", state);
+    return 1;
+}
+
+void kvs_open_plan(lua_State *L)
+{
+    static const luaL_Reg meta[] = {
+        { "__gc", plan_close },
+#if LUA_VERSION_NUM >= 504
+        { "__close", plan_close },
+#endif
+        { "__tostring", plan_tostring }, { NULL, NULL }
+    };
+    static const luaL_Reg methods[] = {
+        { "requests", plan_requests }, { "cancels", plan_cancels }, { "begin", plan_begin },
+        { "header", plan_header }, { "body", plan_body }, { "finish", plan_finish },
+        { "reply", plan_reply }, { "timeout", plan_timeout }, { "take", plan_take },
+        { "page_keys", plan_page_keys }, { "finished", plan_finished }, { "error", plan_error },
+        { "stats", plan_stats }, { "close", plan_close }, { NULL, NULL }
+    };
+    kvs_new_class(L, KVS_PLAN_MT, meta, methods);
+}
