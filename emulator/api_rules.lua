@@ -109,11 +109,12 @@ end
 ---------------------------------------------------------------------------------------------------
 -- rate limit
 
--- A tiny lock in the shared dict (the bucket is read and written by every worker).
-local function locked(name, fn)
+-- A tiny lock in the shared dict: the bucket (and the emulator's faults) are read and written
+-- by every worker.  The lock expires after 5 s should its holder die.
+function M.locked(name, fn)
   local d = dict()
   for _ = 1, 5000 do
-    if d:add("lock:" .. name, true, 1) then
+    if d:add("lock:" .. name, true, 5) then
       local ok, a, b = pcall(fn)
       d:delete("lock:" .. name)
       if not ok then error(a, 0) end
@@ -123,6 +124,7 @@ local function locked(name, fn)
   end
   error("kvs_emulator: could not take lock " .. name)
 end
+local locked = M.locked
 
 -- Sets X-RateLimit-Limit and takes a token for `store` (a directory name, or the id as sent
 -- when it names none). Returns true, or false and the enforced rate when the request is over

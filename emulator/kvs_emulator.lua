@@ -107,20 +107,8 @@ local function send_error(status, err_type, message)
   send(status, error_body(err_type, message))
 end
 
--- A tiny lock in the shared dict, so faults are consumed exactly once even with several workers.
-local function with_lock(name, fn)
-  local d = dict()
-  for _ = 1, 2000 do
-    if d:add("lock:" .. name, true, 5) then
-      local ok, a, b = pcall(fn)
-      d:delete("lock:" .. name)
-      if not ok then error(a, 0) end
-      return a, b
-    end
-    ngx.sleep(0.001)
-  end
-  error("kvs_emulator: could not take lock " .. name)
-end
+-- Faults are consumed exactly once even with several workers.
+local with_lock = rules.locked
 
 ---------------------------------------------------------------------------------------------------
 -- settings (nginx master, init_by_lua) and the watchdog (worker, init_worker_by_lua)
