@@ -49,9 +49,10 @@ SANITIZE   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-f
 BUILD_DEBS := build-essential pkg-config libcurl4-openssl-dev libyajl-dev zlib1g-dev \
         liblua5.1-0-dev liblua5.2-dev liblua5.3-dev liblua5.4-dev libluajit2-5.1-dev
 # Tests, demo, bench: interpreters, busted, lua-cjson, luasocket, the emulator (nginx + Lua
-# module), LuaRocks and zip (packaging specs), valgrind, LÖVE, zlib (bench/gen.c).
+# module, luaossl for the emulator's URL signatures), LuaRocks and zip (packaging specs), valgrind,
+# LÖVE, zlib (bench/gen.c). nodejs and npm (JS_DEPS) only when npm is missing.
 TEST_DEBS := lua5.1 lua5.2 lua5.3 lua5.4 luajit2 lua-busted lua-cjson lua-socket lua-filesystem \
-        nginx libnginx-mod-http-lua luarocks zip valgrind curl ca-certificates time love zlib1g-dev \
+        nginx libnginx-mod-http-lua lua-luaossl luarocks zip valgrind curl ca-certificates time love zlib1g-dev \
         clang libclang-rt-14-dev
 DEMO_DEBS := lua5.4 nginx libnginx-mod-http-lua
 
@@ -73,7 +74,7 @@ VERSION    := $(shell sed -n 's/^\#define KVS_VERSION "\(.*\)"/\1/p' src/kvs.h)
 ROCK_REV   := 1
 ROCK_FILES := src lua bin types rockspec LICENSE CHANGELOG.md README.md
 
-.PHONY: all deps test-deps demo-deps build demo test test-timing check check-layers asan valgrind bench bench-smoke \
+.PHONY: all deps test-deps demo-deps js-deps build demo test test-timing check check-layers asan valgrind bench bench-smoke \
         fuzz fuzz-smoke clean \
         install uninstall rock
 
@@ -112,6 +113,17 @@ test-deps demo-deps:
 	  echo "  (the suite, the demo and the emulator are set up for Debian 12): going on"; \
 	fi
 
+# The JavaScript implementations spec/compat_spec.lua compares the emulator with, pinned by
+# spec/js/package-lock.json: `npm ci` into build/js when missing or when the lockfile changed
+# (npm's cache first); nodejs and npm from Debian when there is no npm.
+JS_DEPS := build/js/node_modules/.package-lock.json
+js-deps: $(JS_DEPS)
+$(JS_DEPS): spec/js/package.json spec/js/package-lock.json | test-deps
+	@command -v npm >/dev/null 2>&1 || { pkgs="nodejs npm"; $(APT_ENSURE); }
+	@mkdir -p build/js && cp spec/js/package.json spec/js/package-lock.json build/js/
+	@cd build/js && npm ci --prefer-offline --no-audit --no-fund --loglevel=error
+	@touch $@
+
 build: $(foreach v,$(LUAS),build/$(v)/apify/kvs.so)
 
 define LUA_RULE
@@ -132,13 +144,13 @@ demo: build/5.4/apify/kvs.so | demo-deps
 	@bash examples/demo.sh
 
 # Every target of the suite in one run, two at a time, the longest first.
-test: build build/asan/apify/kvs.so | test-deps
+test: build build/asan/apify/kvs.so | test-deps js-deps
 	@$(MAKE) --no-print-directory check-layers
 	@bash spec/run hosts 5.4 valgrind 5.1 5.2 5.3 jit jit-classic asan
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory bench-smoke
 
-test-timing: build | test-deps
+test-timing: build | test-deps js-deps
 	@KVS_TIMING=1 bash spec/run hosts 5.4
 
 check: asan valgrind

@@ -213,29 +213,60 @@ http {
             $lua_delay
             try_files /pages/\$kvs_page.json =404;
         }
+        # start-up check: this run's own token, so a server that took the port first is noticed
+        location = /_bench/ping { return 200 '$RUN_ID'; }
         location / { return 404 '{"error":{"type":"page-not-found","message":"not here"}}'; }
     }
 }
 EOF
 }
 
+# The free port is only free when asked: another server (an emulator of a spec run, another
+# bench) may bind it before this nginx does. Then this nginx exits ("Address already in use")
+# while the port still accepts connections, so a bare connect would take that other server for
+# ours. The start counts only when our nginx is alive (not a zombie) and answers /_bench/ping
+# with this run's id; otherwise it is stopped and tried again on a fresh port.
+RUN_ID="kvs-bench-$$-$RANDOM$RANDOM"
+
+# the body of GET /_bench/ping on a port, or nothing
+ping_body() {
+    lua5.4 -e "local s = require('socket').connect('127.0.0.1', $1)
+               if not s then os.exit(1) end
+               s:settimeout(2)
+               s:send('GET /_bench/ping HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n')
+               local r = s:receive('*a') or ''
+               io.write((r:match('^HTTP/1%.%d 200.-\r\n\r\n(.*)$') or ''))" 2>/dev/null || true
+}
+
+# true while the nginx we started runs (a zombie or a reaped pid does not count)
+nginx_alive() {
+    local state
+    state=$(sed -n 's/^[0-9]* ([^)]*) \([A-Z]\).*/\1/p' "/proc/$NGINX_PID/stat" 2>/dev/null) || return 1
+    [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
 start_nginx() {
     local port
-    for _ in 1 2 3 4 5; do
+    for _ in 1 2 3 4 5 6 7 8; do
         port=$(free_port)
         write_conf "$port"
         rm -f "$RUN/nginx.pid"
+        : > "$RUN/error.log"
         nginx -p "$RUN/" -c "$RUN/nginx.conf" -e "$RUN/error.log" -g 'daemon off;' &
         NGINX_PID=$!
-        for _ in $(seq 50); do
-            if ! kill -0 "$NGINX_PID" 2>/dev/null; then break; fi
-            if lua5.4 -e "local s = require('socket').connect('127.0.0.1', $port) os.exit(s and 0 or 1)" 2>/dev/null; then
+        for _ in $(seq 300); do     # up to ~30 s: a loaded machine starts nginx slowly
+            nginx_alive || break
+            grep -q 'Address already in use' "$RUN/error.log" 2>/dev/null && break
+            if [ "$(ping_body "$port")" = "$RUN_ID" ]; then
                 BASE="http://127.0.0.1:$port"
                 return 0
             fi
             sleep 0.1
         done
+        echo "nginx did not come up on port $port; trying another port" >&2
         kill -QUIT "$NGINX_PID" 2>/dev/null || true
+        for _ in $(seq 50); do nginx_alive || break; sleep 0.1; done
+        kill -KILL "$NGINX_PID" 2>/dev/null || true
         wait "$NGINX_PID" 2>/dev/null || true
         NGINX_PID=""
     done

@@ -1,7 +1,8 @@
 -- emulator/kvs_emulator.lua
 --
 -- Owns: the request handling of the local Apify API emulator, run by nginx's Lua module (LuaJIT)
--- with the configuration rendered from emulator/nginx.conf.in by emulator/launch.lua.
+-- with the configuration rendered from emulator/nginx.conf.in by emulator/launch.lua. The API's
+-- rules beyond paging (rate limit, latency jitter, collections, signatures) are in api_rules.lua.
 --
 --   GET /v2/key-value-stores/:storeId/keys   the "Get list of keys" endpoint, served from a
 --                                            directory in the Apify CLI local layout:
@@ -22,6 +23,7 @@
 
 local cjson = require "cjson.safe"
 local lfs = require "lfs"
+local rules = require "api_rules"
 
 local ngx = ngx
 local M = {}
@@ -105,20 +107,8 @@ local function send_error(status, err_type, message)
   send(status, error_body(err_type, message))
 end
 
--- A tiny lock in the shared dict, so faults are consumed exactly once even with several workers.
-local function with_lock(name, fn)
-  local d = dict()
-  for _ = 1, 2000 do
-    if d:add("lock:" .. name, true, 5) then
-      local ok, a, b = pcall(fn)
-      d:delete("lock:" .. name)
-      if not ok then error(a, 0) end
-      return a, b
-    end
-    ngx.sleep(0.001)
-  end
-  error("kvs_emulator: could not take lock " .. name)
-end
+-- Faults are consumed exactly once even with several workers.
+local with_lock = rules.locked
 
 ---------------------------------------------------------------------------------------------------
 -- settings (nginx master, init_by_lua) and the watchdog (worker, init_worker_by_lua)
@@ -166,6 +156,7 @@ function M.init()
   d:set("faults", "[]")
   d:set("cfg:delay", 0)
   d:set("cfg:rate_limit", 0)
+  rules.init()
 end
 
 -- The emulator must not outlive the test run that started it: once a second the first worker
@@ -530,7 +521,7 @@ end
 -- The page a request asks for, as the API would send it, before any fault shapes it:
 -- { items = keys (list), limit, esk, prefix, truncated, next_key, after (index in listing.keys of
 -- the first key past the page) }; or nil and the message of a 400 invalid-input.
-local function normal_page(listing, args)
+local function normal_page(listing, args, meta)
   local keys = listing.keys
   local limit_s = arg_string(args, "limit")
   local limit = DEFAULT_LIMIT
@@ -543,25 +534,38 @@ local function normal_page(listing, args)
   end
   local esk = arg_string(args, "exclusiveStartKey")
   local prefix = arg_string(args, "prefix") or ""
-  -- "collection" is accepted and ignored: local stores have no schema, so every key belongs to
-  -- every collection as far as this emulator is concerned.
+  -- "collection": with a schema in the store's metadata, the keys of that collection; as the
+  -- API does, the filter is applied to the chunk of `limit` keys the page scans, so a page may
+  -- hold fewer keys than asked, or none, and still be truncated with a next cursor. Without a
+  -- schema the parameter has nothing to work on and is ignored.
+  local cname = arg_string(args, "collection")
+  local coll
+  if cname then
+    local c, bad = rules.collection(meta, cname)
+    if c == nil then return nil, bad end
+    coll = c or nil
+  end
 
   local first = 1
   if esk then first = bound(keys, esk, true) end
   if prefix ~= "" then first = math.max(first, bound(keys, prefix, false)) end
 
-  local items = {}
+  local items, scanned = {}, 0
   local i = first
-  while #items < limit do
+  while scanned < limit do
     local key = keys[i]
     if not key or key:sub(1, #prefix) ~= prefix then break end
-    items[#items + 1] = key
+    scanned = scanned + 1
+    if not coll or (coll.prefix and key:sub(1, #coll.prefix) == coll.prefix)
+      or (coll.key and key == coll.key) then
+      items[#items + 1] = key
+    end
     i = i + 1
   end
   local nxt = keys[i]
-  local truncated = #items > 0 and nxt ~= nil and nxt:sub(1, #prefix) == prefix
+  local truncated = scanned > 0 and nxt ~= nil and nxt:sub(1, #prefix) == prefix
   return { items = items, limit = limit, esk = esk, prefix = prefix, truncated = truncated,
-           next_key = truncated and items[#items] or nil, after = i }
+           next_key = truncated and keys[i - 1] or nil, after = i }
 end
 
 -- The smallest record key sorting after k: "!" is the lowest character of the API's key alphabet
@@ -636,20 +640,22 @@ local function shape_page(page, listing, fault)
 end
 
 -- The 200 body of a keys page.
-local function listing_body(store_id, listing, dir, args, fault)
-  local page, bad_input = normal_page(listing, args)
+local function listing_body(store_id, listing, dir, args, fault, meta)
+  local page, bad_input = normal_page(listing, args, meta)
   if not page then return nil, bad_input end
   if fault then shape_page(page, listing, fault) end
 
-  local signature = arg_string(args, "signature")
+  -- a store with a signing key gets signed record URLs (as the API makes them), others plain ones
+  local secret = rules.secret(meta)
   local url_prefix = base_url() .. "/v2/key-value-stores/" .. percent_encode(store_id) .. "/records/"
-  local url_suffix = signature and ("?signature=" .. percent_encode(signature)) or ""
   local items = {}
   for i, key in ipairs(page.items) do
     local file = listing.files[key]
     local size = file and lfs.attributes(dir .. "/" .. file, "size") or 0
+    local url = url_prefix .. percent_encode(key)
+    if secret then url = url .. "?signature=" .. rules.hmac_signature(secret, key) end
     items[i] = '{"key":' .. json_value(key) .. ',"size":' .. string.format("%d", size)
-      .. ',"recordPublicUrl":' .. json_value(url_prefix .. percent_encode(key) .. url_suffix) .. '}'
+      .. ',"recordPublicUrl":' .. json_value(url) .. '}'
   end
 
   local esk = page.esk
@@ -712,20 +718,27 @@ local function handle_keys(store_id, log)
   local store_name = store_dir_name(store_id)
   log.store = store_id
 
-  local d = dict()
-  local delay = d:get("cfg:delay") or 0
-  if delay > 0 then ngx.sleep(delay) end
-  local rate_limit = d:get("cfg:rate_limit") or 0
-  if rate_limit > 0 then ngx.header["X-RateLimit-Limit"] = string.format("%d", rate_limit) end
+  -- the rate limit counts requests as they arrive; the latency delays every reply, 429s too
+  local allowed, rate = rules.take(store_name or store_id)
+  local wait = rules.latency()
+  log.latency = wait
+  if wait > 0 then ngx.sleep(wait) end
+  if not allowed then
+    log.rate_limited = true
+    return send_error(429, "rate-limit-exceeded", string.format(
+      "You have exceeded the rate limit of %d requests per second", rate))
+  end
 
   local dir = store_name and (settings.storage .. "/key_value_stores/" .. store_name)
+  local is_store = dir and lfs.attributes(dir, "mode") == "directory"
+  local meta = is_store and rules.metadata(dir) or nil
   local nonempty
   local function has_items()
     if nonempty == nil then
       nonempty = false
-      if dir and lfs.attributes(dir, "mode") == "directory" then
+      if is_store then
         local listing = store_listing(dir)
-        local page = listing and normal_page(listing, log.args)
+        local page = listing and normal_page(listing, log.args, meta)
         nonempty = page ~= nil and #page.items > 0
       end
     end
@@ -756,8 +769,20 @@ local function handle_keys(store_id, log)
     ngx.sleep(fault.seconds)
   end
 
-  local ok, err_type, message = check_auth()
-  if not ok then return deliver(401, error_body(err_type, message), fault) end
+  -- a store with a signing key accepts a valid signature instead of the token
+  local secret = rules.secret(meta)
+  local signature = arg_string(log.args, "signature")
+  if secret and signature then
+    local checked, good, why = pcall(rules.check_keys_signature, secret, rules.store_id(meta, store_name), signature)
+    if not checked then
+      ngx.log(ngx.ERR, good)
+      return deliver(500, error_body("internal-server-error", tostring(good)), fault)
+    end
+    if not good then return deliver(403, error_body("insufficient-permissions", why), fault) end
+  else
+    local ok, err_type, message = check_auth()
+    if not ok then return deliver(401, error_body(err_type, message), fault) end
+  end
 
   local not_found = error_body("record-not-found", "Key-value store was not found")
   if not store_name then return deliver(404, not_found, fault) end
@@ -769,7 +794,7 @@ local function handle_keys(store_id, log)
   end
 
   if kind == "oversized" then return send_oversized(store_id, log.args, fault) end
-  local body, bad_input = listing_body(store_id, listing, dir, log.args, fault)
+  local body, bad_input = listing_body(store_id, listing, dir, log.args, fault, meta)
   if not body then return deliver(400, error_body("invalid-input", bad_input), fault) end
   return deliver(200, body, fault)
 end
@@ -780,8 +805,12 @@ end
 --   GET    /_emulator/ping      {"ok":true,"rundir":...,"storage":...}
 --   GET    /_emulator/faults    pending faults;  POST: append a JSON array (or one object);
 --   DELETE /_emulator/faults    drop all pending faults
---   GET    /_emulator/config    {"delay":s,"rate_limit":n,"token":...}; POST: change some of them
---                               ({"delay":0.2}, {"rate_limit":60}, {"token":"t"} / {"token":null})
+--   GET    /_emulator/config    {"delay":s,"jitter":s,"seed":n,"rate_limit":n,"enforce":n|false,
+--                               "burst":n|null,"token":...}; POST: change some of them
+--                               ({"delay":0.2} or {"latency":0.2}, {"jitter":0.03,"seed":7},
+--                               {"rate_limit":60} (X-RateLimit-Limit), {"enforce":true|n|false},
+--                               {"burst":n|null}, {"token":"t"} / {"token":null});
+--                               api_rules.lua says what the rules do
 --   GET    /_emulator/requests  the last MAX_LOGGED_REQUESTS API requests, oldest first;
 --   DELETE /_emulator/requests  forget them
 --
@@ -849,9 +878,16 @@ local function control_config(method)
   if method == "POST" then
     local body = cjson.decode(read_request_body())
     if type(body) ~= "table" then return send_error(400, "invalid-input", "config body must be a JSON object") end
+    if body.latency ~= nil then
+      if body.delay ~= nil then return send_error(400, "invalid-input", "give delay or latency, not both") end
+      body.delay, body.latency = body.latency, nil
+    end
     for k, v in pairs(body) do
       if k == "delay" then
         if type(v) ~= "number" or v < 0 then return send_error(400, "invalid-input", "delay must be a number >= 0") end
+      elseif rules.CONFIG_FIELDS[k] then
+        local ok, why = rules.check_config(k, v)
+        if not ok then return send_error(400, "invalid-input", why) end
       elseif k == "rate_limit" then
         if v ~= cjson.null and (not is_integer(v) or v < 0) then
           return send_error(400, "invalid-input", "rate_limit must be an integer >= 0 or null")
@@ -866,6 +902,7 @@ local function control_config(method)
     end
     if body.delay ~= nil then d:set("cfg:delay", body.delay) end
     if body.rate_limit ~= nil then d:set("cfg:rate_limit", body.rate_limit == cjson.null and 0 or body.rate_limit) end
+    rules.apply_config(body)
     if body.token ~= nil then
       if type(body.token) == "string" and body.token ~= "" then d:set("token", body.token) else d:delete("token") end
     end
@@ -874,11 +911,11 @@ local function control_config(method)
     return send_error(405, "method-not-allowed", "use GET or POST")
   end
   local rate_limit = d:get("cfg:rate_limit") or 0
-  send(200, json_encode({
-    delay = d:get("cfg:delay") or 0,
-    rate_limit = rate_limit > 0 and rate_limit or cjson.null,
-    token = d:get("token") or cjson.null,
-  }))
+  local out = rules.config_fields()
+  out.delay = d:get("cfg:delay") or 0
+  out.rate_limit = rate_limit > 0 and rate_limit or cjson.null
+  out.token = d:get("token") or cjson.null
+  send(200, json_encode(out))
 end
 
 local function control_faults(method)

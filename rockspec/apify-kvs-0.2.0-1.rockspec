@@ -27,7 +27,6 @@ external_dependencies = {
    -- LuaRocks' header check does not look: check the library only, the compiler finds the header.
    CURL = { library = "curl" },
    YAJL = { header = "yajl/yajl_parse.h", library = "yajl" },
-   ZLIB = { header = "zlib.h", library = "z" },
 }
 build = {
    -- One compiler call straight into the rock's lib directory: no object file and no
@@ -36,8 +35,8 @@ build = {
    type = "command",
    build_command = [[mkdir -p "$(LIBDIR)/apify" && $(CC) $(CFLAGS) -std=c99 -D_DEFAULT_SOURCE ]] ..
       [[-D_POSIX_C_SOURCE=200809L -fvisibility=hidden -I"$(LUA_INCDIR)" -I"$(CURL_INCDIR)" ]] ..
-      [[-I"$(YAJL_INCDIR)" -I"$(ZLIB_INCDIR)" $(LIBFLAG) -o "$(LIBDIR)/apify/kvs.so" src/*.c ]] ..
-      [[-L"$(CURL_LIBDIR)" -L"$(YAJL_LIBDIR)" -L"$(ZLIB_LIBDIR)" -lcurl -lyajl -lz]],
+      [[-I"$(YAJL_INCDIR)" $(LIBFLAG) -o "$(LIBDIR)/apify/kvs.so" src/*.c ]] ..
+      [[-L"$(CURL_LIBDIR)" -L"$(YAJL_LIBDIR)" -lcurl -lyajl]],
    install = {
       lua = { ["apify.kvs.openresty"] = "lua/apify/kvs/openresty.lua" },
       bin = { ["apify-kvs"] = "bin/apify-kvs" },

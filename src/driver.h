@@ -56,6 +56,15 @@ int       kvs_conn_paused(const kvs_conn *c);
 /* What the transfer's CURLcode means for the core: none, timeout, network
  * (worth a retry), or TLS / request (never mended by one). */
 kvs_fault kvs_conn_fault(kvs_conn *c, int curl_code, const char **msg);
+/* What one line libcurl hands a header callback is: a status line ("HTTP/1.1 200 OK",
+ * a new reply after a redirect or a 100), a "Name: value" header, or neither. */
+typedef enum { KVS_LINE_OTHER, KVS_LINE_STATUS, KVS_LINE_HEADER } kvs_header_kind;
+typedef struct kvs_header_line_parts {
+    int         status;                 /* KVS_LINE_STATUS */
+    const char *name, *value;           /* KVS_LINE_HEADER; value keeps its spaces and CRLF */
+    size_t      name_len, value_len;
+} kvs_header_line_parts;
+kvs_header_kind kvs_header_line(const char *buf, size_t len, kvs_header_line_parts *out);
 
 /* --- the non-blocking libcurl multi driver (driver_multi.c) ------------------ */
 

@@ -71,10 +71,8 @@ void kvs_http_free(kvs_http *h)
 
 /* --- callbacks --------------------------------------------------------------- */
 
-static size_t on_header(char *buf, size_t size, size_t n, void *ud)
+kvs_header_kind kvs_header_line(const char *buf, size_t len, kvs_header_line_parts *out)
 {
-    kvs_conn *c = ud;
-    size_t len = size * n;
     if (len > sizeof("HTTP/") - 1 && memcmp(buf, "HTTP/", sizeof("HTTP/") - 1) == 0) {
         /* a status line: "HTTP/1.1 200 OK"; after a redirect, a new reply */
         const char *sp = memchr(buf, ' ', len);
@@ -84,12 +82,30 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
             while (d < end && *d >= '0' && *d <= '9' && status < 1000)
                 status = status * 10 + (*d++ - '0');
         }
-        kvs_listing_reply_begin(c->listing, status);
+        out->status = status;
+        return KVS_LINE_STATUS;
     } else {
         const char *colon = memchr(buf, ':', len);
-        if (colon)
-            kvs_listing_reply_header(c->listing, buf, (size_t)(colon - buf), colon + 1,
-                                     len - (size_t)(colon + 1 - buf));
+        if (!colon) return KVS_LINE_OTHER;
+        out->name = buf;
+        out->name_len = (size_t)(colon - buf);
+        out->value = colon + 1;
+        out->value_len = len - (size_t)(colon + 1 - buf);
+        return KVS_LINE_HEADER;
+    }
+}
+
+static size_t on_header(char *buf, size_t size, size_t n, void *ud)
+{
+    kvs_conn *c = ud;
+    size_t len = size * n;
+    kvs_header_line_parts h;
+    switch (kvs_header_line(buf, len, &h)) {
+    case KVS_LINE_STATUS: kvs_listing_reply_begin(c->listing, h.status); break;
+    case KVS_LINE_HEADER:
+        kvs_listing_reply_header(c->listing, h.name, h.name_len, h.value, h.value_len);
+        break;
+    case KVS_LINE_OTHER: break;
     }
     return len;
 }

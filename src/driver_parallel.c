@@ -38,21 +38,13 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud)
 {
     transfer *t = ud;
     size_t len = size * n;
-    if (len > 5 && memcmp(buf, "HTTP/", 5) == 0) {
-        /* a status line: "HTTP/1.1 200 OK"; after a redirect, a new reply */
-        const char *sp = memchr(buf, ' ', len);
-        int status = 0;
-        if (sp) {
-            const char *d = sp + 1, *end = buf + len;
-            while (d < end && *d >= '0' && *d <= '9' && status < 1000)
-                status = status * 10 + (*d++ - '0');
-        }
-        kvs_plan_reply_begin(t->par->plan, t->id, status);
-    } else {
-        const char *colon = memchr(buf, ':', len);
-        if (colon)
-            kvs_plan_reply_header(t->par->plan, t->id, buf, (size_t)(colon - buf), colon + 1,
-                                  len - (size_t)(colon + 1 - buf));
+    kvs_header_line_parts h;
+    switch (kvs_header_line(buf, len, &h)) {
+    case KVS_LINE_STATUS: kvs_plan_reply_begin(t->par->plan, t->id, h.status); break;
+    case KVS_LINE_HEADER:
+        kvs_plan_reply_header(t->par->plan, t->id, h.name, h.name_len, h.value, h.value_len);
+        break;
+    case KVS_LINE_OTHER: break;
     }
     return len;
 }

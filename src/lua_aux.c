@@ -186,6 +186,14 @@ static int error_tostring(lua_State *L)
     return 1;
 }
 
+kvs_fault kvs_check_fault(lua_State *L, int idx)
+{
+    static const char *const kinds[] = { "none", "timeout", "network", "tls", "request", NULL };
+    static const kvs_fault faults[] = { KVS_FAULT_NONE, KVS_FAULT_TIMEOUT, KVS_FAULT_NETWORK,
+                                        KVS_FAULT_TLS, KVS_FAULT_REQUEST };
+    return faults[luaL_checkoption(L, idx, "none", kinds)];
+}
+
 void kvs_push_error(lua_State *L, const kvs_error *e)
 {
     lua_createtable(L, 0, 4);

@@ -61,6 +61,8 @@ int         kvs_opt_boolean(lua_State *L, int arg, const char *name, int dflt);
 
 /* Pushes an apify.kvs.error table (type, message, status, retries). */
 void kvs_push_error(lua_State *L, const kvs_error *e);
+/* How a transfer ended, named at idx: "none" (default), "timeout", "network", "tls", "request". */
+kvs_fault kvs_check_fault(lua_State *L, int idx);
 
 /* --- stores and clients -------------------------------------------------------------- */
 

@@ -225,20 +225,12 @@ static int plan_body(lua_State *L)
     return 1;
 }
 
-static kvs_fault check_fault(lua_State *L, int idx)
-{
-    static const char *const kinds[] = { "none", "timeout", "network", "tls", "request", NULL };
-    static const kvs_fault faults[] = { KVS_FAULT_NONE, KVS_FAULT_TIMEOUT, KVS_FAULT_NETWORK,
-                                        KVS_FAULT_TLS, KVS_FAULT_REQUEST };
-    return faults[luaL_checkoption(L, idx, "none", kinds)];
-}
-
 /* plan:finish(id [, fault [, message [, now]]]): the end of a transfer (begun, or failed) */
 static int plan_finish(lua_State *L)
 {
     plan_ud *u = check_plan(L);
     unsigned id = check_id(L, 2);
-    kvs_fault fault = check_fault(L, 3);
+    kvs_fault fault = kvs_check_fault(L, 3);
     const char *msg = luaL_optstring(L, 4, NULL);
     kvs_plan_reply_end(u->plan, id, fault, msg, opt_now(L, 5));
     return 0;

@@ -117,14 +117,6 @@ static int push_step(lua_State *L, listing_ud *u, kvs_step step, double wait)
     }
 }
 
-static kvs_fault check_fault(lua_State *L, int idx)
-{
-    static const char *const kinds[] = { "none", "timeout", "network", "tls", "request", NULL };
-    static const kvs_fault faults[] = { KVS_FAULT_NONE, KVS_FAULT_TIMEOUT, KVS_FAULT_NETWORK,
-                                        KVS_FAULT_TLS, KVS_FAULT_REQUEST };
-    return faults[luaL_checkoption(L, idx, "none", kinds)];
-}
-
 /* The caller's clock (seconds, for max_elapsed) at idx, or the monotonic one. */
 static double opt_now(lua_State *L, int idx)
 {
@@ -135,7 +127,7 @@ static double opt_now(lua_State *L, int idx)
 static int listing_finish(lua_State *L)
 {
     listing_ud *u = check_open(L);
-    kvs_fault fault = check_fault(L, 2);
+    kvs_fault fault = kvs_check_fault(L, 2);
     const char *msg = luaL_optstring(L, 3, NULL);
     double wait, now = opt_now(L, 4);
     kvs_step step;
