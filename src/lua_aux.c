@@ -186,6 +186,19 @@ static int error_tostring(lua_State *L)
     return 1;
 }
 
+void kvs_push_request_headers(lua_State *L, const kvs_settings *s)
+{
+    lua_createtable(L, 0, 3);
+    lua_pushliteral(L, "application/json");
+    lua_setfield(L, -2, "Accept");
+    lua_pushstring(L, s->user_agent);
+    lua_setfield(L, -2, "User-Agent");
+    if (s->token) {
+        lua_pushfstring(L, "Bearer %s", s->token);
+        lua_setfield(L, -2, "Authorization");
+    }
+}
+
 kvs_fault kvs_check_fault(lua_State *L, int idx)
 {
     static const char *const kinds[] = { "none", "timeout", "network", "tls", "request", NULL };

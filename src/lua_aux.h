@@ -63,6 +63,9 @@ int         kvs_opt_boolean(lua_State *L, int arg, const char *name, int dflt);
 void kvs_push_error(lua_State *L, const kvs_error *e);
 /* How a transfer ended, named at idx: "none" (default), "timeout", "network", "tls", "request". */
 kvs_fault kvs_check_fault(lua_State *L, int idx);
+/* Pushes the headers a request of these settings carries (Accept, User-Agent and, with a
+ * token, Authorization: the secret, for the caller's transport only). */
+void kvs_push_request_headers(lua_State *L, const kvs_settings *s);
 
 /* --- stores and clients -------------------------------------------------------------- */
 

@@ -133,15 +133,7 @@ static int plan_requests(lua_State *L)
         lua_setfield(L, -2, "shard");
         lua_pushinteger(L, req.attempt);
         lua_setfield(L, -2, "attempt");
-        lua_createtable(L, 0, 3);
-        lua_pushliteral(L, "application/json");
-        lua_setfield(L, -2, "Accept");
-        lua_pushstring(L, u->client->settings.user_agent);
-        lua_setfield(L, -2, "User-Agent");
-        if (u->client->settings.token) {
-            lua_pushfstring(L, "Bearer %s", u->client->settings.token);
-            lua_setfield(L, -2, "Authorization");
-        }
+        kvs_push_request_headers(L, &u->client->settings);
         lua_setfield(L, -2, "headers");
         lua_rawseti(L, -2, ++n);
     }

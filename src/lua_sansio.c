@@ -31,15 +31,7 @@ static int listing_request(lua_State *L)
         return 2;
     }
     lua_pushlstring(L, req.url, req.url_len);
-    lua_createtable(L, 0, 3);
-    lua_pushliteral(L, "application/json");
-    lua_setfield(L, -2, "Accept");
-    lua_pushstring(L, u->client->settings.user_agent);
-    lua_setfield(L, -2, "User-Agent");
-    if (u->client->settings.token) {
-        lua_pushfstring(L, "Bearer %s", u->client->settings.token);
-        lua_setfield(L, -2, "Authorization");
-    }
+    kvs_push_request_headers(L, &u->client->settings);
     return 2;
 }
 
