@@ -197,12 +197,12 @@ end
 -- to request and in what order pages come out; its requests run side by side as subrequests in
 -- light threads (ngx.thread), and whichever reply comes first wakes the loop. A sleeper thread
 -- stands in for the planner's pace (plan:timeout). A subrequest cannot be aborted: the reply
--- of a request the planner cancelled is dropped when it comes. Pages travel uncompressed here
--- (the planner's range listings read plain JSON).
+-- of a request the planner cancelled is dropped when it comes. Pages travel gzip-compressed, as
+-- on the one-range path: the planner's range listings inflate them.
 local unpack = table.unpack or unpack
 
 local function plan_fetch(id, url, headers)
-  return id, exchange(url, headers, false)
+  return id, exchange(url, headers)
 end
 
 local function plan_sleep(seconds)   -- a Lua function: ngx.thread.spawn takes no C function
