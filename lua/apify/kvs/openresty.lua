@@ -26,6 +26,8 @@
 --                              libcurl's sockets, so this polls: about 100 wake-ups a second per
 --                              listing waiting on the network (README "OpenResty": the measured
 --                              cost). Settings are the client's (timeout, CA bundle of libcurl).
+--                              parallel = n: the same job over the planner (store:job{parallel}),
+--                              every range's transfer on one libcurl multi handle.
 --   anything else (init, init_worker itself, set, log, header_filter, body_filter, balancer,
 --   ssl_*, exit_worker)        no I/O is possible or allowed: the call raises an error table
 --                              { type = "unsupported-phase", ... } saying what to do instead
@@ -302,16 +304,11 @@ function M.open(store, opts)
   local mechanism, phase = M.mechanism()
   if not mechanism then phase_error("open", phase) end
   local p = setmetatable({ mechanism = mechanism }, Pages)
-  if opts and opts.parallel and opts.parallel ~= 1 then
-    if mechanism ~= "subrequest" then
-      error(new_error{ type = "unsupported-phase", message = "apify.kvs.openresty: parallel "
-        .. "listing needs subrequests, which nginx has not in a " .. phase .. "; list with "
-        .. "parallel = 1 there, or from rewrite/access/content_by_lua*" }, 3)
-    end
+  if opts and opts.parallel and opts.parallel ~= 1 and mechanism == "subrequest" then
     p.plan, p.inflight = store:listing(opts), {}
     return p
   end
-  if opts and opts.parallel then        -- parallel = 1: an ordinary listing
+  if opts and opts.parallel == 1 and mechanism == "subrequest" then   -- an ordinary listing
     local copy = {}
     for k, v in pairs(opts) do copy[k] = v end
     copy.parallel = nil
