@@ -136,6 +136,7 @@ describe("store:job{ parallel = n }", function()
   end)
 
   it("retries a range's 503 and cut-off bodies: still every key once", function()
+    emu:config({ delay = 0.1 })       -- the faults come before the ranges are through
     local job = store:job({ page_size = 100, parallel = 8, rate_limit = FAST })
     local keys = {}
     repeat
@@ -147,9 +148,13 @@ describe("store:job{ parallel = n }", function()
     for _, k in ipairs(rest) do keys[#keys + 1] = k end
     assert.are.same(fmt("item-%07d", 3000), keys)
     assert.are.equal("done", job:status())
+    local faulted = 0
+    for _, r in ipairs(emu:requests()) do if r.fault then faulted = faulted + 1 end end
+    assert.are.equal(3, faulted)
   end)
 
   it("a range's permanent error fails the job: the keys before it are in order, then status", function()
+    emu:config({ delay = 0.1 })
     local job = store:job({ page_size = 100, parallel = 8, rate_limit = FAST })
     local keys = {}
     repeat
