@@ -144,14 +144,14 @@ demo: build/5.4/apify/kvs.so | demo-deps
 	@bash examples/demo.sh
 
 # Every target of the suite in one run, six at a time (spec/run), the longest first
-# (valgrind in two halves); the fuzz and bench smoke runs go beside the specs, which
+# (valgrind and ASan in two halves each); the fuzz and bench smoke runs go beside the specs, which
 # mostly wait on sockets, and report after them.
 test: build build/asan/apify/kvs.so | test-deps js-deps
 	@$(MAKE) --no-print-directory check-layers
 	@$(MAKE) --no-print-directory $(FUZZ_BINS)
 	@{ nice -n 10 $(MAKE) --no-print-directory fuzz-smoke && $(MAKE) --no-print-directory bench-smoke; } \
 	  >build/smoke.out 2>&1 & smoke=$$!; \
-	bash spec/run valgrind-a valgrind-b asan 5.4 hosts 5.1 5.2 5.3 jit jit-classic; specs=$$?; \
+	bash spec/run valgrind-a valgrind-b asan-a asan-b 5.4 hosts 5.1 5.2 5.3 jit jit-classic; specs=$$?; \
 	wait $$smoke; smoked=$$?; cat build/smoke.out; \
 	[ $$specs = 0 ] && [ $$smoked = 0 ]
 

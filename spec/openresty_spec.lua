@@ -391,15 +391,21 @@ describe("OpenResty driver (apify.kvs.openresty) in a real nginx", function()
   end)
 
   -- A stalled request reaches the emulator's log only when its stall is over, after nginx gave
-  -- up on it: wait for it, so that it does not land in the next test's request log.
-  local function wait_requests(n)
+  -- up on it: wait for it, so that it does not land in the next test's request log.  With
+  -- at_least, more are fine (on a loaded machine an ordinary page too can outlast a short
+  -- proxy_read_timeout, and be retried).
+  local function wait_requests(n, at_least)
     local deadline = socket.gettime() + 5 * SLOW
     local reqs = emu:requests()
     while #reqs < n and socket.gettime() < deadline do
       socket.sleep(0.05)
       reqs = emu:requests()
     end
-    assert.are.equal(n, #reqs)
+    if at_least then
+      assert.is_true(#reqs >= n, #reqs .. " requests, expected at least " .. n)
+    else
+      assert.are.equal(n, #reqs)
+    end
     return reqs
   end
 
@@ -525,7 +531,7 @@ describe("OpenResty driver (apify.kvs.openresty) in a real nginx", function()
       assert.is_nil(err)
       same_keys(T.numbered(2500), keys)
       assert.matches("upstream timed out", host:log("error.log"))
-      wait_requests(4)   -- the stalled one, its retry, pages 2 and 3
+      wait_requests(4, true)   -- the stalled one, its retry, pages 2 and 3
     end)
   end)
 
