@@ -349,7 +349,7 @@ static void open_top(const kvs_plan *p, kvs_shard *s)
     size_t pl = p->prefix_len, i;
     s->model.cls[0] = p->model.cls[0];
     if (pl >= KVS_KS_KEY_MAX) return;
-    memcpy(key, p->cfg.prefix, pl);
+    if (pl) memcpy(key, p->cfg.prefix, pl);
     for (i = 0; every[i]; i++) {
         key[pl] = every[i];
         kvs_ks_learn(&s->model, key, pl + 1);
