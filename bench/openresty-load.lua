@@ -7,7 +7,9 @@
 --   lua5.4 bench/openresty-load.lua [MODE]      MODE: subrequest (content_by_lua, default)
 --                                               or timer (each listing in ngx.timer.at)
 -- Settings (environment): C=50 L=3000 K=2000 PAGE=1000 WORKERS=2, POOL=1 (0: the subrequests
--- open a connection per page instead of using an upstream{} keepalive pool)
+-- open a connection per page instead of using an upstream{} keepalive pool), KEEPALIVE=64 (the
+-- pool's idle connections per worker), LOG=1 (keep a log of every subrequest: its upstream
+-- connect/header/response times, in the run directory kept with KEEP=1)
 package.path = "./?.lua;./spec/support/?.lua;" .. package.path
 local socket = require "socket"
 local launch = require "emulator.launch"
@@ -45,7 +47,10 @@ env APIFY_TOKEN;
 env APIFY_API_BASE_URL;
 events { worker_connections 4096; }
 http {
-    access_log off;
+    log_format sub '$msec $request_time up=$upstream_addr uct=$upstream_connect_time '
+                   'uht=$upstream_header_time urt=$upstream_response_time st=$status '
+                   'conn=$connection/$connection_requests';
+    @LOG@
     client_body_temp_path "@RUNDIR@/tmp/client_body";
     proxy_temp_path "@RUNDIR@/tmp/proxy";
     fastcgi_temp_path "@RUNDIR@/tmp/fastcgi";
@@ -58,7 +63,7 @@ http {
         local ngx_kvs = require "apify.kvs.openresty"
         if "@POOL@" == "1" then ngx_kvs.upstreams[os.getenv("APIFY_API_BASE_URL")] = "emulator_pool" end
     }
-    upstream emulator_pool { server 127.0.0.1:@EMU_PORT@; keepalive 64; }
+    upstream emulator_pool { server 127.0.0.1:@EMU_PORT@; keepalive @KEEPALIVE@; }
     server {
         listen 127.0.0.1:@PORT@ backlog=4096;
         location = /ping { content_by_lua_block { ngx.print("pong") } }
@@ -99,9 +104,10 @@ local proc = launch.start_nginx{
   env = { APIFY_TOKEN = "bench-token", APIFY_API_BASE_URL = emu.base_url },
   render = function(ports)
     return (CONF:gsub("@([%u_]+)@", {
-      USER = launch.is_root() and "user root;" or "", WORKERS = tostring(WORKERS), RUNDIR = rundir,
+      USER = launch.is_root() and "user root;" or "access_log off;", WORKERS = tostring(WORKERS), RUNDIR = rundir,
       ROOT = ROOT, EMU_PORT = tostring(emu.port), PORT = tostring(ports[1]), PAGE = tostring(PAGE),
-      MODE = MODE, POOL = os.getenv("POOL") or "1",
+      MODE = MODE, POOL = os.getenv("POOL") or "1", KEEPALIVE = os.getenv("KEEPALIVE") or "64",
+      LOG = os.getenv("LOG") == "1" and ('log_subrequest on; access_log "' .. rundir .. '/sub.log" sub;') or "access_log off;",
     }))
   end,
 }

@@ -7,7 +7,9 @@
 #
 #   bench/openresty-load.sh                  both modes
 #   C=20 L=500 bench/openresty-load.sh timer one mode, smaller
-# Settings: C (concurrent listings), L (listings), K (keys of the store), PAGE, WORKERS.
+# Settings: C (concurrent listings), L (listings), K (keys of the store), PAGE, WORKERS,
+# POOL=0 (no upstream{} keepalive pool), KEEPALIVE (its size, 64), LOG=1 KEEP=1 (a log of every
+# subrequest's upstream times, kept in the run directory: where a slow page waited).
 # Run it on a quiet machine (`uptime` load below the number of cores).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -174,7 +174,7 @@ local function watchdog_check(premature)
   end
   if not reason then return end
   ngx.log(ngx.NOTICE, "kvs_emulator: ", reason, "; stopping nginx")
-  if settings.cleanup_rundir and settings.rundir:match("^/tmp/kvs%-emulator%.[%w]+/$") then
+  if settings.cleanup_rundir and settings.rundir:match("/kvs%-emulator%.[%w]+/$") then
     os.execute("(sleep 2; rm -rf '" .. settings.rundir .. "') </dev/null >/dev/null 2>&1 &")
   end
   local ok, ffi = pcall(require, "ffi")

@@ -111,6 +111,30 @@ local function json_string(s)
 end
 
 -- This file's directory (the emulator directory), absolute.
+-- Where scratch directories go: $KVS_TMPDIR if set, else /dev/shm when it is a
+-- writable tmpfs with room to spare (stores are one small file per key: on a disk
+-- file system creating thousands of them costs more than the specs that read them),
+-- else /tmp.
+local scratch_base
+local function scratch_dir()
+  if scratch_base then return scratch_base end
+  local env = os.getenv("KVS_TMPDIR")
+  if env and env ~= "" then scratch_base = env; return env end
+  local free = capture("df -P -k /dev/shm 2>/dev/null | awk 'NR == 2 && $1 == \"tmpfs\" { print $4 }'")
+  free = tonumber(free and free:match("%d+") or "")
+  if free and free >= 1024 * 1024 and run("test -w /dev/shm") then scratch_base = "/dev/shm"
+  else scratch_base = "/tmp" end
+  return scratch_base
+end
+
+-- A new private directory under scratch_dir(), named <name>.XXXXXX.
+function M.mktemp_dir(name)
+  local made = capture("mktemp -d " .. sh_quote(scratch_dir() .. "/" .. name) .. ".XXXXXX 2>/dev/null")
+  made = made and made:gsub("%s+$", "")
+  if not made or made == "" then return nil end
+  return made
+end
+
 local function emulator_dir()
   local source = debug.getinfo(1, "S").source
   local dir = source:match("^@(.*)/[^/]*$") or "."
@@ -404,9 +428,8 @@ function M.start(opts)
     end
     if not run("mkdir -p " .. sh_quote(rundir)) then error("emulator: cannot create " .. rundir, 2) end
   else
-    local made = capture("mktemp -d /tmp/kvs-emulator.XXXXXX 2>/dev/null")
-    rundir = made and made:gsub("%s+$", "")
-    if not rundir or rundir == "" then error("emulator: mktemp -d failed", 2) end
+    rundir = M.mktemp_dir("kvs-emulator")
+    if not rundir then error("emulator: mktemp -d failed", 2) end
     check_conf_path("run directory", rundir)
   end
   run("mkdir -p " .. sh_quote(rundir .. "/tmp"))

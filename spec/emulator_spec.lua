@@ -142,7 +142,7 @@ describe("kvs emulator", function()
   local tmp, storage, emu, port
 
   lazy_setup(function()
-    tmp = capture("mktemp -d /tmp/kvs-emulator-spec.XXXXXX"):gsub("%s+$", "")
+    tmp = assert(launch.mktemp_dir("kvs-emulator-spec"))
     storage = tmp .. "/storage"
     local kvs = storage .. "/key_value_stores/"
 
@@ -172,7 +172,7 @@ describe("kvs emulator", function()
 
   lazy_teardown(function()
     if emu then emu:stop() end
-    if tmp and tmp:match("^/tmp/kvs%-emulator%-spec%.") then os.execute("rm -rf " .. sh_quote(tmp)) end
+    if tmp and tmp:match("/kvs%-emulator%-spec%.[%w]+$") then os.execute("rm -rf " .. sh_quote(tmp)) end
   end)
 
   before_each(function()
@@ -678,7 +678,7 @@ describe("kvs emulator with a token", function()
   local tmp, emu, port
 
   lazy_setup(function()
-    tmp = capture("mktemp -d /tmp/kvs-emulator-spec.XXXXXX"):gsub("%s+$", "")
+    tmp = assert(launch.mktemp_dir("kvs-emulator-spec"))
     mkdir(tmp .. "/key_value_stores/s")
     write_file(tmp .. "/key_value_stores/s/one.txt", "1")
     emu = launch.start{ storage = tmp, token = "t0k3n" }
@@ -687,7 +687,7 @@ describe("kvs emulator with a token", function()
 
   lazy_teardown(function()
     if emu then emu:stop() end
-    if tmp and tmp:match("^/tmp/kvs%-emulator%-spec%.") then os.execute("rm -rf " .. sh_quote(tmp)) end
+    if tmp and tmp:match("/kvs%-emulator%-spec%.[%w]+$") then os.execute("rm -rf " .. sh_quote(tmp)) end
   end)
 
   it("answers 401 token-not-provided without Authorization", function()
@@ -770,7 +770,7 @@ describe("kvs emulator: the API's rules", function()
   end
 
   lazy_setup(function()
-    tmp = capture("mktemp -d /tmp/kvs-emulator-spec.XXXXXX"):gsub("%s+$", "")
+    tmp = assert(launch.mktemp_dir("kvs-emulator-spec"))
     local kvs = tmp .. "/key_value_stores/"
     for _, s in ipairs({ "rl", "rl2", "plain" }) do
       mkdir(kvs .. s)
@@ -803,7 +803,7 @@ describe("kvs emulator: the API's rules", function()
 
   lazy_teardown(function()
     if emu then emu:stop() end
-    if tmp and tmp:match("^/tmp/kvs%-emulator%-spec%.") then os.execute("rm -rf " .. sh_quote(tmp)) end
+    if tmp and tmp:match("/kvs%-emulator%-spec%.[%w]+$") then os.execute("rm -rf " .. sh_quote(tmp)) end
   end)
 
   before_each(function() reset() end)

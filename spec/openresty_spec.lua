@@ -811,14 +811,98 @@ describe("OpenResty driver (apify.kvs.openresty) in a real nginx", function()
       T.timed_claim(par.elapsed < one.elapsed / 1.5, "parallel " .. par.elapsed .. " s, one " .. one.elapsed)
     end)
 
-    it("says so in a timer, where nginx has no subrequests", function()
-      local r = call("/iterate-timer?parallel=4")
-      assert.is_false(r.ok)
-      assert.are.equal("unsupported-phase", r.err.type)
-      assert.matches("parallel listing needs subrequests", r.err.message)
-      r = call("/iterate-timer?parallel=1&page_size=1000")
+    it("parallel = 1 is the ordinary listing", function()
+      local r = call("/iterate?parallel=1&page_size=1000")
       assert.is_true(r.ok, r.err and r.err.message)
       assert.are.equal(2500, r.n)
+    end)
+  end)
+
+  describe("parallel = n in a timer: the planner over libcurl multi (store:job{parallel})", function()
+    local function call(path)
+      local res = get(host.port, path)
+      assert.are.equal(200, res.status, res.body)
+      return cjson.decode(res.body)
+    end
+
+    it("every key once, in order, with both APIs, requests side by side", function()
+      emu:config({ delay = 0.05 })
+      local r = call("/iterate-timer?parallel=4&page_size=100")
+      assert.is_true(r.ok, r.err and r.err.message)
+      assert.are.equal("timer", r.mechanism)
+      assert.are.same({ 2500, "k00001", "k02500", true }, { r.n, r.first, r.last, r.ordered })
+      local reqs = emu:requests()
+      assert.is_true(#reqs >= 25, #reqs .. " requests")
+      local ranged = 0       -- requests from a boundary the planner made (not a page's end)
+      for _, q in ipairs(reqs) do
+        local esk = q.args.exclusiveStartKey
+        if esk and not esk:match("00$") then ranged = ranged + 1 end
+        assert.are.equal("Bearer " .. TOKEN, q.headers.authorization)
+      end
+      assert.is_true(ranged > 0, "no range boundaries were made")
+      emu:clear_requests()
+      r = call("/iterate-timer?parallel=3&page_size=200&pages=1&prefix=k01")
+      assert.is_true(r.ok, r.err and r.err.message)
+      assert.are.same({ 1000, "k01000", "k01999", true }, { r.n, r.first, r.last, r.ordered })
+    end)
+
+    it("retries 503 and truncated replies of its ranges, every key exactly once", function()
+      emu:faults({ { kind = "status", status = 503 }, { kind = "truncate" }, { kind = "status", status = 500 } })
+      local r = call("/iterate-timer?parallel=4&page_size=250")
+      assert.is_true(r.ok, r.err and r.err.message)
+      assert.are.same({ 2500, "k00001", "k02500", true }, { r.n, r.first, r.last, r.ordered })
+      local faults = 0
+      for _, q in ipairs(emu:requests()) do if q.fault then faults = faults + 1 end end
+      assert.are.equal(3, faults)
+    end)
+
+    it("raises the error tables of an API error and of an unreachable API", function()
+      local r = call("/iterate-timer?parallel=4&store=nope")
+      assert.is_false(r.ok)
+      assert.are.same({ "record-not-found", 404 }, { r.err.type, r.err.status })
+      r = call("/iterate-timer?parallel=4&base=dead&retries=1")
+      assert.is_false(r.ok)
+      assert.are.same({ "network-error", 1 }, { r.err.type, r.err.retries })
+      assert.is_nil(r.err.message:find(TOKEN, 1, true))
+    end)
+
+    it("lists side by side while the worker answers pings", function()
+      emu:config({ delay = 0.1 })   -- 10 pages of 250 keys, each after 0.1 s
+      local one = run(host.port, { { path = "/iterate-timer?page_size=250" } })[1]
+      local reqs = { { path = "/iterate-timer?parallel=4&page_size=250" } }
+      for i = 1, 12 do reqs[#reqs + 1] = { path = "/ping", at = 0.025 * i, ping = true } end
+      run(host.port, reqs)
+      local par = reqs[1]
+      local r = cjson.decode(par.body)
+      assert.is_true(r.ok, r.err and r.err.message)
+      assert.are.same({ 2500, true }, { r.n, r.ordered })
+      local during, ping_max = 0, 0
+      for i = 2, #reqs do
+        if reqs[i].t_done < par.t_done then
+          during = during + 1
+          ping_max = math.max(ping_max, reqs[i].elapsed)
+        end
+      end
+      assert.is_true(during >= 5, during .. " pings answered during the listing")
+      io.stderr:write(string.format("[openresty] timer, 10 pages x 0.1 s: %.3f s one by one, "
+        .. "%.3f s with parallel = 4 (%.1fx); %d pings meanwhile: max %.1f ms\n", one.elapsed,
+        par.elapsed, one.elapsed / par.elapsed, during, ping_max * 1000))
+      T.timed_claim(par.elapsed < one.elapsed / 1.5, "parallel " .. par.elapsed .. " s, one " .. one.elapsed)
+      T.timed_claim(ping_max < 0.05 * SLOW, "a ping took " .. ping_max .. " s")
+    end)
+
+    it("costs little CPU while its ranges wait for the API (polling)", function()
+      emu:config({ delay = 2 })
+      local cpu0 = tonumber(get(host.port, "/cpu").body)
+      local t0 = socket.gettime()
+      local r = cjson.decode(get(host.port, "/iterate-timer?parallel=4&page_size=1000&prefix=k01").body)
+      local wall = socket.gettime() - t0
+      local cpu = tonumber(get(host.port, "/cpu").body) - cpu0
+      assert.is_true(r.ok, r.err and r.err.message)
+      assert.are.equal(1000, r.n)
+      io.stderr:write(string.format("[openresty] a parallel timer listing waiting %.2f s for its "
+        .. "pages: worker CPU %.1f ms (%.2f%% of one core)\n", wall, cpu * 1000, 100 * cpu / wall))
+      T.timed_claim(cpu / wall < 0.05, "CPU " .. cpu .. " s in " .. wall .. " s")
     end)
   end)
 
@@ -923,6 +1007,30 @@ describe("OpenResty driver (apify.kvs.openresty) in a real nginx", function()
       io.stderr:write(string.format("[openresty] a 1000-key page on the wire: %d bytes plain, "
         .. "%d gzip (%.1fx less)\n", #plain.body, #zipped.body, #plain.body / #zipped.body))
       assert.is_true(#zipped.body < #plain.body / 3)
+    end)
+
+    it("asks for gzip on parallel subrequests too, and reads the compressed pages", function()
+      local r = iterate("parallel=4&page_size=1000")
+      assert.is_true(r.ok, r.err and r.err.message)
+      assert.are.same({ 2500, true }, { r.n, r.ordered })
+      local reqs = emu:requests()
+      assert.is_true(#reqs >= 2)
+      -- the same requests again without gzip: what each page would have cost on the wire
+      local c = http.connect(emu.port)
+      local zipped, plain = 0, 0
+      for _, q in ipairs(reqs) do
+        assert.are.equal("gzip", q.headers["accept-encoding"])
+        zipped = zipped + q.body_bytes_sent
+        local res = assert(c:request("GET", q.uri, { Authorization = "Bearer " .. TOKEN }))
+        plain = plain + #res.body
+        -- the emulator compresses bodies of 256 bytes and more (gzip_min_length)
+        if #res.body >= 256 then assert.are.equal("gzip", q.content_encoding, q.uri) end
+      end
+      c:close()
+      io.stderr:write(string.format("[openresty] parallel = 4, %d pages of up to 1000 keys on "
+        .. "the wire: %.0f bytes a page plain, %.0f gzip (%.1fx less)\n", #reqs, plain / #reqs,
+        zipped / #reqs, plain / zipped))
+      assert.is_true(zipped < plain / 3)
     end)
 
     it("pools connections for a base URL with a port mapped to an upstream{} block", function()

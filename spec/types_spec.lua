@@ -140,7 +140,7 @@ describe("type definitions (types/apify/kvs.lua)", function()
                   "apify.kvs.KeysOptions", names)
     check_options(function(o) local l = store:listing(o); l:close() end,
                   "apify.kvs.StoreListingOptions", names)
-    check_options(function(o) store:job(o) end, "apify.kvs.ListingOptions", names)
+    check_options(function(o) store:job(o) end, "apify.kvs.JobOptions", names)
     -- list_keys with a known option goes on to the request: to port 1, refused at once
     local quick = kvs.new{ base_url = "http://127.0.0.1:1", token = false, max_retries = 0 }
     local qstore = quick:store("s")

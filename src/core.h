@@ -386,6 +386,9 @@ int       kvs_plan_take_page(kvs_plan *p, kvs_page *mine);
 int       kvs_plan_finished(kvs_plan *p);          /* every page handed out */
 const kvs_error *kvs_plan_error(const kvs_plan *p);   /* NULL unless failed */
 int       kvs_plan_inflight(const kvs_plan *p);    /* requests awaiting a reply */
+/* As kvs_listing_decode_gzip, for every range's listing: 1 when the driver hands over
+ * bodies as they came (gzip ones are inflated here); 0, the default: the transport decodes. */
+void      kvs_plan_decode_gzip(kvs_plan *p, int on);
 /* Figures for tests and benches: requests made, 429s seen, ranges made. */
 typedef struct kvs_plan_stats {
     long requests, throttled, shards;
@@ -434,6 +437,7 @@ struct kvs_plan {
     long long          remaining;      /* keys still to hand out; -1: all */
     double             rate, ceiling, tokens, refilled, cut_at;
     int                rate_fixed, clock_set;
+    int                decode_gzip;    /* kvs_plan_decode_gzip */
     double             ok_t[KVS_PLAN_OK_RING];  /* when accepted replies came */
     int                ok_n;
     unsigned           next_id, next_serial;

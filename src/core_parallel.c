@@ -145,6 +145,7 @@ static int make_listing(kvs_plan *p, kvs_shard *s)
     cfg.seed = p->seed;
     kvs_listing_free(s->l);
     s->l = kvs_listing_new(&cfg);
+    if (s->l && p->decode_gzip) kvs_listing_decode_gzip(s->l, 1);
     s->rebuild = 0;
     return s->l ? 0 : -1;
 }
@@ -415,6 +416,11 @@ int kvs_plan_finished(kvs_plan *p)
 {
     if (!p->failed && !p->finished) tidy(p);
     return p->finished;
+}
+
+void kvs_plan_decode_gzip(kvs_plan *p, int on)
+{
+    p->decode_gzip = on;
 }
 
 int kvs_plan_inflight(const kvs_plan *p)

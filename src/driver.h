@@ -92,6 +92,17 @@ typedef struct kvs_socket {
  * their count.  Valid until the next call into `a`. */
 size_t     kvs_async_sockets(const kvs_async *a, const kvs_socket **sockets);
 
+/* The sockets a libcurl multi handle waits on, kept by its socket callback
+ * (which only curl_multi_socket_action keeps current: drive the handle here). */
+typedef struct kvs_sockets {
+    kvs_socket *s;
+    size_t      n, cap;
+    int         untracked;     /* one could not be recorded (out of memory) */
+} kvs_sockets;
+void       kvs_sockets_track(void *multi, kvs_sockets *t);   /* a CURLM * */
+void       kvs_sockets_drive(void *multi, kvs_sockets *t);   /* what is ready, no waiting */
+void       kvs_sockets_free(kvs_sockets *t);
+
 /* --- parallel key-range listing on libcurl multi (driver_parallel.c) ----------- */
 
 #define KVS_PAR_MAX   64     /* most ranges of one listing fetched side by side */
@@ -112,6 +123,16 @@ void     kvs_par_poll(kvs_par *p);       /* the work that is ready, no waiting *
  * (failed: kvs_par_error says why; every transfer was cancelled). */
 int      kvs_par_take(kvs_par *p, kvs_page *mine);
 const kvs_error *kvs_par_error(const kvs_par *p);
+/* Without waiting (the job): 1 (the next page swapped into *mine), 0 (none yet:
+ * poll again, after kvs_par_timeout at the latest) or -1 (failed, as kvs_par_take).
+ * Pages come in the same order, with the same guarantees as kvs_par_take's. */
+int      kvs_par_next(kvs_par *p, kvs_page *mine);
+int      kvs_par_finished(kvs_par *p);   /* no page left to hand out (done or failed) */
+/* Seconds until kvs_par_poll has work (0: now; < 0: never, finished), or
+ * until a socket of kvs_par_sockets is ready, whichever comes first. */
+double   kvs_par_timeout(kvs_par *p);
+/* As kvs_async_sockets: the sockets of every transfer in flight. */
+size_t   kvs_par_sockets(const kvs_par *p, const kvs_socket **sockets);
 
 #pragma GCC visibility pop
 

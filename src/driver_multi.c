@@ -35,9 +35,7 @@ struct kvs_async {
     int          wanted;        /* without prefetch: a page was asked for */
     double       retry_at;      /* monotonic seconds; 0: no retry pending */
     double       budget;        /* seconds of body work per poll; 0: no limit */
-    kvs_socket  *sockets;       /* what libcurl waits on, as its socket callback says */
-    size_t       nsockets, socket_cap;
-    int          untracked;     /* a socket could not be recorded (out of memory) */
+    kvs_sockets  sockets;       /* what libcurl waits on, as its socket callback says */
 };
 
 #define monotonic kvs_monotonic
@@ -45,44 +43,57 @@ struct kvs_async {
 /* CURLMOPT_SOCKETFUNCTION: libcurl starts, changes or stops waiting on `fd`. */
 static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
-    kvs_async *a = userp;
+    kvs_sockets *t = userp;
     size_t i;
     (void)easy;
     (void)socketp;
-    for (i = 0; i < a->nsockets && a->sockets[i].fd != fd; i++) {}
+    for (i = 0; i < t->n && t->s[i].fd != fd; i++) {}
     if (what == CURL_POLL_REMOVE) {
-        if (i < a->nsockets) a->sockets[i] = a->sockets[--a->nsockets];
+        if (i < t->n) t->s[i] = t->s[--t->n];
         return 0;
     }
-    if (i == a->nsockets) {
-        if (a->nsockets == a->socket_cap) {
-            size_t cap = a->socket_cap ? 2 * a->socket_cap : 4;
-            kvs_socket *grown = realloc(a->sockets, cap * sizeof *grown);
+    if (i == t->n) {
+        if (t->n == t->cap) {
+            size_t cap = t->cap ? 2 * t->cap : 4;
+            kvs_socket *grown = realloc(t->s, cap * sizeof *grown);
             if (!grown) {
-                a->untracked = 1;       /* drive() falls back to curl_multi_perform */
+                t->untracked = 1;       /* kvs_sockets_drive falls back to curl_multi_perform */
                 return 0;
             }
-            a->sockets = grown;
-            a->socket_cap = cap;
+            t->s = grown;
+            t->cap = cap;
         }
-        a->sockets[a->nsockets++].fd = fd;
+        t->s[t->n++].fd = fd;
     }
-    a->sockets[i].events = what & (CURL_POLL_IN | CURL_POLL_OUT);   /* 1 read, 2 write */
+    t->s[i].events = what & (CURL_POLL_IN | CURL_POLL_OUT);   /* 1 read, 2 write */
     return 0;
 }
 
-/* One turn of the transfer: libcurl looks at each socket it waits on itself
+void kvs_sockets_track(void *multi, kvs_sockets *t)
+{
+    curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, t);
+}
+
+/* One turn of the transfers: libcurl looks at each socket it waits on itself
  * (an event mask of 0: nothing claimed ready), then runs the timers that are
  * due (a transfer just added or resumed, timeouts). */
-static void drive(kvs_async *a)
+void kvs_sockets_drive(void *multi, kvs_sockets *t)
 {
     int running;
     size_t i;
-    for (i = a->nsockets; i-- > 0;)     /* the callback may shrink the table meanwhile */
-        if (i < a->nsockets)
-            curl_multi_socket_action(a->multi, a->sockets[i].fd, 0, &running);
-    curl_multi_socket_action(a->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    if (a->untracked) curl_multi_perform(a->multi, &running);
+    for (i = t->n; i-- > 0;)            /* the callback may shrink the table meanwhile */
+        if (i < t->n)
+            curl_multi_socket_action(multi, t->s[i].fd, 0, &running);
+    curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    if (t->untracked) curl_multi_perform(multi, &running);
+}
+
+void kvs_sockets_free(kvs_sockets *t)
+{
+    free(t->s);
+    t->s = NULL;
+    t->n = t->cap = 0;
 }
 
 kvs_async *kvs_async_new(const kvs_settings *c, kvs_listing *l, int prefetch)
@@ -96,8 +107,7 @@ kvs_async *kvs_async_new(const kvs_settings *c, kvs_listing *l, int prefetch)
         kvs_async_free(a);
         return NULL;
     }
-    curl_multi_setopt(a->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(a->multi, CURLMOPT_SOCKETDATA, a);
+    kvs_sockets_track(a->multi, &a->sockets);
     a->listing = l;
     a->prefetch = prefetch;
     a->wanted = 1;
@@ -116,7 +126,7 @@ void kvs_async_free(kvs_async *a)
         curl_multi_remove_handle(a->multi, kvs_conn_handle(a->conn));
     kvs_conn_free(a->conn);
     if (a->multi) curl_multi_cleanup(a->multi);
-    free(a->sockets);                   /* after: removing the handle reports to it */
+    kvs_sockets_free(&a->sockets);      /* after: removing the handle reports to it */
     kvs_page_free(&a->ready);
     free(a);
 }
@@ -172,7 +182,7 @@ void kvs_async_poll(kvs_async *a)
         start_next(a);
         if (!a->inflight) return;
         kvs_conn_budget(a->conn, a->budget > 0 ? monotonic() + a->budget : 0);
-        drive(a);
+        kvs_sockets_drive(a->multi, &a->sockets);
         while ((m = curl_multi_info_read(a->multi, &left)) != NULL)
             if (m->msg == CURLMSG_DONE) finish_transfer(a, m->data.result);
         if (a->inflight || a->has_ready) return;
@@ -226,6 +236,6 @@ void kvs_async_wait(kvs_async *a, double max)
 
 size_t kvs_async_sockets(const kvs_async *a, const kvs_socket **sockets)
 {
-    *sockets = a->sockets;
-    return a->inflight ? a->nsockets : 0;
+    *sockets = a->sockets.s;
+    return a->inflight ? a->sockets.n : 0;
 }

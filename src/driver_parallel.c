@@ -3,7 +3,10 @@
  * plumbing under the planner of core_parallel.c, which decides what to send,
  * when, what to abort and which page comes next.  Here: one easy handle per
  * request in flight (all share the client's connection cache), replies fed
- * to the planner by request id, and the waiting.
+ * to the planner by request id, and the waiting: blocking under store:keys
+ * (kvs_par_take), or none under the job (kvs_par_next, kvs_par_timeout,
+ * kvs_par_sockets).  Transfers are driven through curl_multi_socket_action,
+ * which keeps the table of sockets they wait on (driver_multi.c) current.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +32,9 @@ struct kvs_par {
     CURLM            *multi;
     transfer          t[KVS_PLAN_MAX];
     int               running;  /* transfers with an id */
+    kvs_sockets       sockets;  /* what libcurl waits on (driver_multi.c keeps the table) */
+    kvs_page          ready;    /* the job's next page, taken from the plan (kvs_par_next) */
+    int               has_ready;
     char              msg[128];
 };
 
@@ -94,7 +100,7 @@ static void cancel_aborted(kvs_par *p)
 static void start_requests(kvs_par *p)
 {
     kvs_plan_request req;
-    int sent = 0, running;
+    int sent = 0;
     while (kvs_plan_next_request(p->plan, kvs_monotonic(), &req)) {
         transfer *t = by_id(p, 0);
         CURL *easy;
@@ -122,7 +128,7 @@ static void start_requests(kvs_par *p)
         sent = 1;
     }
     cancel_aborted(p);
-    if (sent) curl_multi_perform(p->multi, &running);
+    if (sent) kvs_sockets_drive(p->multi, &p->sockets);
 }
 
 /* Hands the finished transfers to the planner. */
@@ -161,10 +167,9 @@ static void harvest(kvs_par *p)
 /* The work that is ready, without waiting. */
 void kvs_par_poll(kvs_par *p)
 {
-    int running;
     if (kvs_plan_error(p->plan) || kvs_plan_finished(p->plan)) return;
     if (p->running > 0) {
-        curl_multi_perform(p->multi, &running);
+        kvs_sockets_drive(p->multi, &p->sockets);
         harvest(p);
     }
     start_requests(p);
@@ -196,12 +201,14 @@ kvs_par *kvs_par_new(const kvs_settings *c, const kvs_listing_config *cfg,
     if (!p) return NULL;
     p->settings = c;
     for (i = 0; i < KVS_PLAN_MAX; i++) p->t[i].par = p;
+    kvs_page_init(&p->ready);
     p->plan = kvs_plan_new(cfg, parallel, rate, ordered);
     p->multi = curl_multi_init();
     if (!p->plan || !p->multi) {
         kvs_par_free(p);
         return NULL;
     }
+    kvs_sockets_track(p->multi, &p->sockets);
     return p;
 }
 
@@ -214,7 +221,9 @@ void kvs_par_free(kvs_par *p)
         kvs_conn_free(p->t[i].conn);
     }
     if (p->multi) curl_multi_cleanup(p->multi);
+    kvs_sockets_free(&p->sockets);      /* after: removing a handle reports to it */
     kvs_plan_free(p->plan);
+    kvs_page_free(&p->ready);
     free(p);
 }
 
@@ -232,9 +241,17 @@ static int try_take(kvs_par *p, kvs_page *mine)
     return 1;
 }
 
+static void cancel_all(kvs_par *p)
+{
+    int i;
+    cancel_aborted(p);
+    for (i = 0; i < KVS_PLAN_MAX; i++)
+        if (p->t[i].id) release(p, &p->t[i]);
+}
+
 int kvs_par_take(kvs_par *p, kvs_page *mine)
 {
-    int i, round;
+    int round;
     for (round = 0;; round++) {
         if (try_take(p, mine)) return 1;
         if (kvs_plan_error(p->plan)) break;
@@ -242,8 +259,56 @@ int kvs_par_take(kvs_par *p, kvs_page *mine)
         if (round % 2) wait_some(p);    /* nothing ready after a poll: wait */
         else kvs_par_poll(p);
     }
-    cancel_aborted(p);                  /* failed: every transfer goes */
-    for (i = 0; i < KVS_PLAN_MAX; i++)
-        if (p->t[i].id) release(p, &p->t[i]);
+    cancel_all(p);                      /* failed: every transfer goes */
     return -1;
+}
+
+/* --- without waiting: the job ------------------------------------------------------------- */
+
+/* Keeps the plan's next page at hand, so that the job knows it has work now. */
+static void fill_ready(kvs_par *p)
+{
+    if (!p->has_ready && try_take(p, &p->ready)) p->has_ready = 1;
+}
+
+int kvs_par_next(kvs_par *p, kvs_page *mine)
+{
+    fill_ready(p);
+    if (p->has_ready) {
+        kvs_page_swap(mine, &p->ready);
+        p->has_ready = 0;
+        fill_ready(p);
+        return 1;
+    }
+    if (!kvs_plan_error(p->plan)) return 0;
+    cancel_all(p);
+    return -1;
+}
+
+int kvs_par_finished(kvs_par *p)
+{
+    return !p->has_ready && (kvs_plan_finished(p->plan) || kvs_plan_error(p->plan));
+}
+
+double kvs_par_timeout(kvs_par *p)
+{
+    double t;
+    fill_ready(p);
+    if (p->has_ready) return 0;
+    if (kvs_plan_finished(p->plan) || kvs_plan_error(p->plan)) return -1;
+    t = kvs_plan_timeout(p->plan, kvs_monotonic());   /* < 0: not before a reply */
+    if (p->running > 0) {
+        long ms = -1;
+        double c;
+        curl_multi_timeout(p->multi, &ms);
+        c = ms < 0 ? 0.05 : (double)ms / 1000.0;     /* no opinion: look again soon */
+        if (t < 0 || c < t) t = c;
+    }
+    return t < 0 ? 0.05 : t;
+}
+
+size_t kvs_par_sockets(const kvs_par *p, const kvs_socket **sockets)
+{
+    *sockets = p->sockets.s;
+    return p->running > 0 ? p->sockets.n : 0;
 }

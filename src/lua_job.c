@@ -2,7 +2,8 @@
  * lua_job.c — store:job{...}: a listing for frame loops and event loops.
  * job:poll() does only the I/O that is ready and hands out the keys that have
  * arrived, never waiting; job:timeout() and job:sockets() tell a host's own
- * loop when and on what to wait.  Driven by the libcurl multi driver.
+ * loop when and on what to wait.  Driven by the libcurl multi driver, or
+ * with parallel = n by the parallel one (driver_parallel.c) without waiting.
  * Type apify.kvs.job; poll() returns the same iterator every frame.
  */
 #include "lua_ffi.h"
@@ -16,9 +17,25 @@ static listing_ud *check_job(lua_State *L)
 /* Settles a job whose driver has nothing left and whose keys are all out. */
 static void settle_if_finished(lua_State *L, listing_ud *u)
 {
-    if (u->run == L_RUNNING && u->core && u->view.pos >= u->view.count
-        && kvs_async_finished(u->async))
+    if (u->run != L_RUNNING || u->view.pos < u->view.count) return;
+    if (u->core && kvs_async_finished(u->async)) {
         kvs_listing_settle(L, u);
+    } else if (u->par && kvs_par_finished(u->par)) {
+        if (kvs_par_error(u->par)) {
+            u->err = *kvs_par_error(u->par);
+            u->run = L_FAILED;
+        } else {
+            u->run = L_DONE;
+        }
+        kvs_listing_release(L, u);
+    }
+}
+
+/* 1: the driver's next page is in u->page; 0: none for now (or none left). */
+static int take_next(listing_ud *u)
+{
+    if (u->par) return kvs_par_next(u->par, &u->page) > 0;
+    return u->core && kvs_async_take(u->async, &u->page);
 }
 
 /* The keys of this poll are used up: takes the next page that has arrived.
@@ -27,8 +44,8 @@ static int take_page(lua_State *L, listing_ud *u)
 {
     while (u->view.pos >= u->view.count) {
         u->hook.L = L;          /* taking a page may start the next request, and retry */
-        if (!u->core || !kvs_async_take(u->async, &u->page)) {
-            if (u->core) settle_if_finished(L, u);
+        if (!take_next(u)) {
+            settle_if_finished(L, u);
             return 0;
         }
         kvs_view_page(u);
@@ -59,6 +76,7 @@ static int job_poll(lua_State *L)
         luaL_argerror(L, 2, "max_keys must be an integer >= 1");
     u->hook.L = L;
     if (u->core) kvs_async_poll(u->async);
+    else if (u->par) kvs_par_poll(u->par);
     u->view.budget = (double)max;
     kvs_push_kept_iterator(L, 1);
     return 1;
@@ -87,7 +105,9 @@ static int push_timeout(lua_State *L)
     double t;
     settle_if_finished(L, u);
     if (u->run != L_RUNNING) return 0;
-    t = u->view.pos < u->view.count ? 0 : kvs_async_timeout(u->async);
+    u->hook.L = L;           /* the parallel driver may take a page that has arrived */
+    t = u->view.pos < u->view.count ? 0
+      : u->par ? kvs_par_timeout(u->par) : kvs_async_timeout(u->async);
     if (t < 0) return 0;
     lua_pushnumber(L, t);
     return 1;
@@ -106,7 +126,8 @@ static int job_sockets(lua_State *L)
 {
     listing_ud *u = check_job(L);
     const kvs_socket *s = NULL;
-    size_t n = u->core ? kvs_async_sockets(u->async, &s) : 0, i;
+    size_t n = u->core ? kvs_async_sockets(u->async, &s)
+             : u->par ? kvs_par_sockets(u->par, &s) : 0, i;
     int nr = 0, nw = 0;
     lua_createtable(L, (int)n, 0);
     lua_createtable(L, (int)n, 0);
@@ -120,11 +141,13 @@ static int job_sockets(lua_State *L)
 static int store_job(lua_State *L)
 {
     kvs_listing_config cfg;
-    listing_ud *u = kvs_new_listing(L, KVS_CALL_LISTING, KVS_JOB_MT, &cfg, 1);
-    kvs_listing_start(L, u, &cfg);
-    u->prefetch = 1;
-    kvs_listing_drive(L, u);
-    kvs_async_budget(u->async, KVS_JOB_POLL_BUDGET);
+    listing_ud *u = kvs_new_listing(L, KVS_CALL_LISTING | KVS_CALL_JOB, KVS_JOB_MT, &cfg, 1);
+    if (!kvs_listing_start_parallel(L, u, &cfg)) {
+        kvs_listing_start(L, u, &cfg);
+        u->prefetch = 1;
+        kvs_listing_drive(L, u);
+        kvs_async_budget(u->async, KVS_JOB_POLL_BUDGET);
+    }
     if (!kvs_ffi_iterator(L, -1, "job", u->view.urls)) {
         lua_pushvalue(L, -1);
         lua_pushcclosure(L, job_next, 1);
@@ -137,8 +160,9 @@ static int store_job(lua_State *L)
 static int job_close(lua_State *L)
 {
     listing_ud *u = check_job(L);
-    kvs_listing_close(L, u, u->core && u->view.pos >= u->view.count
-                            && kvs_async_finished(u->async));
+    kvs_listing_close(L, u, u->view.pos >= u->view.count
+                            && ((u->core && kvs_async_finished(u->async))
+                                || (u->par && kvs_par_finished(u->par))));
     return 0;
 }
 

@@ -192,24 +192,7 @@ static int store_keys(lua_State *L)
 {
     kvs_listing_config cfg;
     listing_ud *u = kvs_new_listing(L, KVS_CALL_KEYS, KVS_KEYS_MT, &cfg, 0);
-    int parallel = (int)kvs_opt_integer(L, 2, "parallel", 1, KVS_PAR_MAX, 1);
-    int ordered = kvs_opt_boolean(L, 2, "ordered", 1);
-    double rate = 0;
-    if (!lua_isnoneornil(L, 2)) {
-        lua_getfield(L, 2, "rate_limit");
-        if (!lua_isnil(L, -1)) {
-            rate = (double)lua_tonumber(L, -1);
-            if (!(rate > 0 && rate <= 1e6))
-                luaL_argerror(L, 2, "option 'rate_limit' must be a number in (0, 1e6]");
-        }
-        lua_pop(L, 1);
-    }
-    if (parallel > 1 || rate > 0) {      /* the ranges' driver runs cores of its own */
-        if (!(u->par = kvs_par_new(&u->client->settings, &cfg, parallel, rate, ordered)))
-            luaL_error(L, "apify.kvs: out of memory");
-    } else {
-        kvs_listing_start(L, u, &cfg);
-    }
+    if (!kvs_listing_start_parallel(L, u, &cfg)) kvs_listing_start(L, u, &cfg);
     if (!kvs_ffi_iterator(L, -1, "keys", u->view.urls)) {
         lua_pushvalue(L, -1);
         lua_pushcclosure(L, keys_next, 1);

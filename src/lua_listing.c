@@ -13,6 +13,7 @@
 #define K  KVS_CALL_KEYS
 #define LI KVS_CALL_LISTING
 #define LK KVS_CALL_LIST_KEYS
+#define J  KVS_CALL_JOB
 
 const kvs_optspec kvs_listing_options[] = {
     { "prefix", LUA_TSTRING, K | LI | LK },
@@ -23,9 +24,9 @@ const kvs_optspec kvs_listing_options[] = {
     { "urls", LUA_TBOOLEAN, K | LI | LK },
     { "page_size", LUA_TNUMBER, K | LI },
     { "prefetch", LUA_TBOOLEAN, K },
-    { "parallel", LUA_TNUMBER, K },
-    { "rate_limit", LUA_TNUMBER, K },
-    { "ordered", LUA_TBOOLEAN, K },
+    { "parallel", LUA_TNUMBER, K | J },
+    { "rate_limit", LUA_TNUMBER, K | J },
+    { "ordered", LUA_TBOOLEAN, K | J },
     { NULL, 0, 0 }
 };
 
@@ -128,6 +129,27 @@ void kvs_listing_start(lua_State *L, listing_ud *u, const kvs_listing_config *cf
 {
     if (!(u->core = kvs_listing_new(cfg)))
         luaL_error(L, "apify.kvs: out of memory");
+}
+
+int kvs_listing_start_parallel(lua_State *L, listing_ud *u, const kvs_listing_config *cfg)
+{
+    int parallel = (int)kvs_opt_integer(L, 2, "parallel", 1, KVS_PAR_MAX, 1);
+    int ordered = kvs_opt_boolean(L, 2, "ordered", 1);
+    double rate = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        lua_getfield(L, 2, "rate_limit");
+        if (!lua_isnil(L, -1)) {
+            rate = (double)lua_tonumber(L, -1);
+            if (!(rate > 0 && rate <= 1e6))
+                luaL_argerror(L, 2, "option 'rate_limit' must be a number in (0, 1e6]");
+        }
+        lua_pop(L, 1);
+    }
+    if (parallel <= 1 && rate <= 0) return 0;
+    /* the ranges' driver runs cores of its own */
+    if (!(u->par = kvs_par_new(&u->client->settings, cfg, parallel, rate, ordered)))
+        luaL_error(L, "apify.kvs: out of memory");
+    return 1;
 }
 
 void kvs_keep_iterator(lua_State *L, int idx)

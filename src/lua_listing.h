@@ -25,6 +25,7 @@
 #define KVS_CALL_KEYS      1u     /* store:keys */
 #define KVS_CALL_LISTING   2u     /* store:listing and store:job: paging of their own */
 #define KVS_CALL_LIST_KEYS 4u     /* store:list_keys: one page */
+#define KVS_CALL_JOB       8u     /* store:job: parallel, as store:keys */
 extern const kvs_optspec kvs_listing_options[];
 
 typedef enum { L_RUNNING, L_DONE, L_FAILED, L_CANCELLED } run_t;
@@ -80,6 +81,9 @@ void kvs_view_page(listing_ud *u);
 int  kvs_push_item(lua_State *L, listing_ud *u);
 /* Lets go of drivers, core and buffers, keeping a failure's error. */
 void kvs_listing_release(lua_State *L, listing_ud *u);
+/* Options parallel, rate_limit, ordered at 2: when they ask for key ranges side
+ * by side, makes the parallel driver of `u` (u->par, no core) and returns 1. */
+int  kvs_listing_start_parallel(lua_State *L, listing_ud *u, const kvs_listing_config *cfg);
 /* Starts the libcurl multi driver of `u` if it has none; raises on OOM. */
 void kvs_listing_drive(lua_State *L, listing_ud *u);
 /* Records how the driver ended: done, or failed with the core's error. */

@@ -110,6 +110,7 @@ int kvs_store_plan(lua_State *L)
     cfg.seed = kvs_random_seed(u);
     if (!(u->plan = kvs_plan_new(&cfg, parallel, rate, ordered)))
         luaL_error(L, "apify.kvs: out of memory");
+    kvs_plan_decode_gzip(u->plan, 1);   /* its driver hands over bodies as they came */
     u->client = c;
     c->refs++;
     return 1;

@@ -81,7 +81,7 @@ end
 
 -- opts: store (id or username~name), dict (name of a lua_shared_dict), every (seconds between
 -- listings, 0: only at start and on M.now()), listing (options of the listing: prefix,
--- page_size, ...), client (options of kvs.new; token and base_url default to the environment,
+-- page_size, parallel = n for key ranges side by side in big stores, ...), client (options of kvs.new; token and base_url default to the environment,
 -- APIFY_TOKEN and APIFY_API_BASE_URL, which nginx.conf must pass with `env`).
 function M.start(opts)
   cfg = opts

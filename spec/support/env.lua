@@ -28,8 +28,9 @@ function M.read(cmd)
   return assert(launch.capture(cmd), "cannot run: " .. cmd)
 end
 
+-- A new scratch directory (on tmpfs when there is one: see launch.mktemp_dir).
 function M.tmpdir()
-  return (M.read("mktemp -d /tmp/apify-kvs-spec.XXXXXX"):gsub("%s+$", ""))
+  return assert(launch.mktemp_dir("apify-kvs-spec"), "cannot make a scratch directory")
 end
 
 -- A file's bytes, or nil when it cannot be read.
@@ -68,7 +69,7 @@ function M.start_emulator(opts)
 end
 
 function M.rmrf(dir)
-  if dir and dir:match("^/tmp/apify%-kvs%-spec%.") then sh("rm -rf '" .. dir .. "'") end
+  if dir and dir:match("/apify%-kvs%-spec%.[%w]+$") then sh("rm -rf " .. M.sh_quote(dir)) end
 end
 
 -- All keys of a listing, in order, with sizes.

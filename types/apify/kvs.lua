@@ -59,6 +59,12 @@ local Store = {}
 ---@class apify.kvs.StoreListingOptions: apify.kvs.ListingOptions
 ---@field parallel? integer key ranges fetched side by side, 1..64: returns an apify.kvs.Plan
 
+---Options of `store:job`: with `parallel`, key ranges side by side, still without waiting.
+---@class apify.kvs.JobOptions: apify.kvs.ListingOptions
+---@field parallel? integer key ranges fetched side by side, 1..64, default 1
+---@field rate_limit? number requests per second
+---@field ordered? boolean false: pages in arrival order, default true
+
 ---Options of `store:keys`.
 ---@class apify.kvs.KeysOptions: apify.kvs.ListingOptions
 ---@field prefetch? boolean fetch page k+1 while the loop works through page k, default true
@@ -95,8 +101,8 @@ function Store:keys(opts) end
 ---@return apify.kvs.Error? err
 function Store:list_keys(opts) end
 
----A non-blocking listing driven by `job:poll()`.
----@param opts? apify.kvs.ListingOptions
+---A non-blocking listing driven by `job:poll()`; with `parallel`, over key ranges side by side.
+---@param opts? apify.kvs.JobOptions
 ---@return apify.kvs.Job
 function Store:job(opts) end
 

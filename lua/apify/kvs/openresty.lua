@@ -26,6 +26,8 @@
 --                              libcurl's sockets, so this polls: about 100 wake-ups a second per
 --                              listing waiting on the network (README "OpenResty": the measured
 --                              cost). Settings are the client's (timeout, CA bundle of libcurl).
+--                              parallel = n: the same job over the planner (store:job{parallel}),
+--                              every range's transfer on one libcurl multi handle.
 --   anything else (init, init_worker itself, set, log, header_filter, body_filter, balancer,
 --   ssl_*, exit_worker)        no I/O is possible or allowed: the call raises an error table
 --                              { type = "unsupported-phase", ... } saying what to do instead
@@ -197,12 +199,12 @@ end
 -- to request and in what order pages come out; its requests run side by side as subrequests in
 -- light threads (ngx.thread), and whichever reply comes first wakes the loop. A sleeper thread
 -- stands in for the planner's pace (plan:timeout). A subrequest cannot be aborted: the reply
--- of a request the planner cancelled is dropped when it comes. Pages travel uncompressed here
--- (the planner's range listings read plain JSON).
+-- of a request the planner cancelled is dropped when it comes. Pages travel gzip-compressed, as
+-- on the one-range path: the planner's range listings inflate them.
 local unpack = table.unpack or unpack
 
 local function plan_fetch(id, url, headers)
-  return id, exchange(url, headers, false)
+  return id, exchange(url, headers)
 end
 
 local function plan_sleep(seconds)   -- a Lua function: ngx.thread.spawn takes no C function
@@ -302,16 +304,11 @@ function M.open(store, opts)
   local mechanism, phase = M.mechanism()
   if not mechanism then phase_error("open", phase) end
   local p = setmetatable({ mechanism = mechanism }, Pages)
-  if opts and opts.parallel and opts.parallel ~= 1 then
-    if mechanism ~= "subrequest" then
-      error(new_error{ type = "unsupported-phase", message = "apify.kvs.openresty: parallel "
-        .. "listing needs subrequests, which nginx has not in a " .. phase .. "; list with "
-        .. "parallel = 1 there, or from rewrite/access/content_by_lua*" }, 3)
-    end
+  if opts and opts.parallel and opts.parallel ~= 1 and mechanism == "subrequest" then
     p.plan, p.inflight = store:listing(opts), {}
     return p
   end
-  if opts and opts.parallel then        -- parallel = 1: an ordinary listing
+  if opts and opts.parallel == 1 and mechanism == "subrequest" then   -- an ordinary listing
     local copy = {}
     for k, v in pairs(opts) do copy[k] = v end
     copy.parallel = nil
