@@ -28,9 +28,12 @@ end
 -- The targets of a listing at the API's rate limit (issue: N = 300,000, 150 ms a page, 60/s):
 -- parallel = 8 within 1.25x of the bound and <= 1.1 requests a page on every shape, parallel =
 -- 16 within 1.15x on uniform keys, no 429 when the limit matches the header, within 15% of the
--- lower limit's bound when it does not.  What the planner reaches today is asserted below (so
--- that it cannot get worse); the targets it misses are listed as pending.  KVS_SIM_N=300000
--- runs the rate cases at the issue's size (about a minute).
+-- lower limit's bound when it does not.  Measured at N = 300,000 (requests a page / time per
+-- bound): parallel = 8 uniform 1.043/1.22x, prefixes 1.073/1.33x, gap 1.080/1.28x, alphabet
+-- 1.107/1.40x; parallel = 16 uniform 1.073/1.13x, prefixes 1.140/1.23x; 30/s under a 60 header
+-- 1.053/1.21x with 4 429s.  Met targets are asserted with the issue's numbers; what the planner
+-- reaches short of a target is asserted as reached (so that it cannot get worse), and the
+-- target is listed as pending.  KVS_SIM_N=300000 runs the rate cases at the issue's size.
 local N = tonumber(os.getenv("KVS_SIM_N") or "100000")
 -- The simulations are deterministic: the planner's figures are the same on every Lua.  The large
 -- ones (N = 30,000 grids and the rate cases) run once, on Lua 5.4; the other Luas and the
@@ -80,10 +83,15 @@ describe("the parallel planner, simulated", function()
   end)
 
   if FULL then describe(("at the API's rate limit (N = %d, 150 ms a page, 60 requests/s)"):format(N), function()
-    -- reached today at N = 100,000 (requests a page, time / bound): see the file's top
-    -- (measured 1.14/1.44, 1.31/1.81, 1.16/1.47, 1.08/1.50)
-    local reached = { uniform = { 1.2, 1.55 }, prefixes = { 1.4, 2.0 }, gap = { 1.22, 1.6 },
-                      alphabet = { 1.15, 1.65 } }
+    -- reached (requests a page, time / bound); at N = 300,000 see the file's top, at N =
+    -- 100,000 (the default) 1.08/1.37x, 1.13/1.65x, 1.17/1.54x, 1.11/1.49x; parallel = 16
+    -- 1.30x; 30/s 1.47x: about 8 empty requests past the store's end and the first page alone
+    -- weigh three times as much)
+    local big = N >= 300000
+    local reached = big and { uniform = { 1.1, 1.25 }, prefixes = { 1.1, 1.36 }, gap = { 1.1, 1.31 },
+                              alphabet = { 1.12, 1.43 } }
+                        or { uniform = { 1.12, 1.45 }, prefixes = { 1.17, 1.75 }, gap = { 1.2, 1.62 },
+                             alphabet = { 1.15, 1.57 } }
     for _, shape in ipairs({ "uniform", "prefixes", "gap", "alphabet" }) do
       it(("parallel = 8, %s keys: no 429, requests a page and time bounded"):format(shape), function()
         local got, keys, fig = simulate(shape, N, { parallel = 8 })
@@ -98,7 +106,7 @@ describe("the parallel planner, simulated", function()
       local got, keys, fig = simulate("uniform", N, { parallel = 16 })
       check_ordered(got, keys)
       assert.are.equal(0, fig.throttled)
-      assert.is_true(fig.ratio <= 1.55, ("%.2f s, %.2fx the bound"):format(fig.time, fig.ratio))
+      assert.is_true(fig.ratio <= (big and 1.15 or 1.38), ("%.2f s, %.2fx the bound"):format(fig.time, fig.ratio))
     end)
 
     for _, shape in ipairs({ "prefixes", "gap" }) do
@@ -113,14 +121,13 @@ describe("the parallel planner, simulated", function()
       local got, keys, fig = simulate("uniform", N, { parallel = 8, true_rate = 30, header = 60 })
       check_ordered(got, keys)
       assert.is_true(fig.throttled <= 20, fig.throttled .. " 429s")
-      assert.is_true(fig.ratio <= 1.75, ("%.2f s, %.2fx the bound, %d 429s"):format(fig.time, fig.ratio,
-                                                                                  fig.throttled))
+      assert.is_true(fig.ratio <= (big and 1.25 or 1.55), ("%.2f s, %.2fx the bound, %d 429s"):format(
+        fig.time, fig.ratio, fig.throttled))
     end)
 
     pending("issue targets not met yet (N = 300,000): parallel = 8 within 1.25x of the bound on "
-            .. "every shape (uniform 1.27x, prefixes 1.39x, gap 1.34x, alphabet 1.98x), <= 1.1 "
-            .. "requests a page (prefixes 1.14, gap 1.12, alphabet 1.21; uniform 1.09 meets it), "
-            .. "parallel = 16 within 1.15x on uniform keys (1.17x), 30/s under a 60 header within "
-            .. "1.15x (1.26x)")
+            .. "prefixes (1.33x), gap (1.28x) and random keys (1.40x; uniform 1.22x meets it), "
+            .. "<= 1.1 requests a page on random keys (1.107; the other shapes meet it), 30/s "
+            .. "under a 60 header within 1.15x (1.21x)")
   end) end
 end)

@@ -400,6 +400,7 @@ void      kvs_plan_stats_get(const kvs_plan *p, kvs_plan_stats *st);
 /* Planner internals, shared by core_parallel.c (lifecycle, pace, requests,
  * hand-out) and core_split.c (where ranges are cut, what a page gives). */
 #define KVS_PLAN_OK_RING 128   /* times of the latest accepted replies, for the 429 back-off */
+#define KVS_PLAN_POOL    16    /* the latest pages' samples, pooled into densities */
 
 typedef struct kvs_shard {
     kvs_listing  *l;            /* made at the first request, remade when hi moves */
@@ -418,6 +419,9 @@ typedef struct kvs_shard {
     double        retry_at;     /* 0: none */
     kvs_page      pages[KVS_PLAN_PAGES];   /* a ring of decoded pages waiting to be handed out */
     int           first, npages;
+    long          got;          /* keys it listed */
+    long          got_at_cut;   /* ... when its bound was last set, to hold `planned` more */
+    double        planned;      /* 0: not estimated */
 } kvs_shard;
 
 struct kvs_plan {
@@ -441,6 +445,10 @@ struct kvs_plan {
     size_t             ncancels, cancels_cap;
     kvs_buf            first;          /* the first key listed */
     kvs_buf            proof;          /* the greatest key a page showed keys after */
+    kvs_ks_sample      pool[KVS_PLAN_POOL];    /* a ring of the latest pages' samples */
+    int                pool_n;         /* samples ever put in it */
+    double             err_n, err_sum, err_sq;  /* keys a range held / keys planned - 1,
+                                                   decaying sums */
     size_t             prefix_len;
     uint64_t           seed;
     kvs_plan_stats     st;

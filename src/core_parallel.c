@@ -326,6 +326,8 @@ double kvs_plan_timeout(kvs_plan *p, double now)
     double t = -1;
     int i, want = 0;
     if (p->failed || p->finished) return -1;
+    kvs_plan_schedule(p);           /* ranges are cut when a slot is idle: maybe now */
+    if (p->failed) return -1;
     for (i = 0; i < p->n; i++) {
         const kvs_shard *s = p->s[i];
         if (s->done || s->inflight || s->npages >= K || !room_for(p, i)) continue;
@@ -401,6 +403,7 @@ void kvs_plan_free(kvs_plan *p)
     free(p->cancels);
     kvs_buf_free(&p->first);
     kvs_buf_free(&p->proof);
+    for (i = 0; i < KVS_PLAN_POOL; i++) kvs_ks_sample_free(&p->pool[i]);
     free(p);
 }
 

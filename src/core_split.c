@@ -33,14 +33,86 @@
 #include "core.h"
 
 #define K     KVS_PLAN_PAGES
-#define SLACK 0.95L   /* a range cut to hold n pages gets 95% of n pages' worth of
-                         keys: it rarely needs one more, nearly empty request */
+#define POOL_TOL 1.2L  /* pages whose densities differ less than this are pooled */
+#define SLACK0 0.92L  /* a range cut to hold n pages gets 92% of n pages' worth of keys
+                         (until ranges that ended show how far off the estimates are): it
+                         rarely needs one more, nearly empty request */
+
+/* --- how far off the estimates are ---------------------------------------------------- */
+
+/* The share of n pages' worth of keys a range cut to hold n pages gets: so
+ * that one rarely holds more (a request for a few keys, which the ranges
+ * after it wait for in ordered listings), from how the latest ranges that
+ * ended compared with their estimates: their mean and two standard
+ * deviations.  Uniform keys come to 0.99, random ones to about 0.93. */
+static long double slack(const kvs_plan *p)
+{
+    double mean, var, sd = 0.05, s;
+    int i;
+    if (p->err_n < 5) return SLACK0;
+    mean = p->err_sum / p->err_n;
+    var = p->err_sq / p->err_n - mean * mean;
+    if (var <= 0) sd = 0;
+    for (i = 0; i < 20 && var > 0; i++) sd = (sd + var / sd) / 2;   /* sqrt */
+    s = 1 / (1 + mean + 2 * sd + 0.005);
+    return s < 0.8 ? 0.8L : s > 0.99 ? 0.99L : (long double)s;
+}
+
+/* Range s ran to its bound: how many keys it held against the estimate. */
+static void record(kvs_plan *p, kvs_shard *s)
+{
+    double got = (double)(s->got - s->got_at_cut), r;
+    if (!(s->planned >= (double)p->cfg.page_size / 2) || got <= 0) return;
+    r = got / s->planned - 1;
+    if (r > 0.1) r = 0.1;       /* a range across a change of key shape says little */
+    if (r < -0.1) r = -0.1;     /* about the next ones: the latest ranges count most */
+    p->err_n = 0.9 * p->err_n + 1;
+    p->err_sum = 0.9 * p->err_sum + r;
+    p->err_sq = 0.9 * p->err_sq + r * r;
+    s->planned = 0;
+}
 
 /* --- splitting ----------------------------------------------------------------------- */
 
 static void num_of(const kvs_shard *s, const kvs_buf *key, kvs_ks_num *n)
 {
     kvs_ks_from_key(&s->model, n, key->data, key->len);
+}
+
+static long double span_of(const kvs_shard *s, const kvs_ks_sample *x)
+{
+    kvs_ks_num a, b;
+    num_of(s, &x->lo, &a);
+    num_of(s, &x->hi, &b);
+    return kvs_ks_span(&s->model, &a, &b);
+}
+
+/* Keys per unit of key space where shard s is cut: its own sample, pooled
+ * with those of the latest pages that agree with it (within POOL_TOL), read
+ * with its model.  One page of random keys misjudges how densely they lie
+ * by 5% or so, and every range cut from it would be off the same way. */
+static long double density(const kvs_plan *p, const kvs_shard *s)
+{
+    long double n = (long double)s->dens.n, span, sp, d;
+    int j;
+    if (s->dens.n <= 0 || !((span = span_of(s, &s->dens)) > 0)) return 0;
+    for (j = 0; j < KVS_PLAN_POOL && j < p->pool_n; j++) {
+        const kvs_ks_sample *x = &p->pool[(p->pool_n - 1 - j) % KVS_PLAN_POOL];
+        if (x->n <= 0 || kvs_key_cmp(x->lo.data, x->lo.len, s->dens.lo.data, s->dens.lo.len) == 0
+            || !((sp = span_of(s, x)) > 0))
+            continue;
+        d = (long double)x->n / sp;
+        if (d > n / span * POOL_TOL || d * POOL_TOL < n / span) continue;
+        n += (long double)x->n;
+        span += sp;
+    }
+    return n / span;
+}
+
+/* A page's sample joins the pool. */
+static int remember(kvs_plan *p, const kvs_ks_sample *x)
+{
+    return kvs_ks_sample_copy(&p->pool[p->pool_n++ % KVS_PLAN_POOL], x);
 }
 
 /* Whether a boundary key for the last range s leaves the group of keys its
@@ -95,6 +167,14 @@ static int split_at(kvs_plan *p, int i, const kvs_ks_num *m)
     }
     t->model = s->model;
     t->probe = probe;
+    s->got_at_cut = s->got;
+    s->planned = 0;
+    if (!probe) {               /* keys planned from the cursor to the new bound */
+        kvs_ks_num b;
+        long double d = density(p, s);
+        kvs_ks_from_key(&s->model, &b, key, len);
+        s->planned = (double)(d * kvs_ks_span(&s->model, &cur, &b));
+    }
     s->has_hi = 1;
     s->rebuild = 1;             /* a page in flight is trimmed to the new hi */
     kvs_plan_insert_after(p, i, t);
@@ -117,13 +197,13 @@ static int handoff(kvs_plan *p, int i)
 /* The first page said more: boundaries past its end (see the top). */
 static void first_split(kvs_plan *p, kvs_shard *s, size_t got)
 {
-    long double step, mult = p->ordered ? K : 1, dens = kvs_ks_density(&s->model, &s->dens);
+    long double step, mult = p->ordered ? K : 1, dens = density(p, s);
     long long need = p->remaining >= 0 ? p->remaining - (long long)got : -1;
     kvs_ks_num cur, top, b;
     if (!(dens > 0)) return;
     num_of(s, &s->cursor, &cur);
     kvs_ks_top(&s->model, &top, p->cfg.prefix, p->prefix_len);
-    step = (long double)p->cfg.page_size * SLACK / dens;
+    step = (long double)p->cfg.page_size * slack(p) / dens;
     while (p->n < p->parallel && mult <= (long double)(p->parallel * K)) {
         kvs_ks_advance(&s->model, &b, &cur, step * mult);
         if (kvs_ks_cmp(&b, &top) >= 0 || split_at(p, p->n - 1, &b) <= 0
@@ -171,19 +251,39 @@ static long double keep_of(const kvs_plan *p, int i, const kvs_ks_num *cur, long
         if (keep > room) keep = room;
     }
     if (p->ordered) {           /* what it may fetch before it waits for its turn */
-        int pages = K - s->inflight - (i > 0 ? s->npages : 0);
-        if ((long double)pages * ps * SLACK < keep) keep = (long double)pages * ps * SLACK;
+        int pages = K - (i > 0 ? s->npages : 0);     /* the slack over the whole range */
+        long double most = (long double)pages * ps * slack(p) - (s->inflight ? ps : 0);
+        if (most < 0) most = 0;
+        if (most < keep) keep = most;
     }
     return keep;
 }
 
-/* While fewer than `parallel` shards exist, cut the one with the most work
- * past what it keeps (more than a page of it). */
+/* Whether a request slot is free that no range could take now: a range is
+ * cut only then, so that where it starts is placed with the latest pages. */
+static int idle_slot(const kvs_plan *p)
+{
+    int i, free = p->parallel - p->inflight, reserve = 0;
+    for (i = 0; i < p->n && p->ordered; i++)
+        if (!p->s[i]->done) {       /* the room kept for the range handed out next */
+            reserve = K - p->s[i]->npages - p->s[i]->inflight;
+            break;
+        }
+    if (kvs_plan_pages_held(p) + reserve >= p->parallel * K) return 0;
+    for (i = 0; i < p->n && free > 0; i++) {
+        const kvs_shard *s = p->s[i];
+        if (!s->done && !s->inflight && s->npages < K) free--;
+    }
+    return free > 0;
+}
+
+/* While a request slot is idle, cut the range with the most work past what
+ * it keeps (more than a page of it). */
 void kvs_plan_schedule(kvs_plan *p)
 {
     long double ps = (long double)p->cfg.page_size;
     int i;
-    while (p->started && !p->failed && p->n < p->max_shards) {
+    while (p->started && !p->failed && p->n < p->max_shards && idle_slot(p)) {
         int best = -1, r;
         long double best_x = ps, best_keep = 0, best_dens = 0, before = 0;
         kvs_ks_num cur, m;
@@ -195,7 +295,7 @@ void kvs_plan_schedule(kvs_plan *p)
                 break;              /* the ranges before it cover the limit */
             before += (long double)(s->npages + s->inflight) * ps;
             if (s->done || s->skip || !s->has_cursor || ((s->has_hi || s->probe) && !s->fed)
-                || !((dens = kvs_ks_density(&s->model, &s->dens)) > 0))
+                || !((dens = density(p, s)) > 0))
                 continue;
             num_of(s, &s->cursor, &cur);
             est = estimate(p, s, &cur, dens);
@@ -238,6 +338,24 @@ static const char *key_of(const kvs_page *pg, size_t i, size_t *len)
     return pg->bytes.data + pg->items[i].key_off;
 }
 
+/* The last range reaches to the top of the key space: past the prefix, its
+ * first position may hold any character, not only the classes seen so far
+ * (random keys listed from "!..." show only punctuation there for a while;
+ * the top of such a model is ".zzz", and the store would seem to end). */
+static void open_top(const kvs_plan *p, kvs_shard *s)
+{
+    static const char every[] = "!0AG_ag";     /* a character of each class */
+    char key[KVS_KS_KEY_MAX + 1];
+    size_t pl = p->prefix_len, i;
+    s->model.cls[0] = p->model.cls[0];
+    if (pl >= KVS_KS_KEY_MAX) return;
+    if (pl) memcpy(key, p->cfg.prefix, pl);
+    for (i = 0; every[i]; i++) {
+        key[pl] = every[i];
+        kvs_ks_learn(&s->model, key, pl + 1);
+    }
+}
+
 /* The model shard s reads keys with after page pg: a bounded range's is
  * learnt from the page (and its bound) alone, so that other parts of the
  * store do not blur how its keys spread; the last range's is learnt from
@@ -252,7 +370,7 @@ static void local_model(kvs_plan *p, kvs_shard *s, const kvs_page *pg)
     if (pg->count > 1) {
         memset(&s->model, 0, sizeof s->model);
         if (s->has_hi) kvs_ks_learn(&s->model, s->hi.data, s->hi.len);
-        else s->model.cls[0] = p->model.cls[0];
+        else open_top(p, s);
     }
 }
 
@@ -300,7 +418,8 @@ static void carry(kvs_plan *p, kvs_shard *s, const kvs_page *pg, size_t from)
     for (j++; j < p->n && i < pg->count; j++) {
         kvs_shard *t = p->s[j], *prev = p->s[j - 1];
         kvs_page *dst;
-        if (t->done || t->fed || t->npages) break;     /* it has keys of its own */
+        if (t->done || t->fed || t->npages || t->inflight)
+            break;      /* it has keys of its own, or will have: its reply is on the way */
         if (!t->has_cursor || !prev->has_hi             /* or does not start where the */
             || kvs_key_cmp(prev->hi.data, prev->hi.len, t->cursor.data, t->cursor.len) != 0)
             break;                                      /* range before it ends */
@@ -313,22 +432,31 @@ static void carry(kvs_plan *p, kvs_shard *s, const kvs_page *pg, size_t from)
         if (dst->count > 0) {
             k = key_of(dst, dst->count - 1, &len);
             local_model(p, t, dst);
-            if (kvs_ks_sample_page(&t->dens, &t->model, dst) != 0
+            if (kvs_ks_sample_page(&t->dens, &t->model, dst) != 0 || remember(p, &t->dens) != 0
                 || kvs_buf_set(&t->cursor, k, len) != 0 || prove(p, k, len) != 0)
                 return (void)kvs_plan_oom(p);
             t->npages = 1;
             t->fed = 1;
+            t->got += (long)dst->count;
         }
         if (i == pg->count)         /* its range may go on past the page */
             t->done = 0, t->retry_at = 0, t->retrying = 0, t->has_cursor = 1;
     }
 }
 
+/* The ranges after s that have shown no keys yet are not cut before they do. */
+static void unfed_are_probes(kvs_plan *p, const kvs_shard *s)
+{
+    int i;
+    for (i = p->n - 1; i >= 0 && p->s[i] != s; i--)
+        if (!p->s[i]->fed) p->s[i]->probe = 1;
+}
+
 /* A page arrived for s: trim it to the range, keep it, move the cursor on. */
 void kvs_plan_accept_page(kvs_plan *p, kvs_shard *s)
 {
     kvs_page *pg = &s->pages[(s->first + s->npages) % K];
-    int more;
+    int more, bound = 0;
     size_t n;
     kvs_listing_take_page(s->l, pg);
     more = !kvs_listing_finished(s->l);
@@ -342,21 +470,26 @@ void kvs_plan_accept_page(kvs_plan *p, kvs_shard *s)
             carry(p, s, pg, n);
             if (p->failed) return;
             pg->count = n;
-            more = 0;
+            more = 0, bound = 1;
             if (prove(p, s->hi.data, s->hi.len) != 0) return;
         }
         if (more && kvs_key_cmp(pg->next.data, pg->next.len, s->hi.data, s->hi.len) >= 0)
-            more = 0;
+            more = 0, bound = 1;
     }
+    s->got += (long)n;
+    if (bound || (s->has_hi && !more && pg->is_truncated == 1))
+        record(p, s);           /* it ran to its bound (its listing trims pages to it) */
     if (n > 0) {
         local_model(p, s, pg);
-        if (kvs_ks_sample_page(&s->dens, &s->model, pg) != 0
+        if (kvs_ks_sample_page(&s->dens, &s->model, pg) != 0 || remember(p, &s->dens) != 0
             || (!p->started && kvs_buf_set(&p->first, pg->bytes.data + pg->items[0].key_off,
                                            pg->items[0].key_len) != 0))
             return (void)kvs_plan_oom(p);
         s->npages++;
         s->fed = 1;
     }
+    if (n == 0 && s->has_hi)        /* an empty range: what the ranges after it inherited */
+        unfed_are_probes(p, s);     /* about density is wrong there */
     if (!more)
         kvs_shard_stop(p, s);
     else if (kvs_buf_set(&s->cursor, pg->next.data, pg->next.len) != 0)

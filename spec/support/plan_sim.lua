@@ -147,7 +147,7 @@ local function new_server(keys, opts)
       while j >= 1 and keys[j] >= prefix do j = j - 1 end
       if j + 1 > i then i = j + 1 end
     end
-    local items, last = {}, nil
+    local items, last, first = {}, nil, i
     while #items < limit and i <= #keys and keys[i]:sub(1, #prefix) == prefix do
       last = keys[i]
       items[#items + 1] = ('{"key":%s,"size":%d}'):format(json_str(last), #last)
@@ -158,7 +158,7 @@ local function new_server(keys, opts)
     return 200, headers, ('{"data":{"items":[%s],"count":%d,"limit":%d,"exclusiveStartKey":%s,'
       .. '"isTruncated":%s,"nextExclusiveStartKey":%s}}'):format(table.concat(items, ","), #items,
       limit, q.exclusiveStartKey and json_str(q.exclusiveStartKey) or "null",
-      tostring(more), more and json_str(last) or "null")
+      tostring(more), more and json_str(last) or "null"), first, #items
   end
   return srv
 end
@@ -177,7 +177,10 @@ local function simulate(shape, n, opts)
     assert(steps < 1e6, "the simulation does not end")
     for _, id in ipairs(plan:cancels()) do
       for i = #pending, 1, -1 do
-        if pending[i].id == id then table.remove(pending, i) end
+        if pending[i].id == id then
+          table.remove(pending, i)
+          if opts.log then opts.log[#opts.log + 1] = { cancel = id, t = now } end
+        end
       end
     end
     while plan:take() do
@@ -188,9 +191,13 @@ local function simulate(shape, n, opts)
     if plan:finished() then break end
     for _, req in ipairs(plan:requests(now)) do
       assert(req.headers.Authorization == "Bearer sim-token", "no token header")
-      local status, headers, body = srv:answer(req.url, now)
+      local status, headers, body, first, count = srv:answer(req.url, now)
       pending[#pending + 1] = { id = req.id, due = now + LATENCY, status = status, headers = headers,
                                 body = body }
+      if opts.log then
+        opts.log[#opts.log + 1] = { id = req.id, shard = req.shard, t = now, status = status,
+                                    first = first, count = count }
+      end
     end
     local wake = plan:timeout(now)
     wake = wake and now + wake or math.huge
