@@ -9,6 +9,9 @@
 #   N=30000 bench/realworld.sh                  small
 #   SHAPES='uniform gap' RUNS='seq p8' bench/realworld.sh
 #   LATENCY=0.15 JITTER=0.03 RATE=60 LOW_RATE=30 TIMEOUT=300 R=3 LUA=luajit bench/realworld.sh
+#   WORKERS=2                                   the emulator's nginx workers (default 1; one
+#                                               spends ~14 ms of CPU on a 1000-key page, so at
+#                                               60 pages a second it is close to busy)
 #
 # Shapes (bench/realworld_gen.c): uniform prefixes gap random.
 # Runs: seq (apify.kvs, one page at a time), p4 p8 p16 p32 (store:keys{parallel = n}),
@@ -25,13 +28,14 @@ JITTER=${JITTER:-0.03}
 RATE=${RATE:-60}
 LOW_RATE=${LOW_RATE:-30}
 SEED=${SEED:-1}
+WORKERS=${WORKERS:-1}
 LUA=${LUA:-lua5.4}
 
 die() { echo "bench/realworld.sh: $*" >&2; exit 1; }
 [[ "$N" =~ ^[1-9][0-9]*$ ]] || die "N must be a positive whole number, got '$N'"
 [[ "$R" =~ ^[1-9][0-9]*$ ]] || die "R must be a positive whole number, got '$R'"
 for v in LATENCY JITTER; do [[ "${!v}" =~ ^[0-9]*\.?[0-9]+$ ]] || die "$v must be seconds, got '${!v}'"; done
-for v in RATE LOW_RATE SEED; do [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"; done
+for v in RATE LOW_RATE SEED WORKERS; do [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"; done
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -96,7 +100,7 @@ trap 'exit 130' INT TERM
 
 # The emulator caches a store's key list only once its directory has been still for a second.
 sleep 1.2
-BASE=$(lua5.4 emulator/launch.lua start --storage "$STORAGE" --rundir "$RUN/emu") || die "the emulator did not start"
+BASE=$(lua5.4 emulator/launch.lua start --storage "$STORAGE" --rundir "$RUN/emu" --workers "$WORKERS") || die "the emulator did not start"
 ACCESS=$RUN/emu/access.log
 
 config() { curl -sf -X POST -d "$1" "$BASE/_emulator/config" >/dev/null || die "emulator config $1 failed"; }
@@ -176,7 +180,7 @@ for run in $RUNS; do printf '%s\t%s\n' "$run" "$(run_label "$run")"; done > "$LA
     echo "# apify.kvs real-world listing: N=$N"
     echo
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); apify.kvs $(git describe --always --dirty 2>/dev/null || echo '-'); $LUA"
-    echo "- server: the emulator (emulator/), ${LATENCY} s per page ± ${JITTER} s (seed $SEED), a token bucket of $RATE requests/s per store (burst $RATE) answering 429, X-RateLimit-Limit: $RATE"
+    echo "- server: the emulator (emulator/, $WORKERS nginx workers), ${LATENCY} s per page ± ${JITTER} s (seed $SEED), a token bucket of $RATE requests/s per store (burst $RATE) answering 429, X-RateLimit-Limit: $RATE"
     echo "- $PAGES pages of 1000 keys; bound = the rate cap's ceil(N/1000) / rate s; R=$R (medians); machine: nproc=$(nproc), load $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- apify-client $(node -p 'require("./bench/js/node_modules/apify-client/package.json").version' 2>/dev/null || echo '-') on node $(node --version 2>/dev/null || echo '-')"
     echo

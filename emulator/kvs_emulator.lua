@@ -51,6 +51,9 @@ end
 -- encode_escape_forward_slash). cjson escapes every "/" as "\/" and never emits a bare "/", so
 -- turning each "\/" back into "/" is exact (an escaped backslash is "\\", never followed by "/").
 local function json_value(v)
+  -- a string of printable ASCII with no quote or backslash is its own JSON: no encoder needed
+  -- (most keys and URLs; a page has two a key)
+  if type(v) == "string" and not v:find('[^]-~ !#-[]') then return '"' .. v .. '"' end
   local s = cjson.encode(v)
   return (s:gsub("\\/", "/"))
 end
@@ -75,6 +78,7 @@ end
 
 -- Same set of unescaped characters as JavaScript's encodeURIComponent.
 local function percent_encode(s)
+  if not s:find("[^%w%-_%.!~%*'%(%)]") then return s end   -- nothing to encode (most keys)
   return (s:gsub("[^%w%-_%.!~%*'%(%)]", function(c) return string.format("%%%02X", c:byte()) end))
 end
 

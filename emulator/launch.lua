@@ -19,7 +19,7 @@
 --   launch.stop_rundir(dir)     -- stop the nginx of a run directory and clean it up
 --
 -- As a command:
---   lua emulator/launch.lua start --storage DIR [--token T] [--port N] [--rundir DIR]
+--   lua emulator/launch.lua start --storage DIR [--token T] [--port N] [--rundir DIR] [--workers N]
 --       prints the base URL (http://127.0.0.1:PORT) and leaves nginx running
 --   lua emulator/launch.lua stop --rundir DIR
 --   lua emulator/launch.lua url --rundir DIR
@@ -399,7 +399,8 @@ local function render_conf(template, vars)
   end))
 end
 
--- opts: storage (required), token, port, rundir, keep_rundir (leave files on stop),
+-- opts: storage (required), token, port, rundir, workers (nginx worker processes, default 1),
+-- keep_rundir (leave files on stop),
 -- watch (default true: nginx stops by itself once the calling Lua process has exited; a pid:
 -- once that process has exited; false: never),
 -- timeout (seconds to wait for the first answer, default 30).
@@ -412,6 +413,10 @@ function M.start(opts)
   if not is_dir(storage) then error("emulator: storage directory not found: " .. storage, 2) end
   if opts.token ~= nil and type(opts.token) ~= "string" then error("emulator: token must be a string", 2) end
   if opts.port ~= nil and not tonumber(opts.port) then error("emulator: port must be a number", 2) end
+  local workers = tonumber(opts.workers or 1)
+  if not workers or workers < 1 or workers > 64 or workers % 1 ~= 0 then
+    error("emulator: workers must be a whole number from 1 to 64", 2)
+  end
 
   local edir = emulator_dir()
   local template = read_file(edir .. "/nginx.conf.in")
@@ -450,6 +455,7 @@ function M.start(opts)
       return render_conf(template, {
         RUNDIR = rundir,
         PORT = string.format("%d", ports[1]),
+        WORKERS = string.format("%d", workers),
         EMULATOR_DIR = edir,
         USER_DIRECTIVE = M.is_root() and "user root;" or "# (not root: nginx keeps the current user)",
       })
@@ -480,7 +486,7 @@ end
 local function usage(msg)
   if msg then io.stderr:write("launch.lua: ", msg, "\n") end
   io.stderr:write([[
-usage: lua emulator/launch.lua start --storage DIR [--token T] [--port N] [--rundir DIR]
+usage: lua emulator/launch.lua start --storage DIR [--token T] [--port N] [--rundir DIR] [--workers N]
        lua emulator/launch.lua stop --rundir DIR
        lua emulator/launch.lua url --rundir DIR
 ]])
@@ -494,7 +500,8 @@ local function cli(args)
   while i <= #args do
     local name, value = args[i], args[i + 1]
     local key = name:match("^%-%-(%a+)$")
-    if not key or (key ~= "storage" and key ~= "token" and key ~= "port" and key ~= "rundir") then
+    if not key or (key ~= "storage" and key ~= "token" and key ~= "port" and key ~= "rundir"
+                    and key ~= "workers") then
       usage("unknown option " .. name)
     end
     if value == nil then usage("option " .. name .. " needs a value") end
