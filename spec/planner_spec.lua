@@ -58,6 +58,8 @@ describe("the parallel planner, simulated", function()
             assert.is_true(fig.requests <= 2 * fig.pages + 4 * p,
                            ("%d requests for %d pages"):format(fig.requests, fig.pages))
             assert.is_true(fig.fetched <= 3 * #keys + 1000 * p, fig.fetched .. " keys fetched")
+            -- memory: at most parallel x 2 pages held and requests in flight, all ranges together
+            assert.is_true(fig.max_held <= 2 * p, fig.max_held .. " pages held and in flight")
           end)
         end
       end

@@ -172,6 +172,7 @@ local function simulate(shape, n, opts)
                                              rate_limit = opts.rate_limit, limit = opts.limit,
                                              prefix = opts.prefix })
   local now, pending, got, steps = 0, {}, {}, 0
+  local max_held = 0
   while true do
     steps = steps + 1
     assert(steps < 1e6, "the simulation does not end")
@@ -204,6 +205,8 @@ local function simulate(shape, n, opts)
     for _, r in ipairs(pending) do if r.due < wake then wake = r.due end end
     assert(wake < math.huge, "nothing to wait for, and not finished")
     if wake <= now then wake = now + 1e-6 end
+    local held = plan:stats().held     -- pages held and requests in flight
+    if held > max_held then max_held = held end
     if TRACE then
       local st = plan:stats()
       local key = st.inflight .. "/" .. st.held
@@ -235,7 +238,7 @@ local function simulate(shape, n, opts)
   local bound = math.ceil(n / 1000) / (opts.true_rate or 60)
   local fig = { requests = srv.requests, pages = pages, per_page = srv.requests / math.max(1, pages),
                 time = now, bound = bound, ratio = now / bound, throttled = srv.throttled,
-                fetched = srv.fetched, ranges = stats.ranges }
+                fetched = srv.fetched, ranges = stats.ranges, max_held = max_held }
   if REPORT then
     io.stderr:write(("%-9s N=%-7d p=%-2d %-9s req=%-5d pages=%-4d req/page=%.3f time=%.2fs bound=%.2fs "
       .. "x%.3f 429=%d fetched/listed=%.3f ranges=%d\n"):format(shape, n, opts.parallel,
