@@ -149,7 +149,7 @@ demo: build/5.4/apify/kvs.so | demo-deps
 test: build build/asan/apify/kvs.so | test-deps js-deps
 	@$(MAKE) --no-print-directory check-layers
 	@$(MAKE) --no-print-directory $(FUZZ_BINS)
-	@{ nice -n 10 $(MAKE) --no-print-directory fuzz-smoke && $(MAKE) --no-print-directory bench-smoke; } \
+	@{ $(MAKE) --no-print-directory fuzz-smoke && $(MAKE) --no-print-directory bench-smoke; } \
 	  >build/smoke.out 2>&1 & smoke=$$!; \
 	bash spec/run valgrind-a valgrind-b asan-a asan-b 5.4 hosts 5.1 5.2 5.3 jit jit-classic; specs=$$?; \
 	wait $$smoke; smoked=$$?; cat build/smoke.out; \
