@@ -187,6 +187,27 @@ describe("listing policy (sans-I/O)", function()
       assert.are.equal(4, w)
     end)
 
+    it("jitters retry delays from `seed`: the same seed, the same waits", function()
+      local function waits(seed)
+        local out = {}
+        local listing = new_listing({ max_retries = 5 }, { seed = seed })
+        for i = 1, 4 do
+          local _, step, wait = feed(listing, { { 503, "" } })
+          assert.are.equal("retry", step)
+          out[i] = wait
+        end
+        listing:close()
+        return table.concat(out, " ")
+      end
+      assert.are.equal(waits(7), waits(7))
+      assert.are_not.equal(waits(7), waits(8))
+      for _, bad in ipairs({ -1, 1.5, 2 ^ 53 }) do
+        assert.matches("seed", T.raised_message(function() new_listing({}, { seed = bad }) end))
+      end
+      assert.matches("seed", T.raised_message(function() new_listing({}, { seed = "7" }) end))
+      assert.matches("unknown option 'seed'", T.raised_message(function() T.kvs.new{ token = false }:store("s"):keys({ seed = 1 }) end))
+    end)
+
     it("stops retrying a page past max_elapsed, on the caller's clock", function()
       local listing = new_listing({ max_elapsed = 10, min_delay = 1, max_delay = 4, max_retries = 50 })
       local replies = {}

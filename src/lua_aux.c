@@ -254,3 +254,12 @@ void kvs_aux_open(lua_State *L)
     static const luaL_Reg error_meta[] = { { "__tostring", error_tostring }, { NULL, NULL } };
     kvs_new_class(L, KVS_ERROR_MT, error_meta, NULL);
 }
+
+/* Option `seed` (store:listing{}, store:job{}): the seed of the retry delays' jitter, a whole
+ * number, so that a driver with a simulated clock gets the same run every time; without it a
+ * seed that differs per call. */
+uint64_t kvs_opt_seed(lua_State *L, int arg, const void *salt)
+{
+    long long seed = kvs_opt_integer(L, arg, "seed", 0, 0x1fffffffffffffLL, -1);
+    return seed < 0 ? kvs_random_seed(salt) : (uint64_t)seed * 2654435761u + 1;
+}

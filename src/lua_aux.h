@@ -53,6 +53,7 @@ const char *kvs_opt_string(lua_State *L, int arg, const char *name, size_t *len)
 long long   kvs_opt_integer(lua_State *L, int arg, const char *name,
                             long long min, long long max, long long dflt);
 /* In [min, 1e9] ((min, 1e9] when min_exclusive). */
+uint64_t    kvs_opt_seed(lua_State *L, int arg, const void *salt);
 double      kvs_opt_number(lua_State *L, int arg, const char *name, double min, double dflt,
                            int min_exclusive);
 int         kvs_opt_boolean(lua_State *L, int arg, const char *name, int dflt);

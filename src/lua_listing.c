@@ -27,6 +27,7 @@ const kvs_optspec kvs_listing_options[] = {
     { "parallel", LUA_TNUMBER, K | J },
     { "rate_limit", LUA_TNUMBER, K | J },
     { "ordered", LUA_TBOOLEAN, K | J },
+    { "seed", LUA_TNUMBER, LI },
     { NULL, 0, 0 }
 };
 
@@ -116,7 +117,7 @@ listing_ud *kvs_new_listing(lua_State *L, unsigned call, const char *mt, kvs_lis
     cfg->page_size = (int)kvs_opt_integer(L, 2, "page_size", 1, KVS_MAX_PAGE_SIZE,
                                           KVS_MAX_PAGE_SIZE);
     cfg->limit = kvs_opt_integer(L, 2, "limit", 0, 0x7fffffffffffffffLL, -1);
-    cfg->seed = kvs_random_seed(u);
+    cfg->seed = kvs_opt_seed(L, 2, u);
     u->view.urls = kvs_opt_boolean(L, 2, "urls", 1);
     u->prefetch = kvs_opt_boolean(L, 2, "prefetch", 1);
     u->client = c;

@@ -24,7 +24,7 @@ static const kvs_optspec options[] = {
     { "signature", LUA_TSTRING, 1 }, { "exclusiveStartKey", LUA_TSTRING, 1 },
     { "limit", LUA_TNUMBER, 1 }, { "page_size", LUA_TNUMBER, 1 },
     { "parallel", LUA_TNUMBER, 1 }, { "rate_limit", LUA_TNUMBER, 1 },
-    { "ordered", LUA_TBOOLEAN, 1 }, { NULL, 0, 0 }
+    { "ordered", LUA_TBOOLEAN, 1 }, { "seed", LUA_TNUMBER, 1 }, { NULL, 0, 0 }
 };
 
 int kvs_plan_wanted(lua_State *L)
@@ -107,7 +107,7 @@ int kvs_store_plan(lua_State *L)
         cfg.on_retry = kvs_call_on_retry;
         cfg.on_retry_ud = &u->hook;
     }
-    cfg.seed = kvs_random_seed(u);
+    cfg.seed = kvs_opt_seed(L, 2, u);
     if (!(u->plan = kvs_plan_new(&cfg, parallel, rate, ordered)))
         luaL_error(L, "apify.kvs: out of memory");
     kvs_plan_decode_gzip(u->plan, 1);   /* its driver hands over bodies as they came */

@@ -170,7 +170,7 @@ local function simulate(shape, n, opts)
   local client = kvs.new({ base_url = "http://sim.invalid", token = "sim-token", max_retries = 8 })
   local plan = client:store("sim"):listing({ parallel = opts.parallel, ordered = opts.ordered ~= false,
                                              rate_limit = opts.rate_limit, limit = opts.limit,
-                                             prefix = opts.prefix })
+                                             prefix = opts.prefix, seed = opts.seed or 1 })
   local now, pending, got, steps = 0, {}, {}, 0
   local max_held = 0
   while true do

@@ -58,12 +58,14 @@ local Store = {}
 ---also takes `rate_limit` and `ordered` as `store:keys` does.
 ---@class apify.kvs.StoreListingOptions: apify.kvs.ListingOptions
 ---@field parallel? integer key ranges fetched side by side, 1..64: returns an apify.kvs.Plan
+---@field seed? integer seed of the retry delays' jitter (0..2^53-1): the same replies and clock give the same run; default: a new seed each call
 
 ---Options of `store:job`: with `parallel`, key ranges side by side, still without waiting.
 ---@class apify.kvs.JobOptions: apify.kvs.ListingOptions
 ---@field parallel? integer key ranges fetched side by side, 1..64, default 1
 ---@field rate_limit? number requests per second
 ---@field ordered? boolean false: pages in arrival order, default true
+---@field seed? integer seed of the retry delays' jitter (0..2^53-1), default: a new seed each call
 
 ---Options of `store:keys`.
 ---@class apify.kvs.KeysOptions: apify.kvs.ListingOptions
