@@ -20,6 +20,15 @@ local function mkdir(path)
   assert(os.execute("mkdir -p " .. sh_quote(path)))
 end
 
+-- A scratch directory for a block's stores, and its removal (only what scratch_dir made).
+local function scratch_dir()
+  return assert(launch.mktemp_dir("kvs-emulator-spec"))
+end
+
+local function remove_scratch(dir)
+  if dir and dir:match("/kvs%-emulator%-spec%.[%w]+$") then os.execute("rm -rf " .. sh_quote(dir)) end
+end
+
 -- A raw HTTP/1.1 client on one luasocket connection (keep-alive, exact bytes, partial bodies).
 local connect = require("spec.support.http").connect
 
@@ -142,7 +151,7 @@ describe("kvs emulator", function()
   local tmp, storage, emu, port
 
   lazy_setup(function()
-    tmp = assert(launch.mktemp_dir("kvs-emulator-spec"))
+    tmp = scratch_dir()
     storage = tmp .. "/storage"
     local kvs = storage .. "/key_value_stores/"
 
@@ -172,7 +181,7 @@ describe("kvs emulator", function()
 
   lazy_teardown(function()
     if emu then emu:stop() end
-    if tmp and tmp:match("/kvs%-emulator%-spec%.[%w]+$") then os.execute("rm -rf " .. sh_quote(tmp)) end
+    remove_scratch(tmp)
   end)
 
   before_each(function()
@@ -678,7 +687,7 @@ describe("kvs emulator with a token", function()
   local tmp, emu, port
 
   lazy_setup(function()
-    tmp = assert(launch.mktemp_dir("kvs-emulator-spec"))
+    tmp = scratch_dir()
     mkdir(tmp .. "/key_value_stores/s")
     write_file(tmp .. "/key_value_stores/s/one.txt", "1")
     emu = launch.start{ storage = tmp, token = "t0k3n" }
@@ -687,7 +696,7 @@ describe("kvs emulator with a token", function()
 
   lazy_teardown(function()
     if emu then emu:stop() end
-    if tmp and tmp:match("/kvs%-emulator%-spec%.[%w]+$") then os.execute("rm -rf " .. sh_quote(tmp)) end
+    remove_scratch(tmp)
   end)
 
   it("answers 401 token-not-provided without Authorization", function()
@@ -770,7 +779,7 @@ describe("kvs emulator: the API's rules", function()
   end
 
   lazy_setup(function()
-    tmp = assert(launch.mktemp_dir("kvs-emulator-spec"))
+    tmp = scratch_dir()
     local kvs = tmp .. "/key_value_stores/"
     for _, s in ipairs({ "rl", "rl2", "plain" }) do
       mkdir(kvs .. s)
@@ -803,7 +812,7 @@ describe("kvs emulator: the API's rules", function()
 
   lazy_teardown(function()
     if emu then emu:stop() end
-    if tmp and tmp:match("/kvs%-emulator%-spec%.[%w]+$") then os.execute("rm -rf " .. sh_quote(tmp)) end
+    remove_scratch(tmp)
   end)
 
   before_each(function() reset() end)

@@ -263,3 +263,40 @@ uint64_t kvs_opt_seed(lua_State *L, int arg, const void *salt)
     long long seed = kvs_opt_integer(L, arg, "seed", 0, 0x1fffffffffffffLL, -1);
     return seed < 0 ? kvs_random_seed(salt) : (uint64_t)seed * 2654435761u + 1;
 }
+
+/* One header of a reply given from Lua: name at name_idx, value at value_idx, the value may
+ * be a list of values (as OpenResty gives repeated headers); each string goes to sink. */
+void kvs_feed_header(lua_State *L, int name_idx, int value_idx, kvs_header_sink sink, void *ud)
+{
+    size_t nlen, vlen;
+    const char *name = lua_tolstring(L, name_idx, &nlen), *v;
+    if (!name) return;
+    if (lua_type(L, value_idx) == LUA_TTABLE) {
+        int i, n = (int)lua_rawlen(L, value_idx);
+        for (i = 1; i <= n; i++) {
+            lua_rawgeti(L, value_idx, i);
+            if ((v = lua_tolstring(L, -1, &vlen))) sink(ud, name, nlen, v, vlen);
+            lua_pop(L, 1);
+        }
+    } else if ((v = lua_tolstring(L, value_idx, &vlen))) {
+        sink(ud, name, nlen, v, vlen);
+    }
+}
+
+/* A headers table (name -> value or list of values), nil or absent: each one to sink. */
+void kvs_feed_headers(lua_State *L, int idx, kvs_header_sink sink, void *ud)
+{
+    if (!lua_istable(L, idx)) return;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_type(L, -2) == LUA_TSTRING) kvs_feed_header(L, lua_gettop(L) - 1, lua_gettop(L), sink, ud);
+        lua_pop(L, 1);
+    }
+}
+
+int kvs_check_status(lua_State *L, int idx)
+{
+    lua_Integer status = luaL_checkinteger(L, idx);
+    luaL_argcheck(L, status >= 100 && status <= 999, idx, "HTTP status must be in 100..999");
+    return (int)status;
+}

@@ -54,6 +54,14 @@ long long   kvs_opt_integer(lua_State *L, int arg, const char *name,
                             long long min, long long max, long long dflt);
 /* In [min, 1e9] ((min, 1e9] when min_exclusive). */
 uint64_t    kvs_opt_seed(lua_State *L, int arg, const void *salt);
+
+/* Reply headers given from Lua (a name and a value or list of values; a table of them) and
+ * an HTTP status argument (100..999), for the sans-I/O bindings. */
+typedef void (*kvs_header_sink)(void *ud, const char *name, size_t nlen, const char *value,
+                                size_t vlen);
+void        kvs_feed_header(lua_State *L, int name_idx, int value_idx, kvs_header_sink sink, void *ud);
+void        kvs_feed_headers(lua_State *L, int idx, kvs_header_sink sink, void *ud);
+int         kvs_check_status(lua_State *L, int idx);
 double      kvs_opt_number(lua_State *L, int arg, const char *name, double min, double dflt,
                            int min_exclusive);
 int         kvs_opt_boolean(lua_State *L, int arg, const char *name, int dflt);

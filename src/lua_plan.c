@@ -155,37 +155,13 @@ static int plan_cancels(lua_State *L)
     return 1;
 }
 
-static void feed_value(plan_ud *u, unsigned id, const char *name, size_t nlen, lua_State *L,
-                       int idx)
-{
-    size_t vlen;
-    const char *v = lua_tolstring(L, idx, &vlen);
-    if (v) kvs_plan_reply_header(u->plan, id, name, nlen, v, vlen);
-}
+/* A header of reply `id`, for kvs_feed_header(s) */
+typedef struct { kvs_plan *plan; unsigned id; } reply_to;
 
-/* name, value; value may be a list of values (as OpenResty gives repeated headers) */
-static void feed_header(lua_State *L, plan_ud *u, unsigned id, int name_idx, int value_idx)
+static void to_plan(void *ud, const char *name, size_t nlen, const char *value, size_t vlen)
 {
-    size_t nlen;
-    const char *name = lua_tolstring(L, name_idx, &nlen);
-    if (!name) return;
-    if (lua_type(L, value_idx) == LUA_TTABLE) {
-        int i, n = (int)lua_rawlen(L, value_idx);
-        for (i = 1; i <= n; i++) {
-            lua_rawgeti(L, value_idx, i);
-            feed_value(u, id, name, nlen, L, lua_gettop(L));
-            lua_pop(L, 1);
-        }
-    } else {
-        feed_value(u, id, name, nlen, L, value_idx);
-    }
-}
-
-static int check_status(lua_State *L, int idx)
-{
-    lua_Integer status = luaL_checkinteger(L, idx);
-    luaL_argcheck(L, status >= 100 && status <= 999, idx, "HTTP status must be in 100..999");
-    return (int)status;
+    reply_to *r = ud;
+    kvs_plan_reply_header(r->plan, r->id, name, nlen, value, vlen);
 }
 
 /* plan:begin(id, status) */
@@ -193,7 +169,7 @@ static int plan_begin(lua_State *L)
 {
     plan_ud *u = check_plan(L);
     unsigned id = check_id(L, 2);
-    kvs_plan_reply_begin(u->plan, id, check_status(L, 3));
+    kvs_plan_reply_begin(u->plan, id, kvs_check_status(L, 3));
     return 0;
 }
 
@@ -202,8 +178,11 @@ static int plan_header(lua_State *L)
 {
     plan_ud *u = check_plan(L);
     unsigned id = check_id(L, 2);
+    reply_to r;
     luaL_checkstring(L, 3);
-    feed_header(L, u, id, 3, 4);
+    r.plan = u->plan;
+    r.id = id;
+    kvs_feed_header(L, 3, 4, to_plan, &r);
     return 0;
 }
 
@@ -234,21 +213,17 @@ static int plan_reply(lua_State *L)
 {
     plan_ud *u = check_plan(L);
     unsigned id = check_id(L, 2);
-    int status = check_status(L, 3);
+    int status = kvs_check_status(L, 3);
+    reply_to r;
     size_t n = 0;
     const char *body;
     double now = opt_now(L, 6);
     if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TTABLE);
     body = luaL_optlstring(L, 5, "", &n);
     kvs_plan_reply_begin(u->plan, id, status);
-    if (lua_istable(L, 4)) {
-        lua_pushnil(L);
-        while (lua_next(L, 4)) {
-            if (lua_type(L, -2) == LUA_TSTRING)
-                feed_header(L, u, id, lua_gettop(L) - 1, lua_gettop(L));
-            lua_pop(L, 1);
-        }
-    }
+    r.plan = u->plan;
+    r.id = id;
+    kvs_feed_headers(L, 4, to_plan, &r);
     kvs_plan_reply_body(u->plan, id, body, n);
     kvs_plan_reply_end(u->plan, id, KVS_FAULT_NONE, NULL, now);
     return 0;

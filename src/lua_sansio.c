@@ -38,42 +38,20 @@ static int listing_request(lua_State *L)
 static int listing_begin(lua_State *L)
 {
     listing_ud *u = check_open(L);
-    lua_Integer status = luaL_checkinteger(L, 2);
-    luaL_argcheck(L, status >= 100 && status <= 999, 2, "HTTP status must be in 100..999");
-    kvs_listing_reply_begin(u->core, (int)status);
+    kvs_listing_reply_begin(u->core, kvs_check_status(L, 2));
     return 0;
 }
 
-static void feed_header_value(listing_ud *u, const char *name, size_t nlen, lua_State *L, int idx)
+static void to_listing(void *ud, const char *name, size_t nlen, const char *value, size_t vlen)
 {
-    size_t vlen;
-    const char *v = lua_tolstring(L, idx, &vlen);
-    if (v) kvs_listing_reply_header(u->core, name, nlen, v, vlen);
-}
-
-/* name, value; value may also be a list of values (as OpenResty gives repeated headers) */
-static void feed_header(lua_State *L, listing_ud *u, int name_idx, int value_idx)
-{
-    size_t nlen;
-    const char *name = lua_tolstring(L, name_idx, &nlen);
-    if (!name) return;
-    if (lua_type(L, value_idx) == LUA_TTABLE) {
-        int i, n = (int)lua_rawlen(L, value_idx);
-        for (i = 1; i <= n; i++) {
-            lua_rawgeti(L, value_idx, i);
-            feed_header_value(u, name, nlen, L, lua_gettop(L));
-            lua_pop(L, 1);
-        }
-    } else {
-        feed_header_value(u, name, nlen, L, value_idx);
-    }
+    kvs_listing_reply_header(ud, name, nlen, value, vlen);
 }
 
 static int listing_header(lua_State *L)
 {
     listing_ud *u = check_open(L);
     luaL_checkstring(L, 2);
-    feed_header(L, u, 2, 3);
+    kvs_feed_header(L, 2, 3, to_listing, u->core);
     return 0;
 }
 
@@ -132,22 +110,15 @@ static int listing_finish(lua_State *L)
 static int listing_reply(lua_State *L)
 {
     listing_ud *u = check_open(L);
-    lua_Integer status = luaL_checkinteger(L, 2);
+    int status = kvs_check_status(L, 2);
     size_t n = 0;
     const char *body;
     double wait, now = opt_now(L, 5);
     kvs_step step;
-    luaL_argcheck(L, status >= 100 && status <= 999, 2, "HTTP status must be in 100..999");
     if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
     body = luaL_optlstring(L, 4, "", &n);
-    kvs_listing_reply_begin(u->core, (int)status);
-    if (lua_istable(L, 3)) {
-        lua_pushnil(L);
-        while (lua_next(L, 3)) {
-            if (lua_type(L, -2) == LUA_TSTRING) feed_header(L, u, lua_gettop(L) - 1, lua_gettop(L));
-            lua_pop(L, 1);
-        }
-    }
+    kvs_listing_reply_begin(u->core, status);
+    kvs_feed_headers(L, 3, to_listing, u->core);
     kvs_listing_reply_body(u->core, body, n);
     u->hook.L = L;
     step = kvs_listing_reply_end(u->core, KVS_FAULT_NONE, NULL, now, &wait);
