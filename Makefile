@@ -54,7 +54,7 @@ BUILD_DEBS := build-essential pkg-config libcurl4-openssl-dev libyajl-dev zlib1g
 TEST_DEBS := lua5.1 lua5.2 lua5.3 lua5.4 luajit2 lua-busted lua-cjson lua-socket lua-filesystem \
         nginx libnginx-mod-http-lua lua-luaossl luarocks zip valgrind curl ca-certificates time love zlib1g-dev \
         clang libclang-rt-14-dev
-DEMO_DEBS := lua5.4 nginx libnginx-mod-http-lua
+DEMO_DEBS := lua5.4 lua-socket lua-cjson lua-filesystem nginx libnginx-mod-http-lua
 
 # Installation (make install / uninstall): LUA picks the interpreter. With PREFIX equal to
 # the prefix of that Lua's pkg-config file (/usr on Debian) its INSTALL_CMOD / INSTALL_LMOD

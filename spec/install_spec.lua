@@ -106,3 +106,59 @@ if rocks_lua then
     end)
   end)
 end
+
+-- `make demo` installs DEMO_DEBS and nothing else: each Lua module the demo's scripts and the
+-- emulator require (unconditionally, not through pcall) must come from one of those packages,
+-- or be built in. Found the way the interpreter finds it, then asked of dpkg which package owns it.
+if T.target == "5.4" then
+  describe("make demo's Debian packages", function()
+    local function required(files)
+      local names = {}
+      for _, file in ipairs(files) do
+        for line in io.lines(file) do
+          if not line:find("pcall", 1, true) and not line:match("^%s*%-%-") then
+            for name in line:gmatch("require%s*%(?%s*[\"']([%w_.]+)[\"']") do names[name] = true end
+          end
+        end
+      end
+      return names
+    end
+    local OWN = { ["apify.kvs"] = true, api_rules = true, ["emulator.launch"] = true }
+
+    it("provide every module the demo and the emulator require", function()
+      local debs = T.read("make -s --no-print-directory -f Makefile -f - print-demo-debs <<'MK'\n" ..
+        "print-demo-debs:\n\t@echo $(DEMO_DEBS)\nMK")
+      local listed = {}
+      for p in debs:gmatch("%S+") do listed[p] = true end
+      assert.is_true(listed["lua5.4"] and listed.nginx and listed["libnginx-mod-http-lua"])
+
+      -- run by lua5.4: the demo's scripts and launch.lua; run in nginx (LuaJIT, 5.1 paths): the rest
+      local sides = {
+        { lua = "lua5.4", names = required { "emulator/launch.lua", "examples/list_keys.lua",
+          "examples/resume.lua", "examples/one_page.lua", "bin/apify-kvs" } },
+        { lua = "luajit", names = required { "emulator/kvs_emulator.lua", "emulator/api_rules.lua" } },
+      }
+      local checked = 0
+      for _, side in ipairs(sides) do
+        for name in pairs(side.names) do
+          if not OWN[name] then
+            local where = T.read(side.lua .. " -e \"local n = '" .. name .. "'; " ..
+              "if package.loaded[n] or package.preload[n] then return print('builtin') end " ..
+              "local p = package.searchpath(n, package.path) or package.searchpath(n, package.cpath) " ..
+              "or package.searchpath(n:match('^[^.]+'), package.cpath); print(p or 'missing')\"")
+              :gsub("%s+$", "")
+            assert.are_not.equal("missing", where, side.lua .. " cannot find module '" .. name .. "'")
+            if where ~= "builtin" then
+              local owner = T.read("dpkg -S " .. T.sh_quote(where) .. " 2>/dev/null | head -1 | cut -d: -f1")
+                :gsub("%s+$", "")
+              assert.is_true(listed[owner] == true, "module '" .. name .. "' (" .. where ..
+                ") comes from Debian package '" .. owner .. "', which is not in the Makefile's DEMO_DEBS")
+              checked = checked + 1
+            end
+          end
+        end
+      end
+      assert.is_true(checked >= 4, "found only " .. checked .. " modules to check")
+    end)
+  end)
+end
