@@ -217,24 +217,25 @@ local function key_of(file_name)
 end
 
 local function scan_store(dir)
-  local files, keys = {}, {}
+  local files, paths, keys = {}, {}, {}
   for name in lfs.dir(dir) do
     if name ~= "." and name ~= ".." then
       local key = key_of(name)
-      if key and lfs.attributes(dir .. "/" .. name, "mode") == "file" then
+      local path = key and dir .. "/" .. name
+      if key and lfs.attributes(path, "mode") == "file" then
         local prev = files[key]
         if not prev then
           keys[#keys + 1] = key
-          files[key] = name
+          files[key], paths[key] = name, path
         elseif name < prev then
           -- two files for one key (e.g. a.json and a.txt): keep one, deterministically
-          files[key] = name
+          files[key], paths[key] = name, path
         end
       end
     end
   end
   table.sort(keys) -- LuaJIT compares strings byte-wise: the API's UTF-8 binary order
-  return keys, files
+  return keys, files, paths
 end
 
 -- The sorted key list of a store directory, cached until the directory's mtime changes.
@@ -251,9 +252,10 @@ local function store_listing(dir)
   end
   ngx.update_time()
   local started = ngx.now()
-  local ok, keys, files = pcall(scan_store, dir)
+  local ok, keys, files, paths = pcall(scan_store, dir)
   if not ok then return nil, keys end
-  cached = { mtime = mtime, stable = (started - mtime) > 1.1, keys = keys, files = files }
+  cached = { mtime = mtime, stable = (started - mtime) > 1.1, keys = keys, files = files,
+             paths = paths }
   key_cache[dir] = cached
   return cached
 end
@@ -644,31 +646,45 @@ local function shape_page(page, listing, fault)
 end
 
 -- The 200 body of a keys page.
-local function listing_body(store_id, listing, dir, args, fault, meta)
+local function listing_body(store_id, listing, args, fault, meta)
   local page, bad_input = normal_page(listing, args, meta)
   if not page then return nil, bad_input end
   if fault then shape_page(page, listing, fault) end
 
   -- a store with a signing key gets signed record URLs (as the API makes them), others plain ones
+  --
+  -- The page is one table of pieces joined once: no string per key is made. Keys that differ only
+  -- in a few characters make strings whose hashes collide in LuaJIT's string table, and a page
+  -- made of per-key strings cost ~4 us a key (measured, 300,000 keys); pieces cost ~0.1 us.
+  -- Sizes are still read per reply (overwriting a record does not touch the directory).
   local secret = rules.secret(meta)
-  local url_prefix = base_url() .. "/v2/key-value-stores/" .. percent_encode(store_id) .. "/records/"
-  local items = {}
+  local url_prefix = json_value(base_url() .. "/v2/key-value-stores/" .. percent_encode(store_id)
+    .. "/records/"):sub(1, -2) -- without its closing quote; a percent-encoded key needs no escaping
+  local paths = listing.paths
+  local out, n = { '{"data":{"items":[' }, 1
   for i, key in ipairs(page.items) do
-    local file = listing.files[key]
-    local size = file and lfs.attributes(dir .. "/" .. file, "size") or 0
-    local url = url_prefix .. percent_encode(key)
-    if secret then url = url .. "?signature=" .. rules.hmac_signature(secret, key) end
-    items[i] = '{"key":' .. json_value(key) .. ',"size":' .. string.format("%d", size)
-      .. ',"recordPublicUrl":' .. json_value(url) .. '}'
+    local path = paths[key]
+    local size = path and lfs.attributes(path, "size") or 0
+    local ukey, jkey = key, nil
+    if key:find("[^%w%-_%.!~%*'%(%)]") then
+      ukey, jkey = percent_encode(key), json_value(key):sub(2, -2)
+    end
+    -- a key percent_encode leaves as it is needs no JSON escaping either
+    out[n + 1] = i > 1 and ',{"key":"' or '{"key":"'
+    out[n + 2] = jkey or key
+    out[n + 3] = '","size":'
+    out[n + 4] = string.format("%d", size)
+    out[n + 5] = ',"recordPublicUrl":'
+    out[n + 6] = url_prefix
+    out[n + 7] = ukey
+    out[n + 8] = secret and '?signature=' .. rules.hmac_signature(secret, key) .. '"}' or '"}'
+    n = n + 8
   end
 
   local esk = page.esk
-  local out = {
-    '{"data":{"items":[', table.concat(items, ","), '],"count":', tostring(#items),
-    ',"limit":', string.format("%d", page.limit),
-    ',"exclusiveStartKey":', esk and json_value(esk) or "null",
-    ',"isTruncated":', page.truncated and "true" or "false",
-  }
+  out[n + 1] = '],"count":' .. tostring(#page.items) .. ',"limit":' .. string.format("%d", page.limit)
+    .. ',"exclusiveStartKey":' .. (esk and json_value(esk) or "null")
+    .. ',"isTruncated":' .. (page.truncated and "true" or "false")
   if not page.omit_next then
     out[#out + 1] = ',"nextExclusiveStartKey":'
     out[#out + 1] = page.next_key and json_value(page.next_key) or "null"
@@ -798,7 +814,7 @@ local function handle_keys(store_id, log)
   end
 
   if kind == "oversized" then return send_oversized(store_id, log.args, fault) end
-  local body, bad_input = listing_body(store_id, listing, dir, log.args, fault, meta)
+  local body, bad_input = listing_body(store_id, listing, log.args, fault, meta)
   if not body then return deliver(400, error_body("invalid-input", bad_input), fault) end
   return deliver(200, body, fault)
 end
