@@ -257,7 +257,7 @@ describe("parallel listing (store:keys{ parallel = n })", function()
       end)
     end
 
-    it("holds at most parallel x 2 pages ahead of the loop", function()
+    it("holds at most parallel x 3 pages ahead of the loop", function()
       local store = client:store("long")
       local n, worst = 0, 0
       emu:clear_requests()
@@ -275,11 +275,11 @@ describe("parallel listing (store:keys{ parallel = n })", function()
         end
       end
       assert.are.equal(3000, n)
-      -- the planner holds at most parallel x 2 pages and requests in flight (the simulator of
+      -- the planner holds at most parallel x 3 pages and requests in flight (the simulator of
       -- planner_spec.lua checks that bound exactly); the server also answers requests whose
       -- page the planner then drops because a neighbouring range carried its keys: at most one
       -- in flight a range
-      assert.is_true(worst <= 4 * 2 + 4, "pages ahead: " .. worst)
+      assert.is_true(worst <= 4 * 3 + 4, "pages ahead: " .. worst)
     end)
   end)
 

@@ -346,7 +346,7 @@ long double kvs_ks_density(const kvs_ks_model *m, const kvs_ks_sample *s);
  */
 
 #define KVS_PLAN_MAX   64    /* most ranges fetched side by side */
-#define KVS_PLAN_PAGES 2     /* decoded pages one range holds, the one being received
+#define KVS_PLAN_PAGES 3     /* decoded pages one range holds, the one being received
                                 included; a full range sends nothing */
 #define KVS_PLAN_RATE  60.0  /* requests per second until X-RateLimit-Limit says */
 

@@ -105,15 +105,11 @@ void       kvs_sockets_free(kvs_sockets *t);
 
 /* --- parallel key-range listing on libcurl multi (driver_parallel.c) ----------- */
 
-#define KVS_PAR_MAX   64     /* most ranges of one listing fetched side by side */
-#define KVS_PAR_PAGES 2      /* decoded pages one range holds at most, the one
-                                being received included; a full range waits */
-#define KVS_PAR_RATE  60.0   /* requests per second until X-RateLimit-Limit says */
-
 typedef struct kvs_par kvs_par;
-/* One listing of `cfg` (copied) split into up to `parallel` key ranges (1..64).
+/* One listing of `cfg` (copied) split into up to `parallel` key ranges
+ * (1..KVS_PLAN_MAX; memory and pace as in core.h's planner).
  * rate > 0: at most that many requests per second, whatever the API says;
- * rate <= 0: KVS_PAR_RATE, then each reply's X-RateLimit-Limit.  `ordered`:
+ * rate <= 0: KVS_PLAN_RATE, then each reply's X-RateLimit-Limit.  `ordered`:
  * pages come out in key order; else as they arrive.  Makes no request yet. */
 kvs_par *kvs_par_new(const kvs_settings *s, const kvs_listing_config *cfg,
                      int parallel, double rate, int ordered);

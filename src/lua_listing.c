@@ -134,7 +134,7 @@ void kvs_listing_start(lua_State *L, listing_ud *u, const kvs_listing_config *cf
 
 int kvs_listing_start_parallel(lua_State *L, listing_ud *u, const kvs_listing_config *cfg)
 {
-    int parallel = (int)kvs_opt_integer(L, 2, "parallel", 1, KVS_PAR_MAX, 1);
+    int parallel = (int)kvs_opt_integer(L, 2, "parallel", 1, KVS_PLAN_MAX, 1);
     int ordered = kvs_opt_boolean(L, 2, "ordered", 1);
     double rate = 0;
     if (!lua_isnoneornil(L, 2)) {
