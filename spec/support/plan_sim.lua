@@ -6,12 +6,14 @@
 --   local sim = require "spec.support.plan_sim"
 --   local got, keys, fig = sim.simulate("prefixes", 30000, { parallel = 8 })
 --
--- KVS_SIM_REPORT=1 prints the figures of each run (requests per page, time per bound).
+-- KVS_SIM_REPORT=1 prints the figures of each run (requests per page, time per bound);
+-- KVS_SIM_JITTER=0.03 spreads each reply's latency over 150 ms ± 30 ms (a fixed seed).
 local kvs = require "apify.kvs"
 
 local REPORT = os.getenv("KVS_SIM_REPORT") == "1"
 local TRACE = os.getenv("KVS_SIM_TRACE") == "1" and {} or nil
 local LATENCY = 0.150
+local JITTER = tonumber(os.getenv("KVS_SIM_JITTER") or "0")
 local ALPHABET = "!'()-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
 local BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 local HEX = "0123456789abcdef"
@@ -172,6 +174,7 @@ local function simulate(shape, n, opts)
                                              rate_limit = opts.rate_limit, limit = opts.limit,
                                              prefix = opts.prefix, seed = opts.seed or 1 })
   local now, pending, got, steps = 0, {}, {}, 0
+  local jitter = rng(99)
   local max_held = 0
   while true do
     steps = steps + 1
@@ -193,7 +196,8 @@ local function simulate(shape, n, opts)
     for _, req in ipairs(plan:requests(now)) do
       assert(req.headers.Authorization == "Bearer sim-token", "no token header")
       local status, headers, body, first, count = srv:answer(req.url, now)
-      pending[#pending + 1] = { id = req.id, due = now + LATENCY, status = status, headers = headers,
+      local latency = LATENCY + (JITTER > 0 and JITTER * (jitter(2001) / 1000 - 1) or 0)
+      pending[#pending + 1] = { id = req.id, due = now + latency, status = status, headers = headers,
                                 body = body }
       if opts.log then
         opts.log[#opts.log + 1] = { id = req.id, shard = req.shard, t = now, status = status,
