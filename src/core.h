@@ -349,6 +349,7 @@ long double kvs_ks_density(const kvs_ks_model *m, const kvs_ks_sample *s);
 #define KVS_PLAN_PAGES 3     /* decoded pages one range holds, the one being received
                                 included; a full range sends nothing */
 #define KVS_PLAN_RATE  60.0  /* requests per second until X-RateLimit-Limit says */
+#define KVS_PLAN_BURST 3     /* requests that may go out at once at the API's limit */
 
 typedef struct kvs_plan kvs_plan;
 
@@ -435,7 +436,9 @@ struct kvs_plan {
     int                started;        /* the first page is in: splitting may begin */
     int                inflight, finished, failed;
     long long          remaining;      /* keys still to hand out; -1: all */
-    double             rate, ceiling, tokens, refilled, cut_at;
+    double             rate, ceiling, tokens, refilled;
+    double             cut_at, climbed_at; /* the latest cut of the rate after a 429, climb */
+    double             first_ok;       /* when the first accepted reply came; < 0: none yet */
     int                rate_fixed, clock_set;
     int                decode_gzip;    /* kvs_plan_decode_gzip */
     double             ok_t[KVS_PLAN_OK_RING];  /* when accepted replies came */

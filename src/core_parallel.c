@@ -14,10 +14,15 @@
  * ranges behind it).  At most `parallel` requests are in flight, and at most
  * 2 x parallel ranges exist.
  *
- * Pace: a bucket of one token refilled at `rate` per second, so requests go
- * out at least 1/rate apart.  The rate follows X-RateLimit-Limit (unless
- * fixed); a 429 empties the bucket and lowers the rate to a little under what
- * the server accepted in the second before it, from where it climbs back by
+ * Pace: a bucket refilled at `rate` tokens per second, a token a request.
+ * The rate follows X-RateLimit-Limit (unless fixed); while it is at that
+ * limit the bucket holds KVS_PLAN_BURST tokens, so that replies arriving
+ * together are followed by their next requests together (requests in any
+ * span t: at most KVS_PLAN_BURST + rate x t); a fixed rate, or one lowered
+ * after a 429, holds one token: requests go out at least 1/rate apart.  A
+ * 429 empties the bucket and, at most once a second, lowers the rate to a
+ * little under the rate the server accepted over the second before it (the
+ * first page, which goes out alone, left out), from where it climbs back by
  * 2% of the limit a second.
  */
 #include <stdlib.h>
@@ -166,13 +171,15 @@ static kvs_shard *by_id(kvs_plan *p, unsigned id)
     return NULL;
 }
 
-static void refill(kvs_plan *p, double now)     /* the bucket holds one token */
+static void refill(kvs_plan *p, double now)
 {
+    double most = !p->rate_fixed && p->rate >= p->ceiling ? KVS_PLAN_BURST : 1;
     if (!p->clock_set) {
         p->clock_set = 1;
         p->refilled = now;
     }
-    if (now > p->refilled && (p->tokens += (now - p->refilled) * p->rate) > 1) p->tokens = 1;
+    if (now > p->refilled && (p->tokens += (now - p->refilled) * p->rate) > most)
+        p->tokens = most;
     if (now > p->refilled) p->refilled = now;
 }
 
@@ -180,17 +187,19 @@ static void refill(kvs_plan *p, double now)     /* the bucket holds one token */
 static void pace(kvs_plan *p, kvs_shard *s, double now)
 {
     int limit = kvs_listing_rate_limit(s->l), i, seen = 0;
+    double span, accepted;
     refill(p, now);
     if (limit > 0 && !p->rate_fixed && (double)limit != p->ceiling) {
         if (p->rate >= p->ceiling || p->rate > limit) p->rate = limit;
         p->ceiling = limit;         /* the API's X-RateLimit-Limit, from now on */
     }
     if (s->status != 429) {
-        p->ok_t[p->ok_n++ % KVS_PLAN_OK_RING] = now;
-        if (p->rate < p->ceiling && now > p->cut_at) {
-            p->rate += p->ceiling * 0.02 * (now - p->cut_at);
+        if (p->first_ok < 0) p->first_ok = now;   /* the first page: it went alone */
+        else p->ok_t[p->ok_n++ % KVS_PLAN_OK_RING] = now;
+        if (p->rate < p->ceiling && now > p->climbed_at) {
+            p->rate += p->ceiling * 0.02 * (now - p->climbed_at);
             if (p->rate > p->ceiling) p->rate = p->ceiling;
-            p->cut_at = now;
+            p->climbed_at = now;
         }
         return;
     }
@@ -199,9 +208,12 @@ static void pace(kvs_plan *p, kvs_shard *s, double now)
     if (now < p->cut_at + 1.0 && p->rate < p->ceiling) return;   /* one cut a second */
     for (i = 0; i < KVS_PLAN_OK_RING && i < p->ok_n; i++)
         if (p->ok_t[i] > now - 1.0) seen++;
-    if (seen < 1) seen = 1;
-    if (0.9 * seen < p->rate) p->rate = 0.9 * seen;
-    p->cut_at = now;
+    /* over the second before, or since the first page when that is shorter */
+    span = p->first_ok >= 0 && now - p->first_ok < 1.0 ? now - p->first_ok : 1.0;
+    accepted = seen / (span < 0.1 ? 0.1 : span);
+    if (accepted < 1) accepted = 1;
+    if (0.9 * accepted < p->rate) p->rate = 0.9 * accepted;
+    p->cut_at = p->climbed_at = now;
 }
 
 static void after_step(kvs_plan *p, kvs_shard *s, kvs_step step, double wait, double now)
@@ -382,6 +394,7 @@ kvs_plan *kvs_plan_new(const kvs_listing_config *cfg, int parallel, double rate,
     p->rate_fixed = rate > 0;
     p->rate = p->ceiling = rate > 0 ? rate : KVS_PLAN_RATE;
     p->tokens = 1;
+    p->first_ok = -1;
     p->seed = cfg->seed;
     p->prefix_len = p->cfg.prefix ? strlen(p->cfg.prefix) : 0;
     first.data = p->strs[5], first.len = cfg->start_key_len;
