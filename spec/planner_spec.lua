@@ -74,6 +74,35 @@ describe("the parallel planner, simulated", function()
       end
     end
 
+    it("paces requests: at most 3 at once at the API's limit, 1/rate apart with rate_limit", function()
+      -- the most requests sent in any window of w seconds, from the simulator's log
+      local function most_in(log, w)
+        local most, j = 0, 1
+        for i = 1, #log do
+          while log[i].t - log[j].t > w + 1e-9 do j = j + 1 end
+          if i - j + 1 > most then most = i - j + 1 end
+        end
+        return most
+      end
+      local function sends(opts)
+        local log = {}
+        opts.log = log
+        local got, keys = simulate("uniform", SMALL, opts)
+        check_ordered(got, keys)
+        local out = {}
+        for _, e in ipairs(log) do if not e.cancel then out[#out + 1] = e end end
+        return out
+      end
+      local free = sends({ parallel = 16 })     -- rate-bound: 16 x 150 ms would make 107/s
+      assert.are.equal(3, most_in(free, 0))     -- replies that came together: 3 at once
+      for _, w in ipairs({ 0.1, 0.5, 1, 2 }) do
+        assert.is_true(most_in(free, w) <= 3 + 60 * w, most_in(free, w) .. " requests in " .. w .. " s")
+      end
+      local fixed = sends({ parallel = 16, rate_limit = 60 })
+      assert.are.equal(1, most_in(fixed, 1 / 60 - 1e-6))
+      assert.is_true(most_in(fixed, 1) <= 61, most_in(fixed, 1) .. " requests in 1 s")
+    end)
+
     it("with limit and prefix", function()
       local limit = math.floor(SMALL / 7)
       local got = simulate("prefixes", SMALL, { parallel = 8, limit = limit, prefix = "run-" })
