@@ -753,6 +753,66 @@ describe("kvs emulator with a token", function()
   end)
 end)
 
+describe("kvs emulator with two workers (launch.start{ workers = 2 })", function()
+  local tmp, emu
+
+  lazy_setup(function()
+    tmp = scratch_dir()
+    mkdir(tmp .. "/key_value_stores/w")
+    for i = 1, 30 do write_file(tmp .. "/key_value_stores/w/" .. paging_key(i) .. ".txt", "x") end
+    emu = launch.start{ storage = tmp, workers = 2 }
+  end)
+
+  lazy_teardown(function()
+    if emu then
+      emu:config{ rate_limit = 0, enforce = false, burst = false }
+      emu:stop()
+    end
+    remove_scratch(tmp)
+  end)
+
+  -- a kept-alive connection stays with one worker: the worker pid its ping answers with
+  local function worker_of(c)
+    local res = assert(c:request("GET", "/_emulator/ping"))
+    return cjson.decode(res.body).pid
+  end
+
+  it("serves through both workers, which share the config, the rate limit and the listing", function()
+    local a = connect(emu.port)
+    local pid_a, b, pid_b = worker_of(a), nil, nil
+    for _ = 1, 200 do           -- new connections until the other worker takes one
+      local c = connect(emu.port)
+      local pid = worker_of(c)
+      if pid ~= pid_a then b, pid_b = c, pid break end
+      c:close()
+    end
+    assert.is_not_nil(b, ("every connection went to worker %d"):format(pid_a))
+    -- the same pages through either worker
+    local function page_via(c, query)
+      local res = assert(c:request("GET", keys_path("w", query)))
+      assert.equal(200, res.status)
+      return cjson.decode(res.body).data
+    end
+    for _, q in ipairs({ "limit=7", "exclusiveStartKey=" .. paging_key(20), "prefix=k-0001" }) do
+      assert.same(keys_of(page_via(a, q)), keys_of(page_via(b, q)))
+    end
+    assert.same(paging_keys(1, 30), keys_of(page_via(b, nil)))
+    -- a config set through one worker holds in the other; the bucket is one for both: its 4
+    -- tokens and 2 a second, not 4 each
+    emu:config{ rate_limit = 2, enforce = true, burst = 4 }
+    local ok, t0 = 0, socket.gettime()
+    for i = 1, 10 do
+      local res = assert((i % 2 == 0 and a or b):request("GET", keys_path("w", "limit=1")))
+      assert.equal("2", res.headers["x-ratelimit-limit"])
+      if res.status == 200 then ok = ok + 1 else assert.equal(429, res.status) end
+    end
+    local elapsed = socket.gettime() - t0
+    assert.is_true(ok >= 4 and ok <= 4 + math.floor(elapsed * 2) + 1, ok .. " of 10 in " .. elapsed .. " s")
+    a:close()
+    b:close()
+  end)
+end)
+
 ---------------------------------------------------------------------------------------------------
 -- The API's rules: rate limit, latency with jitter, collections, signatures (emulator/api_rules.lua)
 
