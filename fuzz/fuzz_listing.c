@@ -100,6 +100,7 @@ typedef struct model {
     kvs_buf   start, upper, cursor, last;
     int       attempt;
     double    failing_since;
+    int       ended;            /* the contract says the listing is over */
 } model;
 
 /* what the hooks saw during one reply_end */
@@ -312,8 +313,9 @@ typedef struct hdr_value {
 static const hdr_value RETRY_AFTER[] = {
     { "0", 0, 0 }, { "1", 1, 0 }, { "2.5", 2.5, 0 }, { "30", 30, 0 }, { "59", 59, 0 },
     { "60", 60, 0 }, { "61", 61, 0 }, { "120", 120, 0 }, { "999999", 999999, 0 },
-    { "1e300", 1e300, 0 }, { " 7 \t", 7, 0 }, { "1.5e1", 15, 0 }, { "5, 6", NAN, 0 },
-    { "", NAN, 0 }, { "5s", NAN, 0 }, { "1e999", INFINITY, 0 },
+    { "1e300", NAN, 0 }, { " 7 \t", 7, 0 }, { "1.5e1", NAN, 0 }, { "5, 6", NAN, 0 },
+    { "", NAN, 0 }, { "5s", NAN, 0 }, { "1e999", NAN, 0 }, { "0x10", NAN, 0 },
+    { "1e3", NAN, 0 }, { "2.", NAN, 0 }, { "0.25", 0.25, 0 }, { "3.75 ", 3.75, 0 },
     { "-1", NAN, 1 }, { "soon", NAN, 1 }, { "Wed, 21 Oct 2015 07:28:00 GMT", NAN, 1 },
     { "nan", NAN, 1 }, { "inf", NAN, 1 },
 };
@@ -512,6 +514,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     kvs_page_init(&raw);
     kvs_page_init(&held[0]);
     kvs_page_init(&held[1]);
+    m.ended = m.limit == 0;
     CHECK(kvs_listing_finished(l) == (m.limit == 0) && !kvs_listing_failed(l),
           "a new listing with limit %lld: finished %d failed %d", m.limit,
           kvs_listing_finished(l), kvs_listing_failed(l));
@@ -545,7 +548,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!got) {
             err = kvs_listing_error(l);
             CHECK(kvs_listing_finished(l), "no request, yet not finished");
-            if (url_len > KVS_URL_MAX && !kvs_listing_failed(l)) CHECK(0, "a URL of %zu bytes was not refused", url_len);
+            /* (was a harness bug: after the end, or with limit 0, a long cursor read as a
+               request due, and its URL as one not refused) */
+            if (url_len > KVS_URL_MAX && !m.ended && !kvs_listing_failed(l))
+                CHECK(0, "a URL of %zu bytes was not refused", url_len);
             if (err && url_len > KVS_URL_MAX) {
                 CHECK(strcmp(err->type, KVS_ERR_REQUEST) == 0, "a long URL fails as %s", err->type);
                 CHECK(err->retries == m.attempt, "retries %d, made %d", err->retries, m.attempt);
@@ -818,6 +824,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 } else {
                     CHECK(kvs_listing_finished(l) && !kvs_listing_failed(l), "goes on where the contract ends");
                     if (more) m.has_cursor = 1, bset(&m.cursor, next, next_len);
+                    m.ended = 1;
                 }
                 /* said on its own: truncated pages do not end a listing */
                 if (raw.is_truncated == 1 && kvs_listing_finished(l) && !kvs_listing_failed(l)) {

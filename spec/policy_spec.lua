@@ -174,7 +174,7 @@ describe("listing policy (sans-I/O)", function()
       local _, step, wait = feed(listing, { { 503, "" } })
       assert.are.equal("retry", step)
       assert.is_true(wait <= 2)
-      for _, ra in ipairs({ "999999", "1e300", "Fri, 01 Jan 2100 00:00:00 GMT" }) do
+      for _, ra in ipairs({ "999999", ("9"):rep(40), ("9"):rep(400), "Fri, 01 Jan 2100 00:00:00 GMT" }) do
         local _, s, err = feed(new_listing({ max_delay = 5 }), {
           { 429, '{"error":{"type":"rate-limit-exceeded","message":"slow down"}}', { ["Retry-After"] = ra } } })
         assert.are.equal("failed", s)
@@ -185,6 +185,23 @@ describe("listing policy (sans-I/O)", function()
       local _, s, w = feed(new_listing({ max_delay = 5 }), { { 429, "", { ["Retry-After"] = "4" } } })
       assert.are.equal("retry", s)
       assert.are.equal(4, w)
+    end)
+
+    it("reads Retry-After as delta-seconds or an HTTP date, and ignores anything else", function()
+      for ra, want in pairs({ ["3"] = 3, ["2.5"] = 2.5, ["0.25 "] = 0.25, ["004"] = 4 }) do
+        local _, s, w = feed(new_listing({ min_delay = 0.01, max_delay = 5 }),
+          { { 429, "", { ["Retry-After"] = ra } } })
+        assert.are.equal("retry", s)
+        assert.are.equal(want, w, ra)
+      end
+      -- not delta-seconds (RFC 9110: digits): the listing's own back-off, neither a wait of
+      -- 1000 s ("1e3", above max_delay: that would fail the listing) nor of 16 s ("0x10")
+      for _, ra in ipairs({ "1e3", "0x10", "1.5e1", "5s", "2.", "-5", "+5", "soon", "inf", "nan" }) do
+        local _, s, w = feed(new_listing({ min_delay = 0.01, max_delay = 5 }),
+          { { 429, "", { ["Retry-After"] = ra } } })
+        assert.are.equal("retry", s, ra)
+        assert.is_true(w >= 0.01 and w <= 0.02, ("Retry-After %q: a wait of %s s"):format(ra, w))
+      end
     end)
 
     it("jitters retry delays from `seed`: the same seed, the same waits", function()

@@ -216,12 +216,13 @@ void kvs_listing_reply_begin(kvs_listing *l, int status)
         l->status = -1;   /* reported by reply_end */
 }
 
-/* Retry-After: delta-seconds, or an HTTP-date when the driver can read one.
- * A number too large to read is an endless wait (HUGE_VAL), never none. */
+/* Retry-After: delta-seconds (digits, here also with a fraction: "2.5"), or
+ * an HTTP-date when the driver can read one; anything else ("1e3", "0x10",
+ * "-5", "5s") is no Retry-After.  A number too large to read is an endless
+ * wait (HUGE_VAL), never none. */
 static double parse_retry_after(kvs_listing *l, const char *v, size_t n)
 {
     char tmp[64];
-    char *end;
     double secs;
     if (n == 0) return -1;
     if (n >= sizeof tmp) {      /* no date is that long: delta-seconds, or nothing */
@@ -239,10 +240,12 @@ static double parse_retry_after(kvs_listing *l, const char *v, size_t n)
     }
     memcpy(tmp, v, n);
     tmp[n] = '\0';
-    if (tmp[0] >= '0' && tmp[0] <= '9') {
-        secs = strtod(tmp, &end);     /* 1e999: HUGE_VAL */
-        while (*end == ' ' || *end == '\t') end++;
-        return (*end == '\0' && !isnan(secs)) ? secs : -1;
+    if (tmp[0] >= '0' && tmp[0] <= '9') {     /* checked first: strtod would take "1e3" */
+        size_t i = strspn(tmp, "0123456789");
+        if (tmp[i] == '.' && tmp[i + 1] >= '0' && tmp[i + 1] <= '9')
+            i += 1 + strspn(tmp + i + 1, "0123456789");
+        if (tmp[i + strspn(tmp + i, " \t")] != '\0') return -1;
+        return strtod(tmp, NULL);     /* correctly rounded; below 64 digits, finite */
     }
     if (l->http_date_delay) {
         secs = l->http_date_delay(tmp);
