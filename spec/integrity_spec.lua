@@ -429,8 +429,11 @@ describe("listing integrity", function()
   end)
 
   describe("R6: max_delay", function()
-    for _, retry_after in ipairs({ "999999", "Fri, 01 Jan 2100 00:00:00 GMT", "1e300" }) do
+    local huge = { ["1 and 39 zeros"] = "1" .. ("0"):rep(39), ["400 nines"] = ("9"):rep(400) }
+    for _, retry_after in ipairs({ "999999", "Fri, 01 Jan 2100 00:00:00 GMT", "1 and 39 zeros", "400 nines" }) do
       it("Retry-After " .. retry_after .. " above max_delay = 5 fails at once", function()
+        local label = retry_after
+        retry_after = huge[label] or label
         emu:faults({ { kind = "status", status = 429, retry_after = retry_after, times = 10,
           body = '{"error":{"type":"rate-limit-exceeded","message":"You have exceeded the rate limit"}}' } })
         local c = T.client(emu, { token = TOKEN, max_delay = 5 })
