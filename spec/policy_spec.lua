@@ -188,17 +188,20 @@ describe("listing policy (sans-I/O)", function()
     end)
 
     it("reads Retry-After as delta-seconds or an HTTP date, and ignores anything else", function()
-      for ra, want in pairs({ ["3"] = 3, ["2.5"] = 2.5, ["0.25 "] = 0.25, ["004"] = 4 }) do
+      local function after_429(ra)    -- the step and the wait after a 429 with this Retry-After
         local _, s, w = feed(new_listing({ min_delay = 0.01, max_delay = 5 }),
           { { 429, "", { ["Retry-After"] = ra } } })
+        return s, w
+      end
+      for ra, want in pairs({ ["3"] = 3, ["2.5"] = 2.5, ["0.25 "] = 0.25, ["004"] = 4 }) do
+        local s, w = after_429(ra)
         assert.are.equal("retry", s)
         assert.are.equal(want, w, ra)
       end
       -- not delta-seconds (RFC 9110: digits): the listing's own back-off, neither a wait of
       -- 1000 s ("1e3", above max_delay: that would fail the listing) nor of 16 s ("0x10")
       for _, ra in ipairs({ "1e3", "0x10", "1.5e1", "5s", "2.", "-5", "+5", "soon", "inf", "nan" }) do
-        local _, s, w = feed(new_listing({ min_delay = 0.01, max_delay = 5 }),
-          { { 429, "", { ["Retry-After"] = ra } } })
+        local s, w = after_429(ra)
         assert.are.equal("retry", s, ra)
         assert.is_true(w >= 0.01 and w <= 0.02, ("Retry-After %q: a wait of %s s"):format(ra, w))
       end

@@ -216,40 +216,44 @@ void kvs_listing_reply_begin(kvs_listing *l, int status)
         l->status = -1;   /* reported by reply_end */
 }
 
-/* Retry-After: delta-seconds (digits, here also with a fraction: "2.5"), or
- * an HTTP-date when the driver can read one; anything else ("1e3", "0x10",
- * "-5", "5s") is no Retry-After.  A number too large to read is an endless
- * wait (HUGE_VAL), never none. */
+/* Whether v[0..n) is delta-seconds: digits, here also with a fraction ("2.5"). */
+static int is_delta_seconds(const char *v, size_t n)
+{
+    size_t i = 0, frac;
+    while (i < n && v[i] >= '0' && v[i] <= '9') i++;
+    if (i == 0) return 0;
+    if (i < n && v[i] == '.') {
+        for (frac = ++i; i < n && v[i] >= '0' && v[i] <= '9'; i++)
+            ;
+        if (i == frac) return 0;
+    }
+    return i == n;
+}
+
+/* Retry-After (trimmed by reply_header): delta-seconds, or an HTTP-date when
+ * the driver can read one; anything else ("1e3", "0x10", "-5", "5s") is no
+ * Retry-After.  A number too large to read is an endless wait (HUGE_VAL),
+ * never none. */
 static double parse_retry_after(kvs_listing *l, const char *v, size_t n)
 {
-    char tmp[64];
+    char tmp[64], *buf = tmp;
     double secs;
     if (n == 0) return -1;
-    if (n >= sizeof tmp) {      /* no date is that long: delta-seconds, or nothing */
-        size_t i;
-        char *big;
-        for (i = 0; i < n && v[i] >= '0' && v[i] <= '9'; i++)
-            ;
-        if (i < n) return -1;
-        if (!(big = malloc(n + 1))) return HUGE_VAL;   /* unreadable: wait for ever */
-        memcpy(big, v, n);
-        big[n] = '\0';
-        secs = strtod(big, NULL);                     /* HUGE_VAL past DBL_MAX */
-        free(big);
+    if (v[0] >= '0' && v[0] <= '9') {   /* checked first: strtod would take "1e3" */
+        if (!is_delta_seconds(v, n)) return -1;
+        if (n >= sizeof tmp && !(buf = malloc(n + 1))) return HUGE_VAL;   /* unreadable: wait for ever */
+        memcpy(buf, v, n);
+        buf[n] = '\0';
+        secs = strtod(buf, NULL);       /* correctly rounded; HUGE_VAL past DBL_MAX */
+        if (buf != tmp) free(buf);
         return secs;
     }
-    memcpy(tmp, v, n);
-    tmp[n] = '\0';
-    if (tmp[0] >= '0' && tmp[0] <= '9') {     /* checked first: strtod would take "1e3" */
-        size_t i = strspn(tmp, "0123456789");
-        if (tmp[i] == '.' && tmp[i + 1] >= '0' && tmp[i + 1] <= '9')
-            i += 1 + strspn(tmp + i + 1, "0123456789");
-        if (tmp[i + strspn(tmp + i, " \t")] != '\0') return -1;
-        return strtod(tmp, NULL);     /* correctly rounded; below 64 digits, finite */
-    }
+    if (n >= sizeof tmp) return -1;     /* no date is that long */
     if (l->http_date_delay) {
+        memcpy(tmp, v, n);
+        tmp[n] = '\0';
         secs = l->http_date_delay(tmp);
-        return secs < 0 ? 0 : secs;   /* a date in the past: retry now */
+        return secs < 0 ? 0 : secs;     /* a date in the past: retry now */
     }
     return -1;
 }
