@@ -105,7 +105,12 @@ sleep 1.2
 BASE=$(lua5.4 emulator/launch.lua start --storage "$STORAGE" --rundir "$RUN/emu" --workers "$WORKERS") || die "the emulator did not start"
 ACCESS=$RUN/emu/access.log
 
-config() { curl -sf -X POST -d "$1" "$BASE/_emulator/config" >/dev/null || die "emulator config $1 failed"; }
+# the control API needs the run directory's secret and a JSON body
+config() {
+    curl -sf -X POST -H "Authorization: Bearer $(cat "$RUN/emu/control-secret")" \
+        -H 'Content-Type: application/json' -d "$1" "$BASE/_emulator/config" >/dev/null \
+        || die "emulator config $1 failed"
+}
 
 # warm-up: the first listing of each store scans its directory
 config '{"delay":0,"jitter":0,"rate_limit":0,"enforce":false}'

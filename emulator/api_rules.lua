@@ -190,7 +190,10 @@ end
 
 -- The decoded <dir>/__metadata__.json (a table), or nil when absent or not a JSON object.
 function M.metadata(dir)
-  local f = io.open(dir .. "/__metadata__.json", "rb")
+  local path = dir .. "/__metadata__.json"
+  -- a symbolic link is never followed (see kvs_emulator.lua)
+  if require("lfs").symlinkattributes(path, "mode") ~= "file" then return nil end
+  local f = io.open(path, "rb")
   if not f then return nil end
   local text = f:read("*a")
   f:close()

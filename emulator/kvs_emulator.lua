@@ -15,14 +15,23 @@
 -- no_next_field, empty_page, cursor_behind, cursor_ahead, reverse_page, duplicate_items,
 -- include_cursor, oversized.
 --
--- Settings (storage directory, optional token) are read at nginx start from
--- <nginx prefix>/settings.json, which the launcher writes into the run directory.
+-- Settings (storage directory, optional token, control secret) are read at nginx start from
+-- <nginx prefix>/settings.json (mode 0600), which the launcher writes into the run directory.
 -- State shared between requests (faults, config, request log) lives in the lua_shared_dict
--- "kvs_emulator"; the sorted key list of each store is cached per worker. A watchdog stops nginx
--- when the process that launched it (or its run directory) is gone.
+-- "kvs_emulator"; the sorted key list of each store is cached per worker. The launcher's
+-- watchdog (launch.lua) stops nginx when the process that launched it is gone.
+--
+-- Safety (the emulator runs on shared machines): every request must name a loopback or
+-- single-label Host (no DNS name: rebinding); the control API needs the run directory's secret and refuses browsers
+-- (Origin); the request log and the config never hold a token; a raw fault's body_file lies in
+-- the run directory; no symbolic link inside the storage directory is followed. Started as
+-- root, nginx runs its workers as nobody: the master opens the storage and run directories,
+-- and the workers reach them through those descriptors (/proc/self/fd/N), so a storage
+-- directory under a parent only root may enter is still served.
 
 local cjson = require "cjson.safe"
 local lfs = require "lfs"
+local bit = require "bit"
 local rules = require "api_rules"
 
 local ngx = ngx
@@ -34,7 +43,9 @@ local DEFAULT_LIMIT = 1000
 local MAX_LIMIT = 1000
 local JSON_CT = "application/json; charset=utf-8"
 
--- Filled by M.init() in the nginx master; inherited by the worker.
+-- Filled by M.init() in the nginx master; inherited by the worker. storage and files (the run
+-- directory's files/, for raw faults' body_file) are the paths as given (for messages);
+-- storage_root and files_root the paths workers open files by.
 local settings = { storage = nil }
 
 -- Per-worker cache: store directory -> { mtime, stable, keys (sorted), files (key -> file name) }
@@ -115,19 +126,18 @@ end
 local with_lock = rules.locked
 
 ---------------------------------------------------------------------------------------------------
--- settings (nginx master, init_by_lua) and the watchdog (worker, init_worker_by_lua)
+-- settings (nginx master, init_by_lua)
 
--- Start time (field 22 of /proc/PID/stat) of a live process; nil when gone or a zombie.
--- Together with the pid it names one process, even after the pid is reused.
-local function process_start_time(pid)
-  local f = io.open("/proc/" .. pid .. "/stat", "rb")
-  if not f then return nil end
-  local stat = f:read("*a") or ""
-  f:close()
-  local fields = {}
-  for field in (stat:match("^.*%)%s+(.*)$") or ""):gmatch("%S+") do fields[#fields + 1] = field end
-  if fields[1] == nil or fields[1] == "Z" or fields[1] == "X" then return nil end
-  return fields[20]
+-- A directory opened in the master (which may run as root) and kept open for the workers
+-- (which run as nobody then): "/proc/self/fd/N" reaches it without entering its parents.
+local function open_dir(path)
+  local ffi = require "ffi"
+  pcall(ffi.cdef, "int open(const char *path, int flags);")
+  local fd = ffi.C.open(path, 0) -- O_RDONLY, without O_CLOEXEC: the workers inherit it
+  if fd < 0 then error("kvs_emulator: cannot open " .. path .. ": " .. ffi.errno()) end
+  local root = "/proc/self/fd/" .. fd
+  if lfs.attributes(root, "mode") ~= "directory" then error("kvs_emulator: not a directory: " .. path) end
+  return root
 end
 
 function M.init()
@@ -142,14 +152,16 @@ function M.init()
   if type(conf) ~= "table" or type(conf.storage) ~= "string" or conf.storage == "" then
     error("kvs_emulator: " .. path .. " must be a JSON object with a \"storage\" string")
   end
+  if type(conf.control_secret) ~= "string" or #conf.control_secret < 32 then
+    error("kvs_emulator: " .. path .. " must hold a \"control_secret\" of 32 characters or more")
+  end
   settings.storage = conf.storage:gsub("/+$", "")
   if settings.storage == "" then settings.storage = "/" end
   settings.rundir = prefix
-  settings.cleanup_rundir = conf.cleanup_rundir == true
-  if is_integer(conf.owner_pid) and conf.owner_pid > 0 then
-    settings.owner_pid = conf.owner_pid
-    settings.owner_start = process_start_time(conf.owner_pid) or "gone"
-  end
+  settings.storage_root = open_dir(settings.storage)
+  settings.files = prefix .. "files/"
+  settings.files_root = open_dir(settings.files)
+  settings.control_secret = conf.control_secret
   local d = dict()
   if not d then error("kvs_emulator: lua_shared_dict " .. DICT_NAME .. " is not configured") end
   if type(conf.token) == "string" and conf.token ~= "" then
@@ -163,37 +175,6 @@ function M.init()
   rules.init()
 end
 
--- The emulator must not outlive the test run that started it: once a second the first worker
--- checks that the owner process (settings.json "owner_pid", the Lua process that called
--- launch.start) still runs and that the run directory still has its nginx.conf; if not, nginx is
--- told to stop (and a run directory the launcher created with mktemp is removed).
-local function watchdog_check(premature)
-  if premature then return end
-  local reason
-  if settings.owner_pid and process_start_time(settings.owner_pid) ~= settings.owner_start then
-    reason = "owner process " .. settings.owner_pid .. " is gone"
-  else
-    local f = io.open(settings.rundir .. "nginx.conf", "rb")
-    if f then f:close() else reason = "run directory " .. settings.rundir .. " is gone" end
-  end
-  if not reason then return end
-  ngx.log(ngx.NOTICE, "kvs_emulator: ", reason, "; stopping nginx")
-  if settings.cleanup_rundir and settings.rundir:match("/kvs%-emulator%.[%w]+/$") then
-    os.execute("(sleep 2; rm -rf '" .. settings.rundir .. "') </dev/null >/dev/null 2>&1 &")
-  end
-  local ok, ffi = pcall(require, "ffi")
-  if ok then
-    pcall(ffi.cdef, "int kill(int pid, int sig); int getppid(void);")
-    ffi.C.kill(ffi.C.getppid(), 15) -- the worker's parent is the nginx master; SIGTERM = fast stop
-  end
-end
-
-function M.init_worker()
-  if ngx.worker.id() ~= 0 then return end
-  local ok, err = ngx.timer.every(1, watchdog_check)
-  if not ok then ngx.log(ngx.ERR, "kvs_emulator: cannot start the watchdog: ", err) end
-end
-
 ---------------------------------------------------------------------------------------------------
 -- stores and keys
 
@@ -204,6 +185,18 @@ local function store_dir_name(id)
     return nil
   end
   return name
+end
+
+-- The directory of a store, or nil when there is none. Neither key_value_stores nor the store's
+-- directory may be a symbolic link (one could lead out of the storage directory).
+local function store_path(name)
+  local stores = settings.storage_root .. "/key_value_stores"
+  local dir = stores .. "/" .. name
+  if lfs.symlinkattributes(stores, "mode") ~= "directory"
+    or lfs.symlinkattributes(dir, "mode") ~= "directory" then
+    return nil
+  end
+  return dir
 end
 
 -- Key of a record file: the file name without its last ".ext"; a name without a dot (or whose
@@ -222,7 +215,8 @@ local function scan_store(dir)
     if name ~= "." and name ~= ".." then
       local key = key_of(name)
       local path = key and dir .. "/" .. name
-      if key and lfs.attributes(path, "mode") == "file" then
+      -- a symbolic link is never followed: it could lead out of the storage directory
+      if key and lfs.symlinkattributes(path, "mode") == "file" then
         local prev = files[key]
         if not prev then
           keys[#keys + 1] = key
@@ -273,6 +267,28 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- faults
+
+-- A raw fault's body_file: an absolute path inside the run directory's files/ (no ".." step, no
+-- symbolic link), to a regular file the workers can read. Returns the path workers open it by,
+-- or nil and a message.
+local function run_file(given)
+  if type(given) ~= "string" then return nil, "body_file must be a string" end
+  local rel = given:sub(1, #settings.files) == settings.files and given:sub(#settings.files + 1)
+  if not rel or rel == "" then
+    return nil, "body_file must be an absolute path inside " .. settings.files
+  end
+  local path = settings.files_root
+  for step in rel:gmatch("[^/]+") do
+    if step == ".." or step == "." then return nil, "body_file may not contain . or .. steps" end
+    path = path .. "/" .. step
+    local mode = lfs.symlinkattributes(path, "mode")
+    if mode == "link" then return nil, "body_file may not pass through a symbolic link" end
+  end
+  local file = lfs.symlinkattributes(path, "mode") == "file" and io.open(path, "rb")
+  if not file then return nil, "body_file is not a readable file: " .. given end
+  file:close()
+  return path
+end
 
 local FAULT_KINDS = {
   status = true, stall = true, stall_body = true, truncate = true, invalid_json = true,
@@ -348,13 +364,9 @@ local function check_fault(f, i)
   elseif f.kind == "raw" then
     f.status = f.status or 200
     if f.body_file ~= nil then
-      if type(f.body_file) ~= "string" or f.body_file:sub(1, 1) ~= "/" then
-        return nil, where .. "body_file must be an absolute path"
-      end
       if f.body ~= nil then return nil, where .. "give body or body_file, not both" end
-      local file = lfs.attributes(f.body_file, "mode") == "file" and io.open(f.body_file, "rb")
-      if not file then return nil, where .. "body_file is not a readable file: " .. f.body_file end
-      file:close()
+      local path, why = run_file(f.body_file)
+      if not path then return nil, where .. why end
     end
   elseif f.kind == "stall" or f.kind == "stall_body" then
     f.seconds = f.seconds or 1
@@ -473,7 +485,8 @@ end
 -- The raw fault with body_file: the file's bytes as they are (identity transfer, so nginx's gzip
 -- does not touch a body that is already compressed), read and flushed 64 KiB at a time.
 local function send_body_file(fault)
-  local f = io.open(fault.body_file, "rb")
+  local path = run_file(fault.body_file)
+  local f = path and io.open(path, "rb")
   if not f then
     return send_error(500, "emulator-error", "cannot open body_file " .. fault.body_file)
   end
@@ -494,12 +507,9 @@ end
 ---------------------------------------------------------------------------------------------------
 -- GET /v2/key-value-stores/:storeId/keys
 
+-- The emulator's own address, never the request's Host header.
 local function base_url()
-  local host = ngx.var.http_host
-  if not host or host == "" then
-    host = ngx.var.server_addr .. ":" .. ngx.var.server_port
-  end
-  return ngx.var.scheme .. "://" .. host
+  return ngx.var.scheme .. "://" .. ngx.var.server_addr .. ":" .. ngx.var.server_port
 end
 
 -- One query parameter as a string (a repeated parameter: its last value; a bare flag: "").
@@ -664,7 +674,7 @@ local function listing_body(store_id, listing, args, fault, meta)
   local out, n = { '{"data":{"items":[' }, 1
   for i, key in ipairs(page.items) do
     local path = paths[key]
-    local size = path and lfs.attributes(path, "size") or 0
+    local size = path and lfs.symlinkattributes(path, "size") or 0
     local ukey, jkey = key, nil
     if key:find("[^%w%-_%.!~%*'%(%)]") then
       ukey, jkey = percent_encode(key), json_value(key):sub(2, -2)
@@ -749,8 +759,8 @@ local function handle_keys(store_id, log)
       "You have exceeded the rate limit of %d requests per second", rate))
   end
 
-  local dir = store_name and (settings.storage .. "/key_value_stores/" .. store_name)
-  local is_store = dir and lfs.attributes(dir, "mode") == "directory"
+  local dir = store_name and store_path(store_name)
+  local is_store = dir ~= nil
   local meta = is_store and rules.metadata(dir) or nil
   local nonempty
   local function has_items()
@@ -806,7 +816,7 @@ local function handle_keys(store_id, log)
 
   local not_found = error_body("record-not-found", "Key-value store was not found")
   if not store_name then return deliver(404, not_found, fault) end
-  if lfs.attributes(dir, "mode") ~= "directory" then return deliver(404, not_found, fault) end
+  if not is_store then return deliver(404, not_found, fault) end
   local listing, scan_err = store_listing(dir)
   if not listing then
     ngx.log(ngx.ERR, "kvs_emulator: cannot list ", dir, ": ", scan_err)
@@ -820,18 +830,26 @@ local function handle_keys(store_id, log)
 end
 
 ---------------------------------------------------------------------------------------------------
--- Control API (tests only; never needs a token)
+-- Control API (tests only)
+--
+-- Every call needs "Authorization: Bearer <secret>", the secret the launcher wrote to
+-- <rundir>/control-secret (mode 0600; emu:faults() and the other launch.lua calls send it), and
+-- no Origin header (browsers send one; the control API is never for them); a POST needs
+-- "Content-Type: application/json". Otherwise: 401, 403 or 415, and nothing changes.
 --
 --   GET    /_emulator/ping      {"ok":true,"rundir":...,"storage":...}
 --   GET    /_emulator/faults    pending faults;  POST: append a JSON array (or one object);
 --   DELETE /_emulator/faults    drop all pending faults
 --   GET    /_emulator/config    {"delay":s,"jitter":s,"seed":n,"rate_limit":n,"enforce":n|false,
---                               "burst":n|null,"token":...}; POST: change some of them
+--                               "burst":n|null,"token_set":bool}; POST: change some of them
 --                               ({"delay":0.2} or {"latency":0.2}, {"jitter":0.03,"seed":7},
 --                               {"rate_limit":60} (X-RateLimit-Limit), {"enforce":true|n|false},
 --                               {"burst":n|null}, {"token":"t"} / {"token":null});
 --                               api_rules.lua says what the rules do
---   GET    /_emulator/requests  the last MAX_LOGGED_REQUESTS API requests, oldest first;
+--   GET    /_emulator/requests  the last MAX_LOGGED_REQUESTS API requests, oldest first (the
+--                               Authorization header's value is never kept: "auth" says
+--                               "token" when it was "Bearer <the emulator's token>", "other"
+--                               for any other value, and is absent without the header);
 --   DELETE /_emulator/requests  forget them
 --
 -- Faults. Each keys request takes the first pending fault that applies to it and consumes one of
@@ -848,7 +866,8 @@ end
 --                  status) and an optional `retry_after` (string or number) as Retry-After
 --   redirect       `status` 301/302/303/307/308 (default 302) to `location` (default: the same URI)
 --   raw            exactly `status` (default 200), `headers` and `body`; or, with `body_file` (an
---                  absolute path to a file the test wrote, instead of `body`), that file's bytes
+--                  absolute path to a file in the run directory's files/, as launch.lua's
+--                  emu:write_file writes them, instead of `body`), that file's bytes
 --                  as they are, with identity transfer (nginx's gzip stays off, so e.g. a
 --                  gzip bomb goes out with the test's own "Content-Encoding: gzip" header) and
 --                  Content-Length set to the file's size unless `headers` give one
@@ -934,7 +953,7 @@ local function control_config(method)
   local out = rules.config_fields()
   out.delay = d:get("cfg:delay") or 0
   out.rate_limit = rate_limit > 0 and rate_limit or cjson.null
-  out.token = d:get("token") or cjson.null
+  out.token_set = d:get("token") ~= nil
   send(200, json_encode(out))
 end
 
@@ -990,7 +1009,26 @@ local function control_requests(method)
   send(200, "[" .. table.concat(out, ",") .. "]")
 end
 
+-- The control secret, compared without an early exit.
+local function is_control_secret(header)
+  local given = header and header:match("^Bearer (.*)$")
+  local want = settings.control_secret
+  if not given or #given ~= #want then return false end
+  local diff = 0
+  for i = 1, #want do diff = bit.bor(diff, bit.bxor(given:byte(i), want:byte(i))) end
+  return diff == 0
+end
+
 local function handle_control(path, method)
+  if ngx.var.http_origin then
+    return send_error(403, "insufficient-permissions", "The control API does not answer browsers")
+  end
+  if not is_control_secret(ngx.var.http_authorization) then
+    return send_error(401, "invalid-token", "The control API needs the run directory's control-secret")
+  end
+  if method == "POST" and not (ngx.var.http_content_type or ""):match("^application/json") then
+    return send_error(415, "unsupported-media-type", "POST a JSON body as application/json")
+  end
   local what = path:match("^/_emulator/([%w_]+)/?$")
   if what == "ping" then
     return send(200, json_encode({ ok = true, rundir = settings.rundir, storage = settings.storage, pid = ngx.worker.pid() }))
@@ -1012,10 +1050,35 @@ local function header_value(name)
   return v
 end
 
+-- The Host names a loopback address or a single-label name such as an nginx upstream{} block's
+-- (with any port). A page a browser loaded from a DNS name that resolves to 127.0.0.1 (DNS
+-- rebinding) sends that name, which has a dot, and is refused.
+local LOOPBACK_HOSTS = { ["127.0.0.1"] = true, ["[::1]"] = true }
+
+local function local_host(host)
+  if not host then return false end
+  local name = host:match("^(%[[%x:]+%])") or host:match("^([^:]+)")
+  local rest = host:sub(#(name or "") + 1)
+  if not name or not (rest == "" or rest:match("^:%d+$")) then return false end
+  return LOOPBACK_HOSTS[name] == true or name:match("^[%w_-]+$") ~= nil
+end
+
+-- What the request log keeps of an Authorization header: never its value.
+local function auth_summary(header)
+  if not header then return nil end
+  local token = dict():get("token")
+  if token and header == "Bearer " .. token then return "token" end
+  return "other"
+end
+
 function M.content()
   local request_uri = ngx.var.request_uri
   local path = request_uri:match("^[^?]*")
   local method = ngx.req.get_method()
+  if not local_host(ngx.var.http_host) then
+    return send_error(421, "misdirected-request",
+      "The emulator answers only requests for 127.0.0.1, [::1] or a name without dots such as localhost")
+  end
   if path:sub(1, 11) == "/_emulator/" then
     return handle_control(path, method)
   end
@@ -1025,8 +1088,8 @@ function M.content()
     method = method,
     uri = request_uri,
     args = ngx.req.get_uri_args(0),
+    auth = auth_summary(header_value("authorization")),
     headers = {
-      authorization = header_value("authorization"),
       ["accept-encoding"] = header_value("accept_encoding"),
       ["user-agent"] = header_value("user_agent"),
       host = header_value("host"),

@@ -13,14 +13,22 @@
 --   emu.base_url, emu.port, emu.rundir
 --   emu:faults{ {kind = "status", status = 503} }; emu:clear_faults(); emu:pending_faults()
 --   emu:config{ delay = 0.2, rate_limit = 60 }; emu:requests(); emu:clear_requests()
+--   emu:write_file(name, bytes) -> the absolute path of <rundir>/files/<name> (for raw faults)
 --   emu:config{ latency = 0.15, jitter = 0.03, seed = 1, rate_limit = 60, enforce = true, burst = 60 }
 --   (the API's rules, see emulator/README.md; enforce = 30 with rate_limit = 60: a header that lies)
 --   emu:stop()
 --   launch.stop_rundir(dir)     -- stop the nginx of a run directory and clean it up
 --
 -- As a command:
---   lua emulator/launch.lua start --storage DIR [--token T] [--port N] [--rundir DIR] [--workers N]
---       prints the base URL (http://127.0.0.1:PORT) and leaves nginx running
+--   lua emulator/launch.lua start --storage DIR [--token-file FILE] [--port N] [--rundir DIR] [--workers N]
+--       prints the base URL (http://127.0.0.1:PORT) and leaves nginx running; the token the
+--       emulator asks for comes from FILE or $KVS_EMULATOR_TOKEN (never from the command line,
+--       which every local user can read); the control API's secret is <rundir>/control-secret
+--
+-- Safety: the run directory is 0700 and the files holding the token or the control secret
+-- 0600; started as root, nginx runs its workers as nobody (kvs_emulator.lua says how they still
+-- reach the storage directory); the watchdog that stops nginx once its owner is gone is a shell
+-- loop given the run directory as an argument, and removes only the files the launcher made.
 --   lua emulator/launch.lua stop --rundir DIR
 --   lua emulator/launch.lua url --rundir DIR
 
@@ -35,7 +43,8 @@ local PORT_ATTEMPTS = 5     -- free-port race: tries with a fresh port when ngin
 
 -- Files the launcher (or nginx) creates in a run directory; stop removes exactly these.
 local RUNDIR_FILES = {
-  "nginx.conf", "settings.json", "nginx.pid", "error.log", "access.log", "startup.log", "base_url",
+  "nginx.conf", "settings.json", "control-secret", "nginx.pid", "error.log", "access.log",
+  "startup.log", "base_url",
 }
 
 ---------------------------------------------------------------------------------------------------
@@ -68,7 +77,11 @@ local function read_file(path)
   return s
 end
 
-local function write_file(path, content)
+local function write_file(path, content, private)
+  -- a private file is created empty with mode 0600 before anything is written to it
+  if private and not run("umask 077 && : >" .. sh_quote(path)) then
+    error("emulator: cannot write " .. path, 0)
+  end
   local f, err = io.open(path, "wb")
   if not f then error("emulator: cannot write " .. path .. ": " .. tostring(err), 0) end
   f:write(content)
@@ -183,11 +196,11 @@ local function free_port()
 end
 
 -- GET /_emulator/ping over a raw socket; returns the body when nginx answers 200.
-local function ping(port)
+local function ping(port, secret)
   local c = socket.tcp()
   c:settimeout(0.5)
   if not c:connect("127.0.0.1", port) then c:close() return nil end
-  c:send("GET /_emulator/ping HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+  c:send("GET /_emulator/ping HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " .. secret .. "\r\n\r\n")
   local reply = c:receive("*a")
   c:close()
   if reply and reply:match("^HTTP/1%.%d 200") then
@@ -198,7 +211,7 @@ end
 
 local function remove_rundir_files(rundir)
   for _, name in ipairs(RUNDIR_FILES) do os.remove(rundir .. "/" .. name) end
-  run("rm -rf " .. sh_quote(rundir .. "/tmp"))
+  run("rm -rf " .. sh_quote(rundir .. "/tmp") .. " " .. sh_quote(rundir .. "/files"))
   run("rmdir " .. sh_quote(rundir) .. " 2>/dev/null")
 end
 
@@ -329,7 +342,7 @@ function Emu:control(method, path, body)
     url = self.base_url .. path,
     method = method,
     sink = ltn12.sink.table(chunks),
-    headers = {},
+    headers = { authorization = "Bearer " .. self.control_secret },
   }
   if body ~= nil then
     local text = type(body) == "string" and body or cjson.encode(body)
@@ -374,6 +387,17 @@ function Emu:config(tbl)
   return self:control("POST", "/_emulator/config", body)
 end
 
+-- Writes a file into <rundir>/files/ (readable by the emulator's workers) and returns its
+-- absolute path: what a raw fault's body_file may name.
+function Emu:write_file(name, content)
+  if type(name) ~= "string" or not name:match("^[%w][%w._-]*$") then
+    error("emulator: write_file needs a plain file name", 2)
+  end
+  local path = self.rundir .. "/files/" .. name
+  write_file(path, content)
+  return path
+end
+
 function Emu:requests()
   return self:control("GET", "/_emulator/requests")
 end
@@ -390,6 +414,65 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- start
+
+-- 32 random bytes from the kernel as 64 hex digits.
+local function random_secret()
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local bytes = f:read(32)
+  f:close()
+  return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+-- The user directive of an nginx.conf: started as root, the workers run as nobody (with its own
+-- group); otherwise nginx keeps the current user and the directive is a comment.
+function M.user_directive()
+  if not M.is_root() then return "# (not root: nginx keeps the current user)" end
+  local group = (capture("id -gn nobody 2>/dev/null") or ""):match("^%s*([%w_.-]+)%s*$") or "nogroup"
+  return "user nobody " .. group .. ";"
+end
+
+-- Start time (field 22 of /proc/PID/stat) as the watchdog reads it; with the pid it names one
+-- process even after the pid is reused.
+local function start_time(pid)
+  local stat = pid and read_file("/proc/" .. pid .. "/stat")
+  local fields = {}
+  for field in (stat and stat:match("^.*%)%s+(.*)$") or ""):gmatch("%S+") do fields[#fields + 1] = field end
+  return fields[20]
+end
+
+-- The watchdog: a shell loop, given its values as arguments (never built into its code), that
+-- stops nginx once the owner process is gone (or nginx.conf was removed: the run directory is
+-- being cleaned up), then, when the launcher made the run directory, removes the files it made
+-- and the directory once empty.
+local WATCHDOG = [=[
+rundir=$1 owner=$2 owner_start=$3 master=$4 master_start=$5 cleanup=$6
+same() { # same PID START: that process is still the one started then (not a zombie)
+  line=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  set -- "$2" ${line##*") "}
+  [ "$2" != Z ] && [ "${21}" = "$1" ]
+}
+while same "$owner" "$owner_start" && same "$master" "$master_start" && [ -f "$rundir/nginx.conf" ]; do
+  sleep 1
+done
+if same "$master" "$master_start"; then
+  kill -TERM "$master"
+  i=0; while same "$master" "$master_start" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+fi
+if [ "$cleanup" = 1 ]; then
+  for f in @FILES@; do rm -f -- "$rundir/$f"; done
+  rm -rf -- "$rundir/tmp" "$rundir/files"
+  rmdir -- "$rundir" 2>/dev/null
+fi
+]=]
+
+local function start_watchdog(rundir, owner_pid, master_pid, cleanup)
+  local script = WATCHDOG:gsub("@FILES@", table.concat(RUNDIR_FILES, " "))
+  local args = { rundir, owner_pid, start_time(owner_pid) or "gone", master_pid,
+                 start_time(master_pid) or "gone", cleanup and "1" or "0" }
+  for i, a in ipairs(args) do args[i] = sh_quote(a) end
+  run("sh -c " .. sh_quote(script) .. " kvs-emulator-watchdog " .. table.concat(args, " ")
+    .. " </dev/null >/dev/null 2>&1 &")
+end
 
 local function render_conf(template, vars)
   return (template:gsub("@([%u_]+)@", function(name)
@@ -411,6 +494,11 @@ function M.start(opts)
   end
   local storage = abspath(opts.storage)
   if not is_dir(storage) then error("emulator: storage directory not found: " .. storage, 2) end
+  if M.is_root() and not run("test \"$(stat -L -c %A " .. sh_quote(storage) .. " | cut -c8,10)\" = rx") then
+    error("emulator: started as root, nginx's workers run as nobody and cannot read " .. storage
+      .. ": make it readable by others (chmod o+rx; its parents may stay private), or start the"
+      .. " emulator as the directory's owner", 2)
+  end
   if opts.token ~= nil and type(opts.token) ~= "string" then error("emulator: token must be a string", 2) end
   if opts.port ~= nil and not tonumber(opts.port) then error("emulator: port must be a number", 2) end
   local workers = tonumber(opts.workers or 1)
@@ -431,22 +519,29 @@ function M.start(opts)
     if pid and alive(pid) then
       error("emulator: an nginx (pid " .. pid .. ") is already running in " .. rundir, 2)
     end
-    if not run("mkdir -p " .. sh_quote(rundir)) then error("emulator: cannot create " .. rundir, 2) end
+    if not run("mkdir -p -m 700 " .. sh_quote(rundir)) then error("emulator: cannot create " .. rundir, 2) end
+    -- the run directory holds secrets: only its owner may enter it
+    if not run("test -O " .. sh_quote(rundir) .. " && chmod 700 " .. sh_quote(rundir)) then
+      error("emulator: the run directory " .. rundir .. " must belong to the user starting the emulator", 2)
+    end
   else
     rundir = M.mktemp_dir("kvs-emulator")
     if not rundir then error("emulator: mktemp -d failed", 2) end
     check_conf_path("run directory", rundir)
   end
   run("mkdir -p " .. sh_quote(rundir .. "/tmp"))
+  -- files/ (raw faults' body files) is the one part of the run directory the workers read
+  run("mkdir -p -m 755 " .. sh_quote(rundir .. "/files"))
 
-  -- owner_pid: the emulator stops itself when this Lua process is gone (see kvs_emulator.lua);
+  -- owner_pid: the watchdog stops nginx when this Lua process is gone;
   -- "echo $PPID" run through io.popen's shell prints the pid of the process calling popen.
   local owner_pid = type(opts.watch) == "number" and opts.watch
     or opts.watch ~= false and tonumber((capture("echo $PPID") or ""):match("%d+")) or nil
+  local secret = random_secret()
+  write_file(rundir .. "/control-secret", secret .. "\n", true)
   write_file(rundir .. "/settings.json", '{"storage":' .. json_string(storage)
     .. ',"token":' .. (opts.token and opts.token ~= "" and json_string(opts.token) or "null")
-    .. ',"owner_pid":' .. (owner_pid and string.format("%d", owner_pid) or "null")
-    .. ',"cleanup_rundir":' .. (opts.rundir and "false" or "true") .. '}\n')
+    .. ',"control_secret":' .. json_string(secret) .. '}\n', true)
 
   local timeout = opts.timeout or START_TIMEOUT
   local ok, proc = pcall(M.start_nginx, {
@@ -457,12 +552,12 @@ function M.start(opts)
         PORT = string.format("%d", ports[1]),
         WORKERS = string.format("%d", workers),
         EMULATOR_DIR = edir,
-        USER_DIRECTIVE = M.is_root() and "user root;" or "# (not root: nginx keeps the current user)",
+        USER_DIRECTIVE = M.user_directive(),
       })
     end,
     -- the answer names this run directory: not some other server on a recycled port
     ready = function(ports)
-      local answer = ping(ports[1])
+      local answer = ping(ports[1], secret)
       if answer == nil then return nil end
       return answer:find(json_string(rundir .. "/"), 1, true) ~= nil
     end,
@@ -471,8 +566,9 @@ function M.start(opts)
     local port = proc.ports[1]
     local base_url = "http://127.0.0.1:" .. port
     write_file(rundir .. "/base_url", base_url .. "\n")
+    if owner_pid then start_watchdog(rundir, owner_pid, proc.pid, not opts.rundir) end
     return setmetatable({
-      base_url = base_url, port = port, rundir = rundir,
+      base_url = base_url, port = port, rundir = rundir, control_secret = secret,
       storage = storage, token = opts.token, keep_rundir = opts.keep_rundir,
     }, Emu)
   end
@@ -486,7 +582,8 @@ end
 local function usage(msg)
   if msg then io.stderr:write("launch.lua: ", msg, "\n") end
   io.stderr:write([[
-usage: lua emulator/launch.lua start --storage DIR [--token T] [--port N] [--rundir DIR] [--workers N]
+usage: lua emulator/launch.lua start --storage DIR [--token-file FILE] [--port N] [--rundir DIR] [--workers N]
+       (the token: FILE's first line, or $KVS_EMULATOR_TOKEN; none: no authentication)
        lua emulator/launch.lua stop --rundir DIR
        lua emulator/launch.lua url --rundir DIR
 ]])
@@ -499,8 +596,11 @@ local function cli(args)
   local i = 2
   while i <= #args do
     local name, value = args[i], args[i + 1]
-    local key = name:match("^%-%-(%a+)$")
-    if not key or (key ~= "storage" and key ~= "token" and key ~= "port" and key ~= "rundir"
+    local key = name:match("^%-%-([%a-]+)$")
+    if key == "token" then
+      usage("--token is refused: every local user can read a command line; use --token-file FILE or KVS_EMULATOR_TOKEN")
+    end
+    if not key or (key ~= "storage" and key ~= "token-file" and key ~= "port" and key ~= "rundir"
                     and key ~= "workers") then
       usage("unknown option " .. name)
     end
@@ -510,6 +610,14 @@ local function cli(args)
   end
   if command == "start" then
     if not opts.storage then usage("start needs --storage DIR") end
+    if opts["token-file"] then
+      local text = read_file(opts["token-file"])
+      if not text then usage("cannot read the token file " .. opts["token-file"]) end
+      opts.token = text:match("^([^\r\n]*)")
+      opts["token-file"] = nil
+    else
+      opts.token = os.getenv("KVS_EMULATOR_TOKEN")
+    end
     local auto_rundir = opts.rundir == nil
     opts.watch = false -- the command exits now; nginx keeps running until "stop"
     local ok, emu = pcall(M.start, opts)

@@ -14,7 +14,7 @@ token="demo-token"
 stop() { "$LUA" emulator/launch.lua stop --rundir "$rundir" >/dev/null 2>&1 || true; rm -rf "$rundir"; }
 trap stop EXIT
 
-base_url=$("$LUA" emulator/launch.lua start --storage examples/storage --token "$token" --rundir "$rundir")
+base_url=$(KVS_EMULATOR_TOKEN="$token" "$LUA" emulator/launch.lua start --storage examples/storage --rundir "$rundir")
 export APIFY_API_BASE_URL="$base_url" APIFY_TOKEN="$token"
 echo "# local API emulator at $base_url (store 'demo' from examples/storage)"
 

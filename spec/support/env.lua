@@ -28,9 +28,12 @@ function M.read(cmd)
   return assert(launch.capture(cmd), "cannot run: " .. cmd)
 end
 
--- A new scratch directory (on tmpfs when there is one: see launch.mktemp_dir).
+-- A new scratch directory (on tmpfs when there is one: see launch.mktemp_dir), readable by
+-- others: the emulator's workers run as nobody when the suite runs as root.
 function M.tmpdir()
-  return assert(launch.mktemp_dir("apify-kvs-spec"), "cannot make a scratch directory")
+  local dir = assert(launch.mktemp_dir("apify-kvs-spec"), "cannot make a scratch directory")
+  assert(launch.run("chmod 755 " .. launch.sh_quote(dir)))
+  return dir
 end
 
 -- A file's bytes, or nil when it cannot be read.

@@ -2,7 +2,8 @@
 -- (the emulator, the test nginx of the OpenResty spec). Two ways in:
 --
 --   local c = http.connect(port)          one keep-alive connection, exact bytes, partial bodies
---   local res, err, partial = c:request("GET", "/path", { Name = "v" }, close)
+--   local res, err, partial = c:request("GET", "/path", { Name = "v" }, close, body)
+--       (a Host in the headers replaces the default 127.0.0.1:PORT; a body gets its Content-Length)
 --   c:close()
 --
 --   http.run(port, reqs, opts)           many requests at once on one event loop (socket.select):
@@ -32,12 +33,14 @@ function M.connect(port, timeout)
 end
 
 -- Returns { status, headers (lower-case names), body, t_headers, t_done } or nil, err, partial.
-function Conn:request(method, path, headers, close)
-  local lines = { method .. " " .. path .. " HTTP/1.1", "Host: 127.0.0.1:" .. self.port }
+function Conn:request(method, path, headers, close, body)
+  local lines = { method .. " " .. path .. " HTTP/1.1" }
+  if not (headers and headers.Host) then lines[2] = "Host: 127.0.0.1:" .. self.port end
   for k, v in pairs(headers or {}) do lines[#lines + 1] = k .. ": " .. v end
   if close then lines[#lines + 1] = "Connection: close" end
+  if body then lines[#lines + 1] = "Content-Length: " .. #body end
   local t0 = socket.gettime()
-  assert(self.sock:send(table.concat(lines, "\r\n") .. "\r\n\r\n"))
+  assert(self.sock:send(table.concat(lines, "\r\n") .. "\r\n\r\n" .. (body or "")))
   local line, err = self.sock:receive("*l")
   if not line then return nil, err end
   local res = { status = tonumber(line:match("^HTTP/%d%.%d (%d%d%d)")), headers = {} }
