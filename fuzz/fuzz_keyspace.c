@@ -312,7 +312,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (kvs_buf_append(&p.bytes, learnt[i].b, learnt[i].n) != 0) abort();
         }
         p.count = (size_t)nl;
-        if (kvs_ks_sample_page(&smp, &m, &p) != 0) abort();
+        if (kvs_ks_sample_page(&smp, &m, &p, nl % 2) != 0) abort();
         if (kvs_ks_sample_copy(&cp, &smp) != 0) abort();
         d1 = kvs_ks_density(&m, &smp);
         d2 = kvs_ks_density(&m, &cp);

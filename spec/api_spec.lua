@@ -173,8 +173,9 @@ describe("option checks of keys and list_keys (raised before any request)", func
   end)
 
   it("checks parallel and rate_limit, naming the whole range", function()
-    for _, bad in ipairs({ 0, 65, 1.5 }) do
-      raises_arg("option 'parallel' must be an integer in 1..64", store.keys, store, { parallel = bad })
+    for _, bad in ipairs({ 0, 65, 1.5, "8", "AUTO" }) do
+      raises_arg('option \'parallel\' must be "auto" or an integer in 1..64', store.keys, store,
+                 { parallel = bad })
     end
     for _, bad in ipairs({ 0, -5, 2e6, 0 / 0 }) do
       raises_arg("option 'rate_limit' must be a number in (0, 1e6]", store.keys, store, { rate_limit = bad })

@@ -249,6 +249,8 @@ const kvs_error *kvs_listing_error(const kvs_listing *l);
 int  kvs_listing_finished(const kvs_listing *l);   /* no request left to make */
 /* The X-RateLimit-Limit of the latest reply (requests per second), 0 if none. */
 int  kvs_listing_rate_limit(const kvs_listing *l);
+/* The seconds the latest reply's Retry-After asked for, < 0 if none. */
+double kvs_listing_retry_after(const kvs_listing *l);
 int  kvs_listing_failed(const kvs_listing *l);
 /* 1: the driver hands over bodies as they came, and a gzip one (Content-Encoding: gzip) is
  * inflated here (core_inflate.c); 0, the default: the transport decodes bodies (libcurl). */
@@ -282,8 +284,11 @@ int  kvs_key_cmp(const char *a, size_t na, const char *b, size_t nb);
  */
 
 #define KVS_PLAN_MAX   64    /* most ranges fetched side by side */
-#define KVS_PLAN_PAGES 3     /* decoded pages one range holds, the one being received
-                                included; a full range sends nothing */
+#define KVS_PLAN_AUTO  KVS_PLAN_MAX   /* parallel = "auto": as many as the rate asks for */
+#define KVS_PLAN_PAGES 12    /* most decoded pages one range holds, the one being
+                                received included; a full range sends nothing */
+#define KVS_PLAN_MEMORY 64   /* decoded pages all ranges hold together, requests in flight
+                                included: this many, or 3 a request in flight when more */
 #define KVS_PLAN_RATE  60.0  /* requests per second until X-RateLimit-Limit says */
 #define KVS_PLAN_BURST 3     /* requests that may go out at once at the API's limit */
 
@@ -330,7 +335,9 @@ void      kvs_plan_decode_gzip(kvs_plan *p, int on);
 typedef struct kvs_plan_stats {
     long requests, throttled, shards;
     int  alive, held;       /* ranges now; pages held and requests in flight */
+    int  parallel;          /* requests wanted in flight now (rate x round trip) */
     double rate;            /* the pace right now, requests per second */
+    double rtt;             /* the round trip measured (smoothed), seconds; 0: none yet */
 } kvs_plan_stats;
 void      kvs_plan_stats_get(const kvs_plan *p, kvs_plan_stats *st);
 

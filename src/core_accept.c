@@ -16,8 +16,6 @@
 
 #include "core_plan_internal.h"
 
-#define K KVS_PLAN_PAGES
-
 /* Keys exist after `key`: the window for new ranges reaches past it. */
 static int prove(kvs_plan *p, const char *key, size_t len)
 {
@@ -92,6 +90,7 @@ static void carry(kvs_plan *p, kvs_shard *s, const kvs_page *pg, size_t from)
                 || kvs_buf_set(&t->cursor, k, len) != 0 || prove(p, k, len) != 0)
                 return (void)kvs_plan_oom(p);
             t->npages = 1;
+            p->fed_ranges += !t->fed;
             t->fed = 1;
             t->got += (long)dst->count;
         }
@@ -111,7 +110,7 @@ static void unfed_are_probes(kvs_plan *p, const kvs_shard *s)
 /* A page arrived for s: trim it to the range, keep it, move the cursor on. */
 void kvs_plan_accept_page(kvs_plan *p, kvs_shard *s)
 {
-    kvs_page *pg = &s->pages[(s->first + s->npages) % K];
+    kvs_page *pg = &s->pages[(s->first + s->npages) % KVS_PLAN_PAGES];
     int more, bound = 0;
     size_t n;
     kvs_listing_take_page(s->l, pg);
@@ -133,6 +132,7 @@ void kvs_plan_accept_page(kvs_plan *p, kvs_shard *s)
             more = 0, bound = 1;
     }
     s->got += (long)n;
+    p->pages_in += n > 0;
     if (bound || (s->has_hi && !more && pg->is_truncated == 1))
         kvs_split_record(p, s);           /* it ran to its bound (its listing trims pages to it) */
     if (n > 0) {
@@ -141,6 +141,7 @@ void kvs_plan_accept_page(kvs_plan *p, kvs_shard *s)
                                            pg->items[0].key_len) != 0))
             return (void)kvs_plan_oom(p);
         s->npages++;
+        p->fed_ranges += !s->fed;
         s->fed = 1;
     }
     if (n == 0 && s->has_hi)        /* an empty range: what the ranges after it inherited */

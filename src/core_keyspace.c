@@ -221,17 +221,17 @@ static const char *key_at(const kvs_page *p, size_t i, size_t *len)
  * holds (a page of 1,000 of 100,000 such keys shows "00".."00z": the field
  * starts before the first position that varies).  Separators and fixed
  * prefixes are left as they are. */
-static void widen(kvs_ks_model *m, const kvs_page *p)
+static void widen(kvs_ks_model *m, const kvs_page *p, size_t from)
 {
     size_t i, j, len0, len, d, e;
-    const char *k0 = key_at(p, 0, &len0), *k;
+    const char *k0 = key_at(p, from, &len0), *k;
     unsigned char cls = 0;
     k = key_at(p, p->count - 1, &len);
     for (d = 0; d < len0 && d < len && k0[d] == k[d]; d++)
         ;
     for (e = d; e < KVS_KS_DIGITS; e++) {      /* positions d..e-1 vary */
         int varies = 0;
-        for (j = 1; j < p->count && !varies; j++) {
+        for (j = from + 1; j < p->count && !varies; j++) {
             k = key_at(p, j, &len);
             varies = (e < len0) != (e < len) || (e < len && k[e] != k0[e]);
         }
@@ -245,20 +245,77 @@ static void widen(kvs_ks_model *m, const kvs_page *p)
         if (m->cls[i] & ALL_CLASSES) m->cls[i] = (unsigned char)(m->cls[i] | cls);
 }
 
-int kvs_ks_sample_page(kvs_ks_sample *s, kvs_ks_model *m, const kvs_page *p)
+/* The sample's index of dispersion: its keys cut into DISP_SLICES runs of as
+ * many keys, the variance of the runs' spans over their mean squared, times
+ * the keys in a run (for keys at random, spans of n keys vary as 1/n). */
+#define DISP_SLICES 8
+static double dispersion(const kvs_ks_model *m, const kvs_page *p, size_t lo)
 {
-    size_t i, len, lo;
+    size_t n = p->count - 1 - lo, i, len;
+    long double span[DISP_SLICES], mean = 0, var = 0;
+    kvs_ks_num a, b;
     const char *k;
-    for (i = 0; i < p->count; i++) {
+    if (n < 8 * DISP_SLICES) return -1;
+    k = key_at(p, lo, &len);
+    kvs_ks_from_key(m, &a, k, len);
+    for (i = 0; i < DISP_SLICES; i++) {
+        k = key_at(p, lo + n * (i + 1) / DISP_SLICES, &len);
+        kvs_ks_from_key(m, &b, k, len);
+        span[i] = kvs_ks_span(m, &a, &b);
+        mean += span[i] / DISP_SLICES;
+        a = b;
+    }
+    if (!(mean > 0)) return -1;
+    for (i = 0; i < DISP_SLICES; i++)
+        var += (span[i] - mean) * (span[i] - mean) / (DISP_SLICES - 1);
+    return (double)(var / (mean * mean) * (long double)n / DISP_SLICES);
+}
+
+static size_t common(const char *a, size_t na, const char *b, size_t nb)
+{
+    size_t i = 0;
+    while (i < na && i < nb && a[i] == b[i]) i++;
+    return i;
+}
+
+/* The first key from `lo` on of the group the page ends in: the keys that
+ * share with its last key as long a prefix as its last eighth does, 4 bytes
+ * more than the key at `lo`, when there are enough of them (a page that ends in "run-...-page-00000250" after
+ * 750 "crawlee-snapshot-..." keys: its density is the page group's, which
+ * the next ranges hold, not a blend of the two). */
+static size_t tail_group(const kvs_page *p, size_t lo)
+{
+    size_t n = p->count, hlen, len, t, i;
+    const char *hi = key_at(p, n - 1, &hlen), *k;
+    if (n < 64) return lo;
+    k = key_at(p, n - 1 - n / 8, &len);
+    t = common(k, len, hi, hlen);
+    k = key_at(p, lo, &len);
+    if (common(k, len, hi, hlen) + 4 > t) return lo;    /* (not one of random keys) */
+    for (i = n - 1 - n / 8; i > lo; i--) {       /* the group: keys share t bytes with hi */
+        k = key_at(p, i - 1, &len);
+        if (common(k, len, hi, hlen) < t) break;
+    }
+    return n - 1 - i >= 48 ? i : lo;
+}
+
+int kvs_ks_sample_page(kvs_ks_sample *s, kvs_ks_model *m, const kvs_page *p, int tail)
+{
+    size_t i, len, lo = (p->count - 1) / 4, from = 0;   /* its upper 3/4: the upper half
+                                                            alone is noisy where keys are
+                                                            random, the whole page may
+                                                            start in another group */
+    const char *k;
+    if (tail && p->count >= 2 && tail_group(p, lo) > lo)
+        lo = from = tail_group(p, lo);      /* the rest of the page says nothing of it */
+    for (i = from; i < p->count; i++) {
         k = key_at(p, i, &len);
         kvs_ks_learn(m, k, len);
     }
     if (p->count < 2) return 0;
-    widen(m, p);
-    lo = (p->count - 1) / 4;        /* its upper 3/4: the upper half alone is noisy where
-                                       keys are random, the whole page may start in
-                                       another group of keys */
+    widen(m, p, from);
     s->n = (long)(p->count - 1 - lo);
+    s->disp = dispersion(m, p, lo);
     k = key_at(p, lo, &len);
     if (kvs_buf_set(&s->lo, k, len) != 0) return -1;
     k = key_at(p, p->count - 1, &len);
@@ -268,6 +325,7 @@ int kvs_ks_sample_page(kvs_ks_sample *s, kvs_ks_model *m, const kvs_page *p)
 int kvs_ks_sample_copy(kvs_ks_sample *dst, const kvs_ks_sample *src)
 {
     dst->n = src->n;
+    dst->disp = src->disp;
     if (!src->n) return 0;
     if (kvs_buf_set(&dst->lo, src->lo.data, src->lo.len) != 0) return -1;
     return kvs_buf_set(&dst->hi, src->hi.data, src->hi.len);

@@ -549,6 +549,11 @@ int kvs_listing_rate_limit(const kvs_listing *l)
     return l->rate_limit;
 }
 
+double kvs_listing_retry_after(const kvs_listing *l)
+{
+    return l->retry_after;
+}
+
 const kvs_error *kvs_listing_error(const kvs_listing *l)
 {
     return l->state == S_FAILED ? &l->error : NULL;

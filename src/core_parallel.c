@@ -20,8 +20,6 @@
 
 #include "core_plan_internal.h"
 
-#define K KVS_PLAN_PAGES
-
 /* --- replies ------------------------------------------------------------------- */
 
 static int make_listing(kvs_plan *p, kvs_shard *s)
@@ -90,17 +88,24 @@ void kvs_plan_reply_end(kvs_plan *p, unsigned id, kvs_fault fault, const char *m
     s->inflight = 0;
     p->inflight--;
     step = kvs_listing_reply_end(s->l, fault, msg, now, &wait);
-    kvs_pace_reply(p, kvs_listing_rate_limit(s->l), s->status, now);
+    kvs_pace_reply(p, s->status, kvs_listing_rate_limit(s->l), kvs_listing_retry_after(s->l),
+                   fault == KVS_FAULT_NONE ? now - s->sent_at : -1, now);
     after_step(p, s, step, wait, now);
     if (!p->failed) kvs_plan_tidy(p);
 }
 
-/* Cuts ranges while a request slot is idle (core_split.c decides). */
-static void schedule(kvs_plan *p)
+/* Cuts ranges while a request slot is idle and a token is there (core_split.c
+ * decides).  1: a slot is idle, and a cut may come when a token is. */
+static int schedule(kvs_plan *p, double now)
 {
     kvs_cut c;
-    while (kvs_split_next(p, &c))
-        if (kvs_plan_cut(p, &c) != 0) return;
+    int r;
+    kvs_pace_refill(p, now);
+    if (kvs_pace_wait(p, now) > 0) return kvs_split_idle(p);
+    while ((r = kvs_split_next(p, &c)) > 0)
+        if (kvs_plan_cut(p, &c) != 0) return 0;
+    if (r < 0) kvs_plan_oom(p);
+    return 0;
 }
 
 /* --- requests -------------------------------------------------------------------------- */
@@ -116,16 +121,17 @@ static int room_for(const kvs_plan *p, int i)
     if (p->ordered) {
         for (j = 0; j < p->n && head < 0; j++)
             if (!p->s[j]->done) head = j;
-        if (head == i) return held < p->parallel * K;
-        if (head >= 0) reserve = K - p->s[head]->npages - p->s[head]->inflight;
+        if (head == i) return 1;        /* it is handed out next: it never waits */
+        if (head >= 0) reserve = p->len - p->s[head]->npages - p->s[head]->inflight;
     }
-    return held + reserve < p->parallel * K;
+    return held + reserve < p->memory;
 }
 
 static int wants_to_send(const kvs_plan *p, int i, double now)
 {
     const kvs_shard *s = p->s[i];
-    return !s->done && !s->inflight && s->npages < K && !(s->retry_at > now) && room_for(p, i);
+    return !s->done && !s->inflight && s->npages < p->len && !(s->retry_at > now)
+           && room_for(p, i);
 }
 
 int kvs_plan_next_request(kvs_plan *p, double now, kvs_plan_request *out)
@@ -133,14 +139,14 @@ int kvs_plan_next_request(kvs_plan *p, double now, kvs_plan_request *out)
     int i, from;
     if (p->failed || p->finished) return 0;
     kvs_plan_tidy(p);
-    schedule(p);
+    schedule(p, now);
     from = p->ordered || p->n == 0 ? 0 : p->turn++ % p->n;
     for (i = 0; i < p->n && !p->failed; i++) {  /* ordered: the earliest ranges first */
         kvs_shard *s = p->s[(from + i) % p->n];
         kvs_request req;
         if (!wants_to_send(p, (from + i) % p->n, now)) continue;
         kvs_pace_refill(p, now);
-        if (p->tokens < 1 - 1e-9) return 0;   /* (rounding: a token due now is here) */
+        if (kvs_pace_wait(p, now) > 0) return 0;
         if ((!s->l || (s->rebuild && !s->retrying)) && make_listing(p, s) != 0)
             return kvs_plan_oom(p), 0;
         if (!kvs_listing_next_request(s->l, &req)) {
@@ -150,6 +156,7 @@ int kvs_plan_next_request(kvs_plan *p, double now, kvs_plan_request *out)
         }
         p->tokens -= 1;
         s->retry_at = 0;
+        s->sent_at = now;
         s->inflight = 1;
         s->status = 0;
         s->id = ++p->next_id ? p->next_id : ++p->next_id;
@@ -177,13 +184,13 @@ int kvs_plan_next_cancel(kvs_plan *p, unsigned *id)
 double kvs_plan_timeout(kvs_plan *p, double now)
 {
     double t = -1;
-    int i, want = 0;
+    int i, want;
     if (p->failed || p->finished) return -1;
-    schedule(p);           /* ranges are cut when a slot is idle: maybe now */
+    want = schedule(p, now);    /* ranges are cut when a slot is idle: maybe now */
     if (p->failed) return -1;
     for (i = 0; i < p->n; i++) {
         const kvs_shard *s = p->s[i];
-        if (s->done || s->inflight || s->npages >= K || !room_for(p, i)) continue;
+        if (s->done || s->inflight || s->npages >= p->len || !room_for(p, i)) continue;
         if (s->retry_at > now) {
             if (t < 0 || s->retry_at - now < t) t = s->retry_at - now;
         } else {
@@ -191,9 +198,8 @@ double kvs_plan_timeout(kvs_plan *p, double now)
         }
     }
     if (want) {
-        kvs_pace_refill(p, now);
-        if (p->tokens >= 1 - 1e-9) return 0;
-        if (t < 0 || (1 - p->tokens) / p->rate < t) t = (1 - p->tokens) / p->rate;
+        double w = kvs_pace_wait(p, now);
+        if (t < 0 || w < t) t = w;
     }
     if (t < 0 && p->inflight == 0) {
         for (i = 0; i < p->n && !p->s[i]->npages; i++)
@@ -228,14 +234,16 @@ kvs_plan *kvs_plan_new(const kvs_listing_config *cfg, int parallel, double rate,
     }
     p->cfg.upper_key = NULL;
     p->cfg.single_page = 0;
-    p->parallel = parallel < 1 ? 1 : parallel > KVS_PLAN_MAX ? KVS_PLAN_MAX : parallel;
-    p->max_shards = p->parallel > 1 ? 2 * p->parallel : 1;
+    p->cap = parallel < 1 ? 1 : parallel > KVS_PLAN_MAX ? KVS_PLAN_MAX : parallel;
+    p->parallel = p->max_shards = 1;    /* the first page goes alone */
+    kvs_pace_share(p);
     p->ordered = ordered;
     p->remaining = cfg->limit;
     p->rate_fixed = rate > 0;
     p->rate = p->ceiling = rate > 0 ? rate : KVS_PLAN_RATE;
     p->tokens = 1;
     p->first_ok = -1;
+    p->disp = -1;
     p->seed = cfg->seed;
     p->prefix_len = p->cfg.prefix ? strlen(p->cfg.prefix) : 0;
     first.data = p->strs[5], first.len = cfg->start_key_len;
@@ -286,6 +294,8 @@ void kvs_plan_stats_get(const kvs_plan *p, kvs_plan_stats *st)
 {
     *st = p->st;
     st->rate = p->rate;
+    st->parallel = p->parallel;
+    st->rtt = p->srtt;
     st->alive = p->n;
     st->held = kvs_plan_pages_held(p);
 }
@@ -302,7 +312,7 @@ int kvs_plan_take_page(kvs_plan *p, kvs_page *mine)
     if (!p->s[i]->npages) return 0;
     s = p->s[i];
     kvs_page_swap(mine, &s->pages[s->first]);
-    s->first = (s->first + 1) % K;
+    s->first = (s->first + 1) % KVS_PLAN_PAGES;
     s->npages--;
     if (p->remaining >= 0) {
         if ((long long)mine->count >= p->remaining) {

@@ -76,13 +76,17 @@ size_t kvs_ks_key(const kvs_ks_model *m, const kvs_ks_num *n, const kvs_ks_num *
 typedef struct kvs_ks_sample {
     kvs_buf lo, hi;
     long    n;              /* 0: nothing known */
+    double  disp;           /* how unevenly they lie: the variance of the keys in equal
+                               slices of (lo, hi] over their mean (0 evenly, 1 at random,
+                               more in clumps); < 0 unknown */
 } kvs_ks_sample;
 
 /* Learns the page's keys into the model (a run of positions that vary on
  * the page may hold every class any of them shows) and samples the page's
- * upper 3/4; a page of fewer than 2 keys keeps the old sample.  0 ok, -1 out
- * of memory. */
-int  kvs_ks_sample_page(kvs_ks_sample *s, kvs_ks_model *m, const kvs_page *p);
+ * upper 3/4 (with `tail`, only the group of keys it ends in, when that is
+ * shorter), how unevenly included; a page of fewer than 2 keys keeps the old
+ * sample.  0 ok, -1 out of memory. */
+int  kvs_ks_sample_page(kvs_ks_sample *s, kvs_ks_model *m, const kvs_page *p, int tail);
 int  kvs_ks_sample_copy(kvs_ks_sample *dst, const kvs_ks_sample *src);
 void kvs_ks_sample_free(kvs_ks_sample *s);
 /* Keys per unit of key space; 0 when unknown. */
@@ -108,6 +112,7 @@ typedef struct kvs_shard {
     unsigned      id;           /* of the request in flight */
     unsigned      serial;
     double        retry_at;     /* 0: none */
+    double        sent_at;      /* when the request in flight went */
     kvs_page      pages[KVS_PLAN_PAGES];   /* a ring of decoded pages waiting to be handed out */
     int           first, npages;
     long          got;          /* keys it listed */
@@ -119,15 +124,24 @@ struct kvs_plan {
     kvs_listing_config cfg;            /* its strings are the copies in strs */
     char              *strs[6];
     kvs_shard         *s[2 * KVS_PLAN_MAX]; /* in key order */
-    int                n, parallel, ordered, turn;
+    int                n, ordered, turn;
+    int                cap;            /* most requests in flight: `parallel` as asked */
+    int                parallel;       /* requests in flight wanted now (core_pace.c) */
+    int                len;            /* pages a range holds now, the one being received
+                                          included: a share of the memory (core_pace.c) */
+    int                memory;         /* pages all ranges hold, requests in flight included */
     int                max_shards;     /* ranges at once, finished ones holding pages included */
     kvs_ks_model       model;          /* learnt from every page (see local_model) */
     int                started;        /* the first page is in: splitting may begin */
+    int                fed_ranges;     /* ranges that have shown keys of their own */
+    long               pages_in;       /* pages that brought keys */
     int                inflight, finished, failed;
     long long          remaining;      /* keys still to hand out; -1: all */
     double             rate, ceiling, tokens, refilled;
     double             cut_at, climbed_at; /* the latest cut of the rate after a 429, climb */
     double             first_ok;       /* when the first accepted reply came; < 0: none yet */
+    double             srtt, rttvar;   /* round trips: smoothed, and their mean deviation */
+    double             hold_until;     /* a 429's Retry-After: nothing is sent before */
     int                rate_fixed, clock_set;
     int                decode_gzip;    /* kvs_plan_decode_gzip */
     double             ok_t[KVS_PLAN_OK_RING];  /* when accepted replies came */
@@ -141,6 +155,8 @@ struct kvs_plan {
     int                pool_n;         /* samples ever put in it */
     double             err_n, err_sum, err_sq;  /* keys a range held / keys planned - 1,
                                                    decaying sums */
+    double             err_chance;     /* ... and the variance chance alone gives it */
+    double             disp;           /* the pages' kvs_ks_sample.disp, decaying; < 0 none */
     size_t             prefix_len;
     uint64_t           seed;
     kvs_plan_stats     st;
@@ -178,18 +194,29 @@ int  kvs_plan_cut(kvs_plan *p, const kvs_cut *c);
 /* --- pace (core_pace.c) ------------------------------------------------------------ */
 
 void kvs_pace_refill(kvs_plan *p, double now);       /* the bucket's tokens up to now */
-/* A reply came: its X-RateLimit-Limit (0: none) and status set the pace. */
-void kvs_pace_reply(kvs_plan *p, int limit, int status, double now);
+/* A reply came after `rtt` seconds (< 0: the transfer failed): its status, X-RateLimit-Limit
+ * (0: none) and Retry-After (< 0: none) set the pace and the requests wanted in flight. */
+void kvs_pace_reply(kvs_plan *p, int status, int limit, double retry_after, double rtt,
+                    double now);
+/* Seconds until a request may go (0: now). */
+double kvs_pace_wait(const kvs_plan *p, double now);
+/* The memory for the requests wanted in flight (p->parallel): KVS_PLAN_MEMORY pages, or 3 a
+ * request when that is more, shared into ranges of p->len pages (3..KVS_PLAN_PAGES). */
+void kvs_pace_share(kvs_plan *p);
 
 /* --- where ranges are cut (core_split.c) ----------------------------------------- */
 
-/* The next cut to make while a request slot is idle; 0: none now. */
+/* The next cut to make while a request slot is idle and the bucket has a token for
+ * it; 0: none now; -1: out of memory. */
 int  kvs_split_next(kvs_plan *p, kvs_cut *c);
+/* Whether a slot is idle, a token or not (a cut may come when one is there). */
+int  kvs_split_idle(const kvs_plan *p);
 /* The boundaries past the first page of shard s (`got` keys), one cut at a time. */
 typedef struct kvs_first_split {
     const kvs_shard *from;
     kvs_ks_num  cur, top;
-    long double step, mult;
+    long double step, mult;     /* pages' worth of keys a page; the next boundary's */
+    int         k;              /* boundaries made */
     long long   need;       /* keys still wanted past the page; -1: all */
     int         on;
 } kvs_first_split;

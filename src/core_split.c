@@ -5,52 +5,63 @@
  *
  * Where to split is learnt on the way (core_keyspace.c reads keys as
  * numbers; each range reads its keys with a model learnt from its latest
- * page, so that other parts of the store do not blur how its keys spread).
- * The first page goes out alone; if the listing goes on, the key space past
- * it gets boundaries from that page's density: ordered, every KVS_PLAN_PAGES
- * pages' worth (what is in flight is what is handed out next); unordered, at
- * 1, 2, 4, ... pages' worth.  Then, whenever there is room for more ranges,
- * the one with the most estimated work beyond what it may fetch before it
- * must wait is cut: ordered, after what fits in its buffer (a full one
- * waiting for its turn hands all of its range over); unordered, in halves.
- * Ranges that showed no keys are not cut (nor a probe: see past_group),
- * and no range opens more than a
- * window (parallel x KVS_PLAN_PAGES pages' worth) past the greatest key a
- * page showed keys after: past a store's end, probing stops.
+ * page, so that other parts of the store do not blur how its keys spread;
+ * the last range, until it has a page of its own, from the nearest page
+ * behind it).  The first page goes out alone; if the listing goes on, the
+ * key space past it gets boundaries from that page's density: ordered, at 1,
+ * 2, 4, 6, 9, ... pages' worth (ranges of 1, 1, 2, 2, 3, ... pages up to
+ * p->len: what is in flight is what is handed out next, and a store of a few
+ * pages is soon listed); unordered, at 1, 2, 4, 8, ... pages' worth.  Then a range is cut only when a
+ * request slot is idle and the pace has a token for it (so that no more
+ * ranges are made than the rate can feed): the one with the most estimated
+ * work beyond what it may fetch before it must wait: ordered, after what
+ * fits in its buffer (a full one waiting for its turn hands the rest of its
+ * range over), and no more than half the pages listed so far (a small store
+ * is listed in short ranges side by side, a big one in long ones); unordered,
+ * in halves.  A range is cut to hold a little less
+ * than whole pages (slack: how far off the estimates are).  Ranges that
+ * showed no keys are not cut (nor a probe: see past_group), and no range
+ * opens more than a window past the greatest key a page showed keys after
+ * (see window): past a store's end, probing stops.
  *
  * Whatever the estimates say, every key is listed exactly once: a boundary
  * is a key strictly between the shard's cursor and its bound (compared
  * byte-wise), and a range only ever shrinks from above (core_accept.c trims
  * each page to the range it was asked for).
  */
+#include <math.h>
 #include <string.h>
 
 #include "core_plan_internal.h"
 
-#define K     KVS_PLAN_PAGES
 #define POOL_TOL 1.2L  /* pages whose densities differ less than this are pooled */
 #define SLACK0 0.92L  /* a range cut to hold n pages gets 92% of n pages' worth of keys
-                         (until ranges that ended show how far off the estimates are): it
-                         rarely needs one more, nearly empty request */
+                         when nothing says how evenly keys lie: it rarely needs one more,
+                         nearly empty request */
 
 /* --- how far off the estimates are ---------------------------------------------------- */
 
-/* The share of n pages' worth of keys a range cut to hold n pages gets: so
- * that one rarely holds more (a request for a few keys, which the ranges
- * after it wait for in ordered listings), from how the latest ranges that
- * ended compared with their estimates: their mean and two standard
- * deviations.  Uniform keys come to 0.99, random ones to about 0.93. */
-static long double slack(const kvs_plan *p)
+/* The share of n pages' worth of keys range s gets when cut to hold n pages:
+ * so that it rarely holds more (a request for a few keys, a page that runs
+ * into the next range), with two standard deviations of how far off such an
+ * estimate is: the part of chance, from how unevenly its latest page's keys
+ * lie (keys at random: their number in a range of p->len pages varies by
+ * the square root of it), and once five ranges have ended, the
+ * part left of how the latest ones compared with their estimates (their mean
+ * too).  Uniform keys come to 0.995, random ones to about 0.96. */
+static long double slack(const kvs_plan *p, const kvs_shard *s)
 {
-    double mean, var, sd = 0.05, s;
-    int i;
-    if (p->err_n < 5) return SLACK0;
-    mean = p->err_sum / p->err_n;
-    var = p->err_sq / p->err_n - mean * mean;
-    if (var <= 0) sd = 0;
-    for (i = 0; i < 20 && var > 0; i++) sd = (sd + var / sd) / 2;   /* sqrt */
-    s = 1 / (1 + mean + 2 * sd + 0.005);
-    return s < 0.8 ? 0.8L : s > 0.99 ? 0.99L : (long double)s;
+    double d = s->dens.disp >= 0 ? s->dens.disp : p->disp, mean = 0, var, sd, x;
+    if (d < 0 && p->err_n < 5) return SLACK0;
+    var = d > 0 ? d / (p->len * (double)p->cfg.page_size) : 0;
+    if (p->err_n >= 5) {
+        mean = p->err_sum / p->err_n;
+        x = p->err_sq / p->err_n - mean * mean - p->err_chance / p->err_n;
+        if (x > 0) var += x;
+    }
+    sd = sqrt(var);
+    x = 1 / (1 + mean + 2 * sd + 0.005);
+    return x < 0.8 ? 0.8L : x > 0.995 ? 0.995L : (long double)x;
 }
 
 void kvs_split_record(kvs_plan *p, kvs_shard *s)
@@ -63,6 +74,7 @@ void kvs_split_record(kvs_plan *p, kvs_shard *s)
     p->err_n = 0.9 * p->err_n + 1;
     p->err_sum = 0.9 * p->err_sum + r;
     p->err_sq = 0.9 * p->err_sq + r * r;
+    p->err_chance = 0.9 * p->err_chance + (s->dens.disp > 0 ? s->dens.disp / s->planned : 0);
     s->planned = 0;
 }
 
@@ -101,6 +113,29 @@ static long double density(const kvs_plan *p, const kvs_shard *s)
         span += sp;
     }
     return n / span;
+}
+
+/* The last range has seen no keys of its own yet: it reads how densely keys lie
+ * from the nearest page behind its cursor, rather than from its parent's
+ * (which, ranges after ranges, may lie far behind, where keys ran another
+ * way).  0, or -1 out of memory. */
+static int refresh(kvs_plan *p, kvs_shard *s)
+{
+    const kvs_ks_sample *best = NULL;
+    int j;
+    if (s->fed || s->has_hi || !s->has_cursor) return 0;
+    for (j = 0; j < KVS_PLAN_POOL && j < p->pool_n; j++) {
+        const kvs_ks_sample *x = &p->pool[j];
+        if (x->n > 0 && kvs_key_cmp(x->hi.data, x->hi.len, s->cursor.data, s->cursor.len) <= 0
+            && (!best || kvs_key_cmp(x->hi.data, x->hi.len, best->hi.data, best->hi.len) > 0))
+            best = x;
+    }
+    if (!best || (s->dens.n > 0 && kvs_key_cmp(best->hi.data, best->hi.len, s->dens.hi.data,
+                                               s->dens.hi.len) <= 0))
+        return 0;
+    kvs_ks_learn(&s->model, best->lo.data, best->lo.len);
+    kvs_ks_learn(&s->model, best->hi.data, best->hi.len);
+    return kvs_ks_sample_copy(&s->dens, best);
 }
 
 /* A page's sample joins the pool. */
@@ -167,23 +202,27 @@ void kvs_split_first(kvs_plan *p, const kvs_shard *s, size_t got, kvs_first_spli
     it->from = s;
     it->on = dens > 0;
     if (!it->on) return;
-    it->mult = p->ordered ? K : 1;
+    it->k = 0;
+    it->mult = 1;
     it->need = p->remaining >= 0 ? p->remaining - (long long)got : -1;
     num_of(s, &s->cursor, &it->cur);
     kvs_ks_top(&s->model, &it->top, p->cfg.prefix, p->prefix_len);
-    it->step = (long double)p->cfg.page_size * slack(p) / dens;
+    it->step = (long double)p->cfg.page_size * slack(p, s) / dens;
 }
 
 int kvs_split_first_next(kvs_plan *p, kvs_first_split *it, kvs_cut *c)
 {
     kvs_ks_num b;
-    if (!it->on || p->n >= p->parallel || it->mult > (long double)(p->parallel * K))
+    if (!it->on || p->n >= p->parallel || it->mult > (long double)p->memory)
         return it->on = 0;
     kvs_ks_advance(&it->from->model, &b, &it->cur, it->step * it->mult);
     if (kvs_ks_cmp(&b, &it->top) >= 0 || !cut_at(p, p->n - 1, &b, c)) return it->on = 0;
     if (c->probe || (it->need >= 0 && it->mult * p->cfg.page_size >= (long double)it->need))
         it->on = 0;             /* this one is the last */
-    it->mult = p->ordered ? it->mult + K : it->mult * 2;
+    it->k++;                    /* ordered: ranges of 1, 1, 2, 2, 3, ... pages, at most p->len,
+                                   so that a store of a few pages is soon listed too */
+    it->mult = p->ordered ? it->mult + (1 + it->k / 2 < p->len ? 1 + it->k / 2 : p->len)
+                          : it->mult * 2;
     return 1;
 }
 
@@ -209,6 +248,17 @@ static long double estimate(const kvs_plan *p, const kvs_shard *s, const kvs_ks_
     return est > 0 ? est : 0;
 }
 
+/* Pages' worth of key space new ranges may open past the greatest key a page
+ * showed keys after: until a range past the first page has shown keys, the
+ * whole memory (a range per request wanted in flight: the listing starts);
+ * then what the requests of one round trip fetch and two ranges more, as the
+ * ranges opened in the round trip before prove keys as far as they go.  Past
+ * a store's end, up to that many pages' worth are probed. */
+static int window(const kvs_plan *p)
+{
+    return p->fed_ranges > 1 ? p->parallel + 2 * p->len : p->memory;
+}
+
 /* How many keys shard i should keep of est, when it is cut (see the top);
  * < 0: it should not be. */
 static long double keep_of(const kvs_plan *p, int i, const kvs_ks_num *cur, long double dens,
@@ -218,51 +268,77 @@ static long double keep_of(const kvs_plan *p, int i, const kvs_ks_num *cur, long
     long double ps = (long double)p->cfg.page_size, keep = est / 2;
     if (!s->has_hi) {           /* the new last range: at most a window past the proof */
         kvs_ks_num pr;
-        long double room = (long double)(p->parallel * K) * ps - (s->inflight ? ps : 0);
+        long double room = (long double)window(p) * ps - (s->inflight ? ps : 0);
         num_of(s, &p->proof, &pr);
         room -= dens * kvs_ks_span(&s->model, &pr, cur);
         if (room < ps / 2) return -1;
         if (keep > room) keep = room;
     }
     if (p->ordered) {           /* what it may fetch before it waits for its turn */
-        int pages = K - (i > 0 ? s->npages : 0);     /* the slack over the whole range */
-        long double most = (long double)pages * ps * slack(p) - (s->inflight ? ps : 0);
+        int pages = p->len - (i > 0 ? s->npages : 0);     /* the slack over the whole range */
+        if (pages > 1 + p->pages_in / 2) pages = 1 + (int)(p->pages_in / 2);   /* (see the top) */
+        long double most = (long double)pages * ps * slack(p, s) - (s->inflight ? ps : 0);
         if (most < 0) most = 0;
         if (most < keep) keep = most;
     }
     return keep;
 }
 
-/* Whether a request slot is free that no range could take now: a range is
- * cut only then, so that where it starts is placed with the latest pages. */
-static int idle_slot(const kvs_plan *p)
+/* Whether a request slot is free that no range could take now, and a token
+ * for it is in the bucket (unless `any`): a range is cut only then, so that
+ * no more ranges are made than the pace can feed, and where each starts is
+ * placed with the latest pages. */
+static int idle_slot(const kvs_plan *p, int any)
 {
     int i, free = p->parallel - p->inflight, reserve = 0;
+    if (!any && free > (int)(p->tokens + 1e-9)) free = (int)(p->tokens + 1e-9);
     for (i = 0; i < p->n && p->ordered; i++)
         if (!p->s[i]->done) {       /* the room kept for the range handed out next */
-            reserve = K - p->s[i]->npages - p->s[i]->inflight;
+            reserve = p->len - p->s[i]->npages - p->s[i]->inflight;
             break;
         }
-    if (kvs_plan_pages_held(p) + reserve >= p->parallel * K) return 0;
+    if (kvs_plan_pages_held(p) + reserve >= p->memory) return 0;
     for (i = 0; i < p->n && free > 0; i++) {
         const kvs_shard *s = p->s[i];
-        if (!s->done && !s->inflight && s->npages < K) free--;
+        if (!s->done && !s->inflight && s->npages < p->len) free--;
     }
     return free > 0;
 }
 
-/* While a request slot is idle, the range with the most work past what it
- * keeps (more than a page of it) is cut; one that cannot be cut there is
- * skipped until no cut is left to make. */
+int kvs_split_idle(const kvs_plan *p)
+{
+    return p->started && !p->failed && p->n < p->max_shards && idle_slot(p, 1);
+}
+
+/* While a request slot is idle and a token is there: ordered, a full range
+ * waiting for its turn with keys left hands them to a new range (the one
+ * request it needs goes now, rather than when its turn comes and every range
+ * after it waits); else the range with the most work past what it keeps
+ * (more than half a page of it: near the end, the last pages of the ranges
+ * go side by side) is cut; one that cannot be cut there is skipped until no
+ * cut is left to make. */
+
 int kvs_split_next(kvs_plan *p, kvs_cut *c)
 {
     long double ps = (long double)p->cfg.page_size;
     int i;
-    while (p->started && !p->failed && p->n < p->max_shards && idle_slot(p)) {
-        int best = -1;
-        long double best_x = ps, best_keep = 0, best_dens = 0, before = 0;
+    if (p->n > 0 && refresh(p, p->s[p->n - 1]) != 0) return -1;
+    while (p->started && !p->failed && p->n < p->max_shards && idle_slot(p, 0)) {
+        int best = -1, head = -1;
+        long double best_x = ps / 2, best_keep = 0, best_dens = 0, before = 0;
         kvs_ks_num cur, m;
         kvs_shard *s;
+        for (i = 0; i < p->n && p->ordered; i++) {
+            s = p->s[i];
+            if (s->done) continue;
+            if (head < 0) {
+                head = i;
+            } else if (!s->inflight && s->npages >= p->len && s->has_cursor && !s->skip) {
+                c->at = i;
+                c->handoff = 1;
+                return 1;
+            }
+        }
         for (i = 0; i < p->n; i++) {
             long double est, keep, dens;
             s = p->s[i];
@@ -285,7 +361,7 @@ int kvs_split_next(kvs_plan *p, kvs_cut *c)
         }
         if (best < 0) break;
         s = p->s[best];
-        if (best_keep < ps / 4 && !s->inflight && s->npages >= K) {
+        if (best_keep < ps / 4 && !s->inflight && s->npages >= p->len) {
             c->at = best;           /* full and waiting: all of it goes to a new range */
             c->handoff = 1;
             return 1;
@@ -346,6 +422,8 @@ static void local_model(kvs_plan *p, kvs_shard *s, const kvs_page *pg)
 int kvs_split_learn(kvs_plan *p, kvs_shard *s, const kvs_page *pg)
 {
     local_model(p, s, pg);
-    if (kvs_ks_sample_page(&s->dens, &s->model, pg) != 0) return -1;
+    if (kvs_ks_sample_page(&s->dens, &s->model, pg, !p->started) != 0) return -1;
+    if (s->dens.disp >= 0)          /* how unevenly keys lie, over the latest pages */
+        p->disp = p->disp < 0 ? s->dens.disp : 0.8 * p->disp + 0.2 * s->dens.disp;
     return remember(p, &s->dens);
 }

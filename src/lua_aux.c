@@ -84,7 +84,9 @@ void kvs_check_options(lua_State *L, int arg, const kvs_optspec *spec, unsigned 
             luaL_argerror(L, arg, lua_pushfstring(L, "unknown option '%s'", lua_tostring(L, -2)));
         if (lua_type(L, -1) != s->type &&
             !(s->type == LUA_TSTRING && lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)
-              && strcmp(s->name, "token") == 0))
+              && strcmp(s->name, "token") == 0)
+            && !(lua_type(L, -1) == LUA_TSTRING && strcmp(s->name, "parallel") == 0))
+            /* (parallel = "auto": its reader checks it, kvs_opt_parallel) */
             luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be %s, got %s", s->name,
                           lua_typename_of(s->type), luaL_typename(L, -1)));
         lua_pop(L, 1);

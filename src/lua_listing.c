@@ -24,7 +24,7 @@ const kvs_optspec kvs_listing_options[] = {
     { "urls", LUA_TBOOLEAN, K | LI | LK },
     { "page_size", LUA_TNUMBER, K | LI },
     { "prefetch", LUA_TBOOLEAN, K },
-    { "parallel", LUA_TNUMBER, K | J },
+    { "parallel", LUA_TNUMBER, K | J },    /* or "auto" */
     { "rate_limit", LUA_TNUMBER, K | J },
     { "ordered", LUA_TBOOLEAN, K | J },
     { "seed", LUA_TNUMBER, LI },
@@ -132,9 +132,22 @@ void kvs_listing_start(lua_State *L, listing_ud *u, const kvs_listing_config *cf
         luaL_error(L, "apify.kvs: out of memory");
 }
 
+int kvs_opt_parallel(lua_State *L, int arg, int dflt)
+{
+    long long n = dflt;
+    if (lua_isnoneornil(L, arg)) return dflt;
+    lua_getfield(L, arg, "parallel");
+    if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "auto") == 0)
+        n = KVS_PLAN_AUTO;
+    else if (!lua_isnil(L, -1) && (!kvs_tointeger(L, -1, &n) || n < 1 || n > KVS_PLAN_MAX))
+        luaL_argerror(L, arg, "option 'parallel' must be \"auto\" or an integer in 1..64");
+    lua_pop(L, 1);
+    return (int)n;
+}
+
 int kvs_listing_start_parallel(lua_State *L, listing_ud *u, const kvs_listing_config *cfg)
 {
-    int parallel = (int)kvs_opt_integer(L, 2, "parallel", 1, KVS_PLAN_MAX, 1);
+    int parallel = kvs_opt_parallel(L, 2, 1);
     int ordered = kvs_opt_boolean(L, 2, "ordered", 1);
     double rate = 0;
     if (!lua_isnoneornil(L, 2)) {

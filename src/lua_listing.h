@@ -81,6 +81,8 @@ void kvs_view_page(listing_ud *u);
 int  kvs_push_item(lua_State *L, listing_ud *u);
 /* Lets go of drivers, core and buffers, keeping a failure's error. */
 void kvs_listing_release(lua_State *L, listing_ud *u);
+/* Option parallel at arg: "auto" (KVS_PLAN_AUTO) or 1..KVS_PLAN_MAX; dflt when absent. */
+int  kvs_opt_parallel(lua_State *L, int arg, int dflt);
 /* Options parallel, rate_limit, ordered at 2: when they ask for key ranges side
  * by side, makes the parallel driver of `u` (u->par, no core) and returns 1. */
 int  kvs_listing_start_parallel(lua_State *L, listing_ud *u, const kvs_listing_config *cfg);

@@ -1,5 +1,5 @@
 /*
- * lua_plan.c — store:listing{ parallel = n }: the parallel planner
+ * lua_plan.c — store:listing{ parallel = "auto" | n }: the parallel planner
  * (core_parallel.c) for drivers of one's own (OpenResty, luasocket, a
  * simulator).  The plan says which requests to send now and which to abort,
  * and takes the replies by request id; the driver moves the bytes, keeps the
@@ -57,7 +57,7 @@ static unsigned check_id(lua_State *L, int idx)
     return (unsigned)id;
 }
 
-/* store:listing{ parallel = n, ordered =, rate_limit =, ... } -> plan */
+/* store:listing{ parallel = "auto" | n, ordered =, rate_limit =, ... } -> plan */
 int kvs_store_plan(lua_State *L)
 {
     const char *id;
@@ -78,7 +78,7 @@ int kvs_store_plan(lua_State *L)
     cfg.page_size = (int)kvs_opt_integer(L, 2, "page_size", 1, KVS_MAX_PAGE_SIZE,
                                          KVS_MAX_PAGE_SIZE);
     cfg.limit = kvs_opt_integer(L, 2, "limit", 0, 0x7fffffffffffffffLL, -1);
-    parallel = (int)kvs_opt_integer(L, 2, "parallel", 1, KVS_PLAN_MAX, 1);
+    parallel = kvs_opt_parallel(L, 2, 1);
     lua_getfield(L, 2, "rate_limit");
     if (!lua_isnil(L, -1)) {
         rate = (double)lua_tonumber(L, -1);
@@ -290,13 +290,14 @@ static int plan_error(lua_State *L)
     return 1;
 }
 
-/* plan:stats() -> { requests =, throttled =, ranges =, rate =, inflight = } */
+/* plan:stats() -> { requests =, throttled =, ranges =, rate =, inflight =, alive =, held =,
+ *                  parallel =, rtt = } */
 static int plan_stats(lua_State *L)
 {
     plan_ud *u = check_plan(L);
     kvs_plan_stats st;
     kvs_plan_stats_get(u->plan, &st);
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 9);
     lua_pushinteger(L, st.requests);
     lua_setfield(L, -2, "requests");
     lua_pushinteger(L, st.throttled);
@@ -311,6 +312,10 @@ static int plan_stats(lua_State *L)
     lua_setfield(L, -2, "alive");
     lua_pushinteger(L, st.held);
     lua_setfield(L, -2, "held");
+    lua_pushinteger(L, st.parallel);
+    lua_setfield(L, -2, "parallel");
+    lua_pushnumber(L, st.rtt);
+    lua_setfield(L, -2, "rtt");
     return 1;
 }
 
