@@ -32,7 +32,11 @@ local GZ = { ["Content-Encoding"] = "gzip", ["Content-Type"] = "application/json
 describe("gzip reply bodies (sans-I/O)", function()
   local client = T.kvs.new{ base_url = "http://127.0.0.1:9", token = "t", min_delay = 0.01,
                             max_retries = 2 }
-  local function listing(opts) return client:store("s"):listing(opts or {}) end
+  local function listing(opts)           -- the page-by-page sans-I/O listing
+    local o = { parallel = 1 }
+    for k, v in pairs(opts or {}) do o[k] = v end
+    return client:store("s"):listing(o)
+  end
 
   local function keys_of(l)
     local out = {}

@@ -202,7 +202,7 @@ describe("store:job", function()
     local _, keys_state = store:keys({})
     local _, parallel = store:keys({ parallel = 4 })
     local methods = store:job({})               -- the job methods, taken from a job
-    local others = { { store:listing({}), "apify.kvs.listing" }, { keys_state, "apify.kvs.keys" },
+    local others = { { store:listing({ parallel = 1 }), "apify.kvs.listing" }, { keys_state, "apify.kvs.keys" },
                      { parallel, "apify.kvs.keys" } }
     for _, other in ipairs(others) do
       local o, name = other[1], other[2]
@@ -220,7 +220,7 @@ describe("store:job", function()
     end
     methods:close()
     local job = store:job({})
-    local listing = store:listing({})
+    local listing = store:listing({ parallel = 1 })
     assert.are.equal("bad argument #1 to 'request' (apify.kvs.listing expected, got apify.kvs.job)",
                      T.raised_message(function() listing.request(job) end))
     assert.are.equal("bad argument #1 to 'page_keys' (apify.kvs.listing expected, got apify.kvs.job)",

@@ -24,7 +24,7 @@ describe("kinds of listing", function()
   it("each kind is a type of its own: tostring names it, never the token", function()
     local _, keys_state = store:keys({})
     local _, parallel = store:keys({ parallel = 2 })
-    local listing, job = store:listing({}), store:job({})
+    local listing, job = store:listing({ parallel = 1 }), store:job({})
     for o, name in pairs({ [keys_state] = "apify.kvs.keys", [parallel] = "apify.kvs.keys",
                            [listing] = "apify.kvs.listing", [job] = "apify.kvs.job" }) do
       assert.matches("^" .. name:gsub("%.", "%%.") .. " %(%a+%)$", tostring(o))
@@ -37,7 +37,7 @@ describe("kinds of listing", function()
 
   it("a method of one kind given another raises a type error naming both", function()
     local _, keys_state = store:keys({})
-    local listing, job = store:listing({}), store:job({})
+    local listing, job = store:listing({ parallel = 1 }), store:job({})
     assert.are.equal("bad argument #1 to 'request' (apify.kvs.listing expected, got apify.kvs.job)",
                      T.raised_message(function() listing.request(job) end))
     assert.are.equal("bad argument #1 to 'poll' (apify.kvs.job expected, got apify.kvs.listing)",
@@ -54,7 +54,7 @@ describe("kinds of listing", function()
   end)
 
   it("the parallel planner (store:listing{ parallel = n }) is a type of its own too", function()
-    local plan, listing = store:listing({ parallel = 2 }), store:listing({})
+    local plan, listing = store:listing({ parallel = 2 }), store:listing({ parallel = 1 })
     assert.matches("^apify%.kvs%.plan ", tostring(plan))
     assert.are.equal("bad argument #1 to 'request' (apify.kvs.listing expected, got apify.kvs.plan)",
                      T.raised_message(function() listing.request(plan) end))
@@ -106,7 +106,7 @@ describe("kinds of listing", function()
     local with = assert(store:list_keys({ limit = 5 }))
     assert.is_string(with.items[1].recordPublicUrl)
 
-    local listing = store:listing({ urls = false, limit = 3 })
+    local listing = store:listing({ parallel = 1, urls = false, limit = 3 })
     local url, headers = listing:request()
     local socket_http, ltn12 = require "socket.http", require "ltn12"
     local chunks = {}
@@ -135,7 +135,7 @@ describe("kinds of listing", function()
     local first = job:poll()
     for _ = 1, 50 do assert.are.equal(first, job:poll()) end
     job:close()
-    local listing = store:listing({})
+    local listing = store:listing({ parallel = 1 })
     assert.are.equal(listing:page_keys(), listing:page_keys())
     listing:close()
     assert.are_not.equal(store:job({}):poll(), store:job({}):poll())
@@ -147,7 +147,7 @@ describe("kinds of listing", function()
     local what = T.kvs._FFI and "Lua" or "C"
     assert.are.equal(what, debug.getinfo(it, "S").what)
     assert.are.equal(what, debug.getinfo(job:poll(), "S").what)
-    assert.are.equal(what, debug.getinfo(store:listing({}):page_keys(), "S").what)
+    assert.are.equal(what, debug.getinfo(store:listing({ parallel = 1 }):page_keys(), "S").what)
     l:close()
     job:close()
     assert.is_nil(it())                                   -- closed: nothing more, no spin
@@ -177,7 +177,7 @@ describe("kinds of listing", function()
         for _ in it, state, control, closing do break end
         local job = store:job({})
         do local _ <close> = job end
-        local listing = store:listing({})
+        local listing = store:listing({ parallel = 1 })
         do local _ <close> = listing end
         return tostring(state), job:status(), tostring(listing)
       ]]))

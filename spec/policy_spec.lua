@@ -19,7 +19,9 @@ end
 local function new_listing(client_opts, opts)
   local c = { token = TOKEN, base_url = "http://127.0.0.1:9", min_delay = 0.5, max_retries = 3 }
   for k, v in pairs(client_opts or {}) do c[k] = v end
-  return T.kvs.new(c):store("s"):listing(opts)
+  local o = { parallel = 1 }            -- the page-by-page sans-I/O listing
+  for k, v in pairs(opts or {}) do o[k] = v end
+  return T.kvs.new(c):store("s"):listing(o)
 end
 
 -- Feeds `replies` (each { status, body, headers } or a page body) in turn; returns every key

@@ -113,11 +113,12 @@ describe("type definitions (types/apify/kvs.lua)", function()
     -- store:keys and store:listing give listings, store:job jobs; however the module splits
     -- them into types, what these objects have is what Listing and Job declare together
     local _, keys_listing = store:keys{}
-    local objects = union(method_names(keys_listing), method_names(store:listing{}),
+    local objects = union(method_names(keys_listing), method_names(store:listing{ parallel = 1 }),
                           method_names(store:job{}))
     keys_listing:close()
     same(objects, union(defs_methods["apify.kvs.Listing"] or {}, defs_methods["apify.kvs.Job"] or {}),
          "listing and job methods")
+    same(method_names(store:listing{}), defs_methods["apify.kvs.Plan"] or {}, "plan methods")
   end)
 
   local function check_options(call, class, src_names)
@@ -148,7 +149,7 @@ describe("type definitions (types/apify/kvs.lua)", function()
   end)
 
   it("declare the error table's fields", function()
-    local listing = store:listing{}
+    local listing = store:listing{ parallel = 1 }
     assert.is_string((listing:request()))
     local step, err = listing:reply(404, { ["Content-Type"] = "application/json" },
       '{"error":{"type":"record-not-found","message":"Key-value store was not found"}}')

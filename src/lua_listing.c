@@ -24,7 +24,7 @@ const kvs_optspec kvs_listing_options[] = {
     { "urls", LUA_TBOOLEAN, K | LI | LK },
     { "page_size", LUA_TNUMBER, K | LI },
     { "prefetch", LUA_TBOOLEAN, K },
-    { "parallel", LUA_TNUMBER, K | J },    /* or "auto" */
+    { "parallel", LUA_TNUMBER, K | LI | J },    /* or "auto" */
     { "rate_limit", LUA_TNUMBER, K | J },
     { "ordered", LUA_TBOOLEAN, K | J },
     { "seed", LUA_TNUMBER, LI },
@@ -147,7 +147,7 @@ int kvs_opt_parallel(lua_State *L, int arg, int dflt)
 
 int kvs_listing_start_parallel(lua_State *L, listing_ud *u, const kvs_listing_config *cfg)
 {
-    int parallel = kvs_opt_parallel(L, 2, 1);
+    int parallel = kvs_opt_parallel(L, 2, kvs_opt_boolean(L, 2, "prefetch", 1) ? KVS_PLAN_AUTO : 1);
     int ordered = kvs_opt_boolean(L, 2, "ordered", 1);
     double rate = 0;
     if (!lua_isnoneornil(L, 2)) {

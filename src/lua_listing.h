@@ -83,8 +83,9 @@ int  kvs_push_item(lua_State *L, listing_ud *u);
 void kvs_listing_release(lua_State *L, listing_ud *u);
 /* Option parallel at arg: "auto" (KVS_PLAN_AUTO) or 1..KVS_PLAN_MAX; dflt when absent. */
 int  kvs_opt_parallel(lua_State *L, int arg, int dflt);
-/* Options parallel, rate_limit, ordered at 2: when they ask for key ranges side
- * by side, makes the parallel driver of `u` (u->par, no core) and returns 1. */
+/* Options parallel ("auto" by default, 1 with prefetch = false), rate_limit, ordered at 2:
+ * unless they ask for one page at a time, makes the parallel driver of `u` (u->par, no
+ * core) and returns 1. */
 int  kvs_listing_start_parallel(lua_State *L, listing_ud *u, const kvs_listing_config *cfg);
 /* Starts the libcurl multi driver of `u` if it has none; raises on OOM. */
 void kvs_listing_drive(lua_State *L, listing_ud *u);

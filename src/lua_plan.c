@@ -1,5 +1,5 @@
 /*
- * lua_plan.c — store:listing{ parallel = "auto" | n }: the parallel planner
+ * lua_plan.c — store:listing{} (parallel = "auto" or n): the parallel planner
  * (core_parallel.c) for drivers of one's own (OpenResty, luasocket, a
  * simulator).  The plan says which requests to send now and which to abort,
  * and takes the replies by request id; the driver moves the bytes, keeps the
@@ -17,6 +17,7 @@ typedef struct plan_ud {
     kvs_page       page;        /* the page taken last */
     size_t         pos;
     kvs_retry_hook hook;        /* hook.L: set by every call that may drive the plan */
+    int            urls;        /* hand out recordPublicUrl (option urls, default true) */
 } plan_ud;
 
 static const kvs_optspec options[] = {
@@ -24,17 +25,23 @@ static const kvs_optspec options[] = {
     { "signature", LUA_TSTRING, 1 }, { "exclusiveStartKey", LUA_TSTRING, 1 },
     { "limit", LUA_TNUMBER, 1 }, { "page_size", LUA_TNUMBER, 1 },
     { "parallel", LUA_TNUMBER, 1 }, { "rate_limit", LUA_TNUMBER, 1 },
-    { "ordered", LUA_TBOOLEAN, 1 }, { "seed", LUA_TNUMBER, 1 }, { NULL, 0, 0 }
+    { "ordered", LUA_TBOOLEAN, 1 }, { "seed", LUA_TNUMBER, 1 }, { "urls", LUA_TBOOLEAN, 1 },
+    { NULL, 0, 0 }
 };
 
+/* store:listing{} plans key ranges ("auto"), unless parallel = 1 without rate_limit or
+ * ordered asks for the page-by-page listing. */
 int kvs_plan_wanted(lua_State *L)
 {
-    int yes;
-    if (lua_type(L, 2) != LUA_TTABLE) return 0;
+    int one;
+    if (lua_type(L, 2) != LUA_TTABLE) return 1;
     lua_getfield(L, 2, "parallel");
-    yes = !lua_isnil(L, -1);
-    lua_pop(L, 1);
-    return yes;
+    lua_getfield(L, 2, "rate_limit");
+    lua_getfield(L, 2, "ordered");
+    one = lua_type(L, -3) == LUA_TNUMBER && lua_tonumber(L, -3) == 1
+          && lua_isnil(L, -2) && lua_isnil(L, -1);
+    lua_pop(L, 3);
+    return !one;
 }
 
 static plan_ud *check_plan(lua_State *L)
@@ -78,7 +85,7 @@ int kvs_store_plan(lua_State *L)
     cfg.page_size = (int)kvs_opt_integer(L, 2, "page_size", 1, KVS_MAX_PAGE_SIZE,
                                          KVS_MAX_PAGE_SIZE);
     cfg.limit = kvs_opt_integer(L, 2, "limit", 0, 0x7fffffffffffffffLL, -1);
-    parallel = kvs_opt_parallel(L, 2, 1);
+    parallel = kvs_opt_parallel(L, 2, KVS_PLAN_AUTO);
     lua_getfield(L, 2, "rate_limit");
     if (!lua_isnil(L, -1)) {
         rate = (double)lua_tonumber(L, -1);
@@ -107,6 +114,7 @@ int kvs_store_plan(lua_State *L)
         cfg.on_retry = kvs_call_on_retry;
         cfg.on_retry_ud = &u->hook;
     }
+    u->urls = kvs_opt_boolean(L, 2, "urls", 1);
     cfg.seed = kvs_opt_seed(L, 2, u);
     if (!(u->plan = kvs_plan_new(&cfg, parallel, rate, ordered)))
         luaL_error(L, "apify.kvs: out of memory");
@@ -258,7 +266,7 @@ static int page_next(lua_State *L)
     it = &u->page.items[u->pos++];
     lua_pushlstring(L, u->page.bytes.data + it->key_off, it->key_len);
     kvs_pushsize(L, it->size);
-    if (it->url_off != KVS_NO_URL)
+    if (it->url_off != KVS_NO_URL && u->urls)
         lua_pushlstring(L, u->page.bytes.data + it->url_off, it->url_len);
     else
         lua_pushnil(L);

@@ -54,23 +54,26 @@ local Store = {}
 ---@class apify.kvs.ListingOptions: apify.kvs.ListKeysOptions
 ---@field page_size? integer keys per request, 1..1000
 
----Options of `store:listing`: with `parallel`, the parallel planner (`apify.kvs.Plan`), which
----also takes `rate_limit` and `ordered` as `store:keys` does.
+---Options of `store:listing`: the parallel planner (`apify.kvs.Plan`), which takes `rate_limit`
+---and `ordered` as `store:keys` does; with `parallel = 1` (and neither of those), the
+---page-by-page listing (`apify.kvs.Listing`).
 ---@class apify.kvs.StoreListingOptions: apify.kvs.ListingOptions
----@field parallel? integer key ranges fetched side by side, 1..64: returns an apify.kvs.Plan
+---@field parallel? integer|"auto" requests in flight: "auto" (default) as many as the rate times the round trip asks for, at most 64; n: at most n (1..64); 1: the page-by-page apify.kvs.Listing
+---@field rate_limit? number requests per second
+---@field ordered? boolean false: pages in arrival order, default true
 ---@field seed? integer seed of the retry delays' jitter (0..2^53-1): the same replies and clock give the same run; default: a new seed each call
 
----Options of `store:job`: with `parallel`, key ranges side by side, still without waiting.
+---Options of `store:job`: key ranges side by side, still without waiting.
 ---@class apify.kvs.JobOptions: apify.kvs.ListingOptions
----@field parallel? integer key ranges fetched side by side, 1..64, default 1
+---@field parallel? integer|"auto" requests in flight: "auto" (default) as many as the rate times the round trip asks for, at most 64; n: at most n (1..64); 1: page by page
 ---@field rate_limit? number requests per second
 ---@field ordered? boolean false: pages in arrival order, default true
 ---@field seed? integer seed of the retry delays' jitter (0..2^53-1), default: a new seed each call
 
 ---Options of `store:keys`.
 ---@class apify.kvs.KeysOptions: apify.kvs.ListingOptions
----@field prefetch? boolean fetch page k+1 while the loop works through page k, default true
----@field parallel? integer key ranges fetched side by side, 1..64, default 1
+---@field prefetch? boolean fetch page k+1 while the loop works through page k, default true; false: page by page (parallel defaults to 1)
+---@field parallel? integer|"auto" requests in flight: "auto" (default) as many as the rate times the round trip asks for, at most 64; n: at most n (1..64); 1: page by page
 ---@field rate_limit? number requests per second
 ---@field ordered? boolean false: pages in arrival order, default true
 
@@ -103,13 +106,14 @@ function Store:keys(opts) end
 ---@return apify.kvs.Error? err
 function Store:list_keys(opts) end
 
----A non-blocking listing driven by `job:poll()`; with `parallel`, over key ranges side by side.
+---A non-blocking listing driven by `job:poll()`, over key ranges side by side (`parallel`).
 ---@param opts? apify.kvs.JobOptions
 ---@return apify.kvs.Job
 function Store:job(opts) end
 
----A sans-I/O listing: the core decides, your driver moves the bytes.  With `parallel`,
----the parallel planner (`apify.kvs.Plan`) instead.
+---A sans-I/O listing: the core decides, your driver moves the bytes: the parallel planner
+---(`apify.kvs.Plan`); with `parallel = 1` (no `rate_limit`, no `ordered`), the page-by-page
+---listing (`apify.kvs.Listing`) instead.
 ---@param opts? apify.kvs.StoreListingOptions|apify.kvs.KeysOptions
 ---@return apify.kvs.Listing|apify.kvs.Plan
 function Store:listing(opts) end
@@ -217,7 +221,7 @@ function Job:close() end
 ---@field shard integer which key range it is for
 ---@field attempt integer 0 for the first try of a page
 
----The parallel planner (`store:listing{ parallel = n }`): key ranges side by side, paced, in
+---The parallel planner (`store:listing{}`): key ranges side by side, paced, in
 ---order; your driver sends several requests at once and keeps the clock (`now`, seconds).
 ---@class apify.kvs.Plan
 local Plan = {}
@@ -269,7 +273,7 @@ function Plan:timeout(now) end
 ---@return integer? count keys of the page, then iterate `page_keys`
 function Plan:take() end
 
----Iterates the keys of the page taken last.
+---Iterates the keys of the page taken last: key, size, url (nil with urls = false).
 ---@return fun(): string?, integer?, string?
 function Plan:page_keys() end
 
@@ -279,7 +283,10 @@ function Plan:finished() end
 ---@return apify.kvs.Error? err why the listing failed
 function Plan:error() end
 
----@return { requests: integer, throttled: integer, ranges: integer, rate: number, inflight: integer, alive: integer, held: integer }
+---Figures: requests made, 429s seen, ranges made, the pace (requests/s), requests in flight, ranges
+---now, pages held and in flight, requests wanted in flight (rate x round trip), the round trip
+---measured (s, 0 before the first reply).
+---@return { requests: integer, throttled: integer, ranges: integer, rate: number, inflight: integer, alive: integer, held: integer, parallel: integer, rtt: number }
 function Plan:stats() end
 
 ---Lets go of everything (the driver aborts its own transfers); idempotent.
