@@ -364,7 +364,7 @@ function Emu:control(method, path, body)
   return decoded
 end
 
--- Appends faults (a list of fault objects, see kvs_emulator.lua) to the pending queue.
+-- Appends faults (a list of fault objects, see emu_faults.lua) to the pending queue.
 function Emu:faults(list)
   return self:control("POST", "/_emulator/faults", list)
 end

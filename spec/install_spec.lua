@@ -123,7 +123,8 @@ if T.target == "5.4" then
       end
       return names
     end
-    local OWN = { ["apify.kvs"] = true, api_rules = true, ["emulator.launch"] = true }
+    local OWN = { ["apify.kvs"] = true, api_rules = true, ["emulator.launch"] = true, emu_common = true,
+                  emu_store = true, emu_faults = true, emu_control = true }
 
     it("provide every module the demo and the emulator require", function()
       local debs = T.read("make -s --no-print-directory -f Makefile -f - print-demo-debs <<'MK'\n" ..
@@ -136,7 +137,8 @@ if T.target == "5.4" then
       local sides = {
         { lua = "lua5.4", names = required { "emulator/launch.lua", "examples/list_keys.lua",
           "examples/resume.lua", "examples/one_page.lua", "bin/apify-kvs" } },
-        { lua = "luajit", names = required { "emulator/kvs_emulator.lua", "emulator/api_rules.lua" } },
+        { lua = "luajit", names = required { "emulator/kvs_emulator.lua", "emulator/api_rules.lua",
+          "emulator/emu_common.lua", "emulator/emu_store.lua", "emulator/emu_faults.lua", "emulator/emu_control.lua" } },
       }
       local checked = 0
       for _, side in ipairs(sides) do

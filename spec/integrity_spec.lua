@@ -1,6 +1,6 @@
 -- The listing integrity contract (R1-R8): whatever a server or proxy sends, a listing hands out
 -- every key once, in byte order, or fails with the documented error, quickly and with bounded
--- memory. Each case is a real reply from the emulator (emulator/kvs_emulator.lua, "Fault kinds").
+-- memory. Each case is a real reply from the emulator (emulator/emu_faults.lua, "Fault kinds").
 -- The paging rules (R1, R2) hold on every driver: store:keys, store:job, store:keys{parallel}.
 local T = require "spec.support.env"
 local socket = require "socket"
