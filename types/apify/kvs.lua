@@ -25,6 +25,8 @@ local kvs = {}
 ---@field on_retry? apify.kvs.on_retry|false called before each retry; returning false gives up
 ---@field user_agent? string default "apify.kvs/<version> (<Lua>; <libcurl>)"
 ---@field gzip? boolean ask for compressed replies, default true
+---@field ca_file? string CA certificates (PEM) to trust instead of the system store; checked to exist at kvs.new
+---@field ca_path? string a directory of CA certificates hashed by `openssl rehash`, trusted instead of the system store
 
 ---A client: shared connections, DNS cache and retry policy.
 ---@param opts? apify.kvs.ClientOptions
