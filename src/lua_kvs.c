@@ -227,6 +227,15 @@ static int client_tostring(lua_State *L)
     return 1;
 }
 
+/* The base URL as the client uses it (scheme in lower case, no trailing slash or /v2); it
+ * never holds a token (base_url takes no user part). */
+static int client_base_url(lua_State *L)
+{
+    kvs_client **c = check_client(L, 1);
+    lua_pushstring(L, (*c)->settings.base_url);
+    return 1;
+}
+
 /* --- stores --------------------------------------------------------------------- */
 
 static int client_store(lua_State *L)
@@ -282,17 +291,36 @@ static int store_id(lua_State *L)
 
 /* --- module ----------------------------------------------------------------------- */
 
+/* kvs.is_error(v): true for the error tables of runtime failures (class apify.kvs.error,
+ * apify.kvs.openresty's too), false for anything else, such as the strings programmer
+ * mistakes raise.  The class's metatable is locked: a script cannot make one. */
+static int kvs_is_error(lua_State *L)
+{
+    int yes = 0;
+    if (lua_type(L, 1) == LUA_TTABLE && lua_getmetatable(L, 1)) {
+        luaL_getmetatable(L, KVS_ERROR_MT);
+        yes = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+    }
+    lua_pushboolean(L, yes);
+    return 1;
+}
+
 KVS_EXPORT int luaopen_apify_kvs(lua_State *L)
 {
     static const luaL_Reg client_meta[] = {
         { "__gc", client_gc }, { "__tostring", client_tostring }, { NULL, NULL }
     };
-    static const luaL_Reg client_methods[] = { { "store", client_store }, { NULL, NULL } };
+    static const luaL_Reg client_methods[] = {
+        { "store", client_store }, { "base_url", client_base_url }, { NULL, NULL }
+    };
     static const luaL_Reg store_meta[] = {
         { "__gc", store_gc }, { "__tostring", store_tostring }, { NULL, NULL }
     };
     static const luaL_Reg store_methods[] = { { "id", store_id }, { NULL, NULL } };
-    static const luaL_Reg functions[] = { { "new", kvs_new }, { NULL, NULL } };
+    static const luaL_Reg functions[] = {
+        { "new", kvs_new }, { "is_error", kvs_is_error }, { NULL, NULL }
+    };
 
     if (kvs_http_global_init() != 0)
         return luaL_error(L, "apify.kvs: libcurl failed to initialise");

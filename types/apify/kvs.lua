@@ -33,8 +33,17 @@ local kvs = {}
 ---@return apify.kvs.Client
 function kvs.new(opts) end
 
+---True for the error tables of runtime failures (`apify.kvs.Error`), false for anything
+---else, such as the strings programmer mistakes raise.
+---@param v any
+---@return boolean
+function kvs.is_error(v) end
+
 ---@class apify.kvs.Client
 local Client = {}
+
+---@return string base_url the base URL the requests go to (scheme in lower case, no trailing slash or /v2); never a token
+function Client:base_url() end
 
 ---@param id string a store id, "username~store-name" or "~store-name"
 ---@return apify.kvs.Store
