@@ -335,7 +335,7 @@ describe("errors and retries", function()
     end)
   end)
 
-  describe("kvs.is_error: runtime failures from programmer mistakes", function()
+  describe("kvs.is_error tells runtime failures from programmer mistakes", function()
     local kvs = T.kvs
 
     local function job_error(job)
