@@ -50,9 +50,10 @@ BUILD_DEBS := build-essential pkg-config libcurl4-openssl-dev libyajl-dev zlib1g
         liblua5.1-0-dev liblua5.2-dev liblua5.3-dev liblua5.4-dev libluajit2-5.1-dev
 # Tests, demo, bench: interpreters, busted, lua-cjson, luasocket, the emulator (nginx + Lua
 # module, luaossl for the emulator's URL signatures), LuaRocks and zip (packaging specs), valgrind,
-# LÖVE, zlib (bench/gen.c). nodejs and npm (JS_DEPS) only when npm is missing.
+# the openssl tool (the TLS specs' CAs and certificates), LÖVE, zlib (bench/gen.c). nodejs and
+# npm (JS_DEPS) only when npm is missing.
 TEST_DEBS := lua5.1 lua5.2 lua5.3 lua5.4 luajit2 lua-busted lua-cjson lua-socket lua-filesystem \
-        nginx libnginx-mod-http-lua lua-luaossl luarocks zip valgrind curl ca-certificates time love zlib1g-dev \
+        nginx libnginx-mod-http-lua lua-luaossl luarocks zip valgrind curl ca-certificates openssl time love zlib1g-dev \
         clang libclang-rt-14-dev
 DEMO_DEBS := lua5.4 lua-socket lua-cjson lua-filesystem nginx libnginx-mod-http-lua
 

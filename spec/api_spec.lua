@@ -18,7 +18,7 @@ describe("apify.kvs module", function()
     local names = {}
     for k in pairs(kvs) do names[#names + 1] = k end
     table.sort(names)
-    assert.are.same({ "_FFI", "_TRANSPORT", "_VERSION", "new" }, names)
+    assert.are.same({ "_FFI", "_TRANSPORT", "_VERSION", "is_error", "new" }, names)
   end)
 
   it("says whether its iterators run through LuaJIT's FFI", function()
@@ -116,6 +116,26 @@ describe("kvs.new", function()
     assert.matches("no token", tostring(kvs.new({ token = false })))
     local store = c:store("abc")
     assert.is_nil(tostring(store):find("SECRET", 1, true))
+  end)
+
+  it("reads the base URL back as the client uses it, never with a token", function()
+    local token = "apify_api_SECRET1234567890"
+    for given, kept in pairs({
+      ["https://api.apify.com/v2/"] = "https://api.apify.com",
+      ["HTTP://127.0.0.1:8080/Proxy//"] = "http://127.0.0.1:8080/Proxy",
+      ["https://h.example/p/v2/v2"] = "https://h.example/p/v2",
+    }) do
+      local c = kvs.new({ base_url = given, token = token })
+      assert.are.equal(kept, c:base_url())
+      local url = c:store("s"):listing{}:request()          -- what the requests go to
+      assert.are.equal(kept .. "/v2/", url:sub(1, #kept + 4))
+      assert.is_nil(c:base_url():find("SECRET", 1, true))
+    end
+    if not os.getenv("APIFY_API_BASE_URL") then
+      assert.are.equal("https://api.apify.com", kvs.new():base_url())
+    end
+    assert.matches("apify.kvs.client expected, got apify.kvs.store",
+      T.raised(kvs.new().base_url, kvs.new():store("s")), 1, true)
   end)
 
   it("locks its metatables", function()

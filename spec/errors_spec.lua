@@ -1,6 +1,7 @@
 -- Failures: API errors, retries with backoff, timeouts, broken replies, cursor
 -- faults, redirects.  Every fault is a real reply from the emulator over loopback.
 local T = require "spec.support.env"
+local socket = require "socket"
 
 local TOKEN = "apify_api_errors_SECRET_51a2"
 
@@ -331,6 +332,80 @@ describe("errors and retries", function()
       other:stop()
       T.rmrf(other_storage)
       assert(ok, err)
+    end)
+  end)
+
+  describe("kvs.is_error tells runtime failures from programmer mistakes", function()
+    local kvs = T.kvs
+
+    local function job_error(job)
+      local deadline = T.now() + 10 * T.slow
+      while job:status() == "running" do
+        for _ in job:poll() do end
+        assert(T.now() < deadline, "the job did not finish")
+        socket.sleep(0.005)
+      end
+      return select(2, job:status())
+    end
+
+    it("is true for the error tables of every kind of listing, and on_retry's", function()
+      local missing = client:store("nope")
+      local errs = {}
+      errs["store:keys"] = T.raised(T.collect, missing)
+      errs["store:keys{parallel=2}"] = T.raised(T.collect, missing, { parallel = 2 })
+      errs["store:list_keys"] = select(2, missing:list_keys())
+      errs["store:job"] = job_error(missing:job{})
+      local listing = missing:listing{}
+      listing:request()
+      errs["store:listing"] = select(2, listing:reply(404, {},
+        '{"error":{"type":"record-not-found","message":"Key-value store was not found"}}'))
+      local seen
+      emu:faults({ { kind = "status", status = 503 } })
+      local watched = T.client(emu, { token = TOKEN, on_retry = function(e) seen = e end })
+      assert.are.equal(30, #T.collect(watched:store("s")))
+      errs.on_retry = seen
+      for where, err in pairs(errs) do
+        assert.are.equal("table", type(err), where)
+        assert.is_true(kvs.is_error(err), where)
+      end
+    end)
+
+    it("is false for the strings of programmer mistakes and for anything else", function()
+      local mistakes = {
+        T.raised(store.keys, store, { page_size = 0 }),
+        T.raised(kvs.new, { tokne = "x" }),
+        T.raised(client.store, client, ""),
+        T.raised(store.list_keys, store, { limit = 1001 }),
+      }
+      for _, m in ipairs(mistakes) do
+        assert.is_string(m)
+        assert.is_false(kvs.is_error(m), m)
+      end
+      local real = T.raised(T.collect, client:store("nope"))
+      local lookalike = {}
+      for k, v in pairs(real) do lookalike[k] = v end
+      for _, v in ipairs({ lookalike, { type = "network-error", message = "m", retries = 0 },
+                           setmetatable({}, { __name = "apify.kvs.error" }), tostring(real),
+                           "apify.kvs.error", 42, true, client, store, kvs.is_error }) do
+        assert.is_false(kvs.is_error(v), tostring(v))
+      end
+      assert.is_false(kvs.is_error(nil))
+      assert.is_false(kvs.is_error())
+    end)
+
+    it("lets a handler around a listing loop tell them apart (as the README shows)", function()
+      local function handle(s, opts)
+        local ok, err = pcall(function()
+          for _ in s:keys(opts) do end
+        end)
+        if ok then return "listed" end
+        if kvs.is_error(err) then return "failed: " .. err.type end
+        error(err, 0)
+      end
+      assert.are.equal("listed", handle(store))
+      assert.are.equal("failed: record-not-found", handle(client:store("nope")))
+      assert.matches("option 'page_size' must be an integer in 1..1000",
+                     T.raised(handle, store, { page_size = 0 }), 1, true)
     end)
   end)
 end)

@@ -158,3 +158,38 @@ describe("type definitions (types/apify/kvs.lua)", function()
     same(fields, defs_fields("apify.kvs.Error"), "error fields")
   end)
 end)
+
+-- README's "Editor support": the .luarc.json that points lua-language-server at the definitions
+-- (Debian 12 packages no lua-language-server to run on them: its settings are checked here).
+describe("the README's .luarc.json for lua-language-server", function()
+  local cjson = require "cjson"
+  local section, config
+
+  lazy_setup(function()
+    section = assert(slurp("README.md"):match("\n### Editor support\n(.-)\n##"),
+                     "README.md has no section \"Editor support\"")
+    local json = assert(section:match("```json\n(.-)```"), "no ```json block in Editor support")
+    config = cjson.decode(json)
+  end)
+
+  it("is the section the definitions file sends its readers to", function()
+    assert.matches('(see README.md, "Editor support")', slurp("types/apify/kvs.lua"), 1, true)
+  end)
+
+  it("names a Lua lua-language-server knows and the directories holding the definitions", function()
+    local versions = { ["Lua 5.1"] = true, ["Lua 5.2"] = true, ["Lua 5.3"] = true,
+                       ["Lua 5.4"] = true, LuaJIT = true }
+    assert.is_true(versions[config.runtime.version], tostring(config.runtime.version))
+    local library = config.workspace.library
+    assert.are.equal(2, #library)
+    -- the first: where make install puts them by default (Makefile: PREFIX, INSTALL_TYPES)
+    local makefile = slurp("Makefile")
+    local prefix = assert(makefile:match("\nPREFIX%s*%?=%s*(%S+)"))
+    local types_dir = assert(makefile:match("\nINSTALL_TYPES%s*%?=%s*(%S+)")):gsub("%$%(PREFIX%)", prefix)
+    assert.are.equal(types_dir, library[1])
+    assert.matches("install %-m 644 types/apify/kvs.lua %$%(DESTDIR%)%$%(INSTALL_TYPES%)/apify/kvs.lua",
+                   makefile)
+    -- the second: a checkout's types/, relative to the workspace
+    assert.matches("^[^/].*/types$", library[2])
+  end)
+end)

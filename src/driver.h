@@ -22,6 +22,8 @@ typedef struct kvs_settings {
     char     *token;          /* NULL: no Authorization header */
     char     *base_url;
     char     *user_agent;
+    char     *ca_file;        /* CA certificates (PEM) trusted instead of the system's; NULL */
+    char     *ca_path;        /* a directory of them, hashed (openssl rehash); NULL */
     double    timeout;        /* seconds per attempt, decoding included */
     double    min_delay;      /* seconds */
     double    max_delay;      /* longest wait between tries (seconds) */

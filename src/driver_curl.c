@@ -154,6 +154,10 @@ kvs_conn *kvs_conn_new(const kvs_settings *s)
     curl_easy_setopt(e, CURLOPT_UNRESTRICTED_AUTH, 0L);   /* token stays with its host */
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (s->ca_file || s->ca_path) {   /* instead of libcurl's built-in bundle and directory */
+        curl_easy_setopt(e, CURLOPT_CAINFO, s->ca_file);
+        curl_easy_setopt(e, CURLOPT_CAPATH, s->ca_path);
+    }
     if (s->gzip)   /* whatever libcurl can decode; off: identity, cheaper on loopback */
         curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);

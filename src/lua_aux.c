@@ -246,6 +246,8 @@ void kvs_client_release(lua_State *L, kvs_client *c)
     }
     free(c->settings.base_url);
     free(c->settings.user_agent);
+    free(c->settings.ca_file);
+    free(c->settings.ca_path);
     free(c);
 }
 

@@ -4,10 +4,12 @@
  * Each kind of listing opens itself (its *_open, lua_aux.h lists them) and
  * adds its store methods.
  */
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "lua_ffi.h"
 #include "lua_listing.h"
@@ -86,18 +88,53 @@ static const char *check_base_url(lua_State *L, int arg, const char *u, size_t n
     return u;
 }
 
+/* Raises "option 'ca_file': cannot read <path> (<why>)" with errno's why. */
+static void cannot_read(lua_State *L, int arg, const char *name, const char *path)
+{
+    luaL_argerror(L, arg, lua_pushfstring(L, "option '%s': cannot read %s (%s)", name, path,
+                  strerror(errno)));
+}
+
+/* Option `name` of kvs.new, a CA file (ca_file) or a directory of them (ca_path): a path that
+ * is there now; NULL when absent.  libcurl reads it at each new connection: one gone by then,
+ * or not PEM, fails that listing as tls-error. */
+static const char *check_ca_option(lua_State *L, int arg, const char *name, int want_dir)
+{
+    size_t n;
+    struct stat st;
+    const char *path = kvs_opt_string(L, arg, name, &n);
+    if (!path) return NULL;
+    if (n == 0)
+        luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must not be empty", name));
+    if (strlen(path) != n)
+        luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must not contain a NUL byte", name));
+    if (stat(path, &st) != 0)
+        cannot_read(L, arg, name, path);
+    if (!S_ISDIR(st.st_mode) != !want_dir)
+        luaL_argerror(L, arg, want_dir
+            ? "option 'ca_path' names a file, not a directory (ca_file takes a file)"
+            : "option 'ca_file' names a directory (ca_path takes a directory of hashed certificates)");
+    if (!want_dir) {
+        FILE *f = fopen(path, "rb");
+        if (f) fclose(f);
+        else cannot_read(L, arg, name, path);
+    }
+    return path;
+}
+
 static const kvs_optspec new_options[] = {
     { "token", LUA_TSTRING, 1 }, { "base_url", LUA_TSTRING, 1 }, { "timeout", LUA_TNUMBER, 1 },
     { "max_retries", LUA_TNUMBER, 1 }, { "min_delay", LUA_TNUMBER, 1 },
     { "user_agent", LUA_TSTRING, 1 }, { "gzip", LUA_TBOOLEAN, 1 },
     { "max_delay", LUA_TNUMBER, 1 }, { "max_elapsed", LUA_TNUMBER, 1 },
-    { "on_retry", LUA_TFUNCTION, 1 }, { NULL, 0, 0 }
+    { "on_retry", LUA_TFUNCTION, 1 }, { "ca_file", LUA_TSTRING, 1 },
+    { "ca_path", LUA_TSTRING, 1 }, { NULL, 0, 0 }
 };
 
 static int kvs_new(lua_State *L)
 {
     size_t tlen = 0, blen = 0, ulen = 0;
-    const char *token, *base, *ua;
+    const char *token, *base, *ua, *ca_file, *ca_path;
     char uabuf[128];
     kvs_client *c, **ud;
     int token_off = 0;
@@ -135,6 +172,8 @@ static int kvs_new(lua_State *L)
         ua = uabuf;
         ulen = strlen(uabuf);
     }
+    ca_file = check_ca_option(L, 1, "ca_file", 0);
+    ca_path = check_ca_option(L, 1, "ca_path", 1);
 
     ud = kvs_newuserdata(L, sizeof *ud);
     *ud = NULL;
@@ -159,8 +198,11 @@ static int kvs_new(lua_State *L)
     if (c->settings.base_url) lower_scheme(c->settings.base_url);
     c->settings.user_agent = dup_bytes(ua, ulen);
     c->settings.token = token ? dup_bytes(token, tlen) : NULL;
+    c->settings.ca_file = ca_file ? dup_bytes(ca_file, strlen(ca_file)) : NULL;
+    c->settings.ca_path = ca_path ? dup_bytes(ca_path, strlen(ca_path)) : NULL;
     c->settings.http = kvs_http_new();
     if (!c->settings.base_url || !c->settings.user_agent || (token && !c->settings.token)
+        || (ca_file && !c->settings.ca_file) || (ca_path && !c->settings.ca_path)
         || !c->settings.http)
         return luaL_error(L, "apify.kvs: out of memory");
     return 1;
@@ -182,6 +224,15 @@ static int client_tostring(lua_State *L)
     else    /* says whether a token is set, never what it is */
         lua_pushfstring(L, "apify.kvs.client (%s, %s)", (*ud)->settings.base_url,
                         (*ud)->settings.token ? "token set" : "no token");
+    return 1;
+}
+
+/* The base URL as the client uses it (scheme in lower case, no trailing slash or /v2); it
+ * never holds a token (base_url takes no user part). */
+static int client_base_url(lua_State *L)
+{
+    kvs_client **c = check_client(L, 1);
+    lua_pushstring(L, (*c)->settings.base_url);
     return 1;
 }
 
@@ -240,17 +291,36 @@ static int store_id(lua_State *L)
 
 /* --- module ----------------------------------------------------------------------- */
 
+/* kvs.is_error(v): true for the error tables of runtime failures (class apify.kvs.error,
+ * apify.kvs.openresty's too), false for anything else, such as the strings programmer
+ * mistakes raise.  The class's metatable is locked: a script cannot make one. */
+static int kvs_is_error(lua_State *L)
+{
+    int yes = 0;
+    if (lua_type(L, 1) == LUA_TTABLE && lua_getmetatable(L, 1)) {
+        luaL_getmetatable(L, KVS_ERROR_MT);
+        yes = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+    }
+    lua_pushboolean(L, yes);
+    return 1;
+}
+
 KVS_EXPORT int luaopen_apify_kvs(lua_State *L)
 {
     static const luaL_Reg client_meta[] = {
         { "__gc", client_gc }, { "__tostring", client_tostring }, { NULL, NULL }
     };
-    static const luaL_Reg client_methods[] = { { "store", client_store }, { NULL, NULL } };
+    static const luaL_Reg client_methods[] = {
+        { "store", client_store }, { "base_url", client_base_url }, { NULL, NULL }
+    };
     static const luaL_Reg store_meta[] = {
         { "__gc", store_gc }, { "__tostring", store_tostring }, { NULL, NULL }
     };
     static const luaL_Reg store_methods[] = { { "id", store_id }, { NULL, NULL } };
-    static const luaL_Reg functions[] = { { "new", kvs_new }, { NULL, NULL } };
+    static const luaL_Reg functions[] = {
+        { "new", kvs_new }, { "is_error", kvs_is_error }, { NULL, NULL }
+    };
 
     if (kvs_http_global_init() != 0)
         return luaL_error(L, "apify.kvs: libcurl failed to initialise");

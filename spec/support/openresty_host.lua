@@ -13,7 +13,7 @@ M.phase_errors = {}   -- phase -> what a listing call there raised (init: set in
 local function err_fields(err)
   if type(err) ~= "table" then return { type = "lua", message = tostring(err) } end
   return { type = err.type, status = err.status, retries = err.retries, message = err.message,
-           tostring = tostring(err) }
+           tostring = tostring(err), is_error = kvs.is_error(err) }
 end
 
 -- What ngx_kvs.keys raises when called in this phase (nothing: "no error").

@@ -25,14 +25,25 @@ local kvs = {}
 ---@field on_retry? apify.kvs.on_retry|false called before each retry; returning false gives up
 ---@field user_agent? string default "apify.kvs/<version> (<Lua>; <libcurl>)"
 ---@field gzip? boolean ask for compressed replies, default true
+---@field ca_file? string CA certificates (PEM) to trust instead of the system store; checked to exist at kvs.new
+---@field ca_path? string a directory of CA certificates hashed by `openssl rehash`, trusted instead of the system store
 
 ---A client: shared connections, DNS cache and retry policy.
 ---@param opts? apify.kvs.ClientOptions
 ---@return apify.kvs.Client
 function kvs.new(opts) end
 
+---True for the error tables of runtime failures (`apify.kvs.Error`), false for anything
+---else, such as the strings programmer mistakes raise.
+---@param v any
+---@return boolean
+function kvs.is_error(v) end
+
 ---@class apify.kvs.Client
 local Client = {}
+
+---@return string base_url the base URL the requests go to (scheme in lower case, no trailing slash or /v2); never a token
+function Client:base_url() end
 
 ---@param id string a store id, "username~store-name" or "~store-name"
 ---@return apify.kvs.Store
