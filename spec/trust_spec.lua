@@ -82,7 +82,7 @@ local function start_front(emu)
       name = "TLS front end", rundir = dir, nports = 2, timeout = 30 * T.slow,
       render = function(ports)
         return (CONF:gsub("@([%u_]+)@", {
-          USER = T.launch.is_root() and "user nobody nogroup;" or "", RUNDIR = dir,
+          USER = T.launch.user_directive(), RUNDIR = dir,
           PORT = tostring(ports[1]), OTHER_PORT = tostring(ports[2]), EMU_PORT = tostring(emu.port),
         }))
       end,
