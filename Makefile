@@ -1,7 +1,9 @@
 # apify.kvs — build, demo and tests.
 #
 #   make demo    build, start the local API emulator, list a store through the module
-#   make test    the busted suite under Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT, then `make check`
+#   make test    the busted suite under Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT, the hosted specs
+#                (emulator, nginx, C host, LÖVE), ASan/UBSan and valgrind (what `make check`
+#                runs), the fuzz and bench smoke runs: all at once
 #   make check   the suite again against an ASan/UBSan build, and a valgrind run
 #   make check-layers  the core, the platform helpers and the drivers compile without Lua
 #   make test-timing  the speed claims (frame times, prefetch overlap, parallel speed-up,
@@ -144,7 +146,7 @@ build/asan/apify/kvs.so: $(SRCS) $(HDRS) | deps
 demo: build/5.4/apify/kvs.so | demo-deps
 	@bash examples/demo.sh
 
-# Every target of the suite in one run, six at a time (spec/run), the longest first
+# Every target of the suite in one run, twelve at a time (spec/run), the longest first
 # (valgrind and ASan in two halves each); the fuzz and bench smoke runs go beside the specs, which
 # mostly wait on sockets, and report after them.
 test: build build/asan/apify/kvs.so | test-deps js-deps

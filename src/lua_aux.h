@@ -52,7 +52,7 @@ void        kvs_check_options(lua_State *L, int arg, const kvs_optspec *spec, un
 const char *kvs_opt_string(lua_State *L, int arg, const char *name, size_t *len);
 long long   kvs_opt_integer(lua_State *L, int arg, const char *name,
                             long long min, long long max, long long dflt);
-/* In [min, 1e9] ((min, 1e9] when min_exclusive). */
+/* The retry jitter's seed: option `seed`, or one that differs per call (salt: any address). */
 uint64_t    kvs_opt_seed(lua_State *L, int arg, const void *salt);
 
 /* Reply headers given from Lua (a name and a value or list of values; a table of them) and
@@ -62,6 +62,7 @@ typedef void (*kvs_header_sink)(void *ud, const char *name, size_t nlen, const c
 void        kvs_feed_header(lua_State *L, int name_idx, int value_idx, kvs_header_sink sink, void *ud);
 void        kvs_feed_headers(lua_State *L, int idx, kvs_header_sink sink, void *ud);
 int         kvs_check_status(lua_State *L, int idx);
+/* In [min, 1e9] ((min, 1e9] when min_exclusive). */
 double      kvs_opt_number(lua_State *L, int arg, const char *name, double min, double dflt,
                            int min_exclusive);
 int         kvs_opt_boolean(lua_State *L, int arg, const char *name, int dflt);
