@@ -160,12 +160,14 @@ write("fuzz_keyspace", "mixed-classes", ks(["A-1", "a_2", "Z.9", "(x)"], ["A", "
 write("fuzz_keyspace", "nothing-learnt", ks([], ["", "!", "zzzzzzzzzzz"], smode=2, sbits=0x3FE0000000000000))
 write("fuzz_keyspace", "odd-bytes", ks(["img-1"], [b"\x00a", b"\xff", "img-9"], smode=3, sbits=12345))
 
-# --- fuzz_escape: which parts to set, then NUL-separated strings
+# --- fuzz_escape: which parts to set, then separated strings
 write("fuzz_escape", "plain", b"\x7f" + b"my-store\0img-\0default\0abc123\0k0042")
 write("fuzz_escape", "reserved", b"\x7e" + b"user~store/x\0a b/c?d#e&f=g\0%2F\0sig+/=\0..\0")
 write("fuzz_escape", "utf8", b"\x48" + "naïve ☃\0caf\u00e9\0".encode())
 write("fuzz_escape", "dots", b"\x01" + b"..")
 write("fuzz_escape", "nul-inside", b"\x02" + b"ab\0cd")
+# the top bit: 0xFF-separated strings, so the query values may hold NUL bytes
+write("fuzz_escape", "nul-in-values", b"\xf8" + b"my-store\xffimg-\0x\xffc\0d\xffs\0g\xffk\0")
 
 
 # --- fuzz_plan: parallel, ordered, page size, limit, key shape and count, seed, then per

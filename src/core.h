@@ -176,7 +176,10 @@ const char *kvs_store_id_problem(const char *id, size_t n);
 typedef struct kvs_listing_config {
     const char *base_url;       /* "http(s)://host[:port][/path]", no trailing '/' needed */
     const char *store_id;
-    const char *prefix, *collection, *signature;    /* NULL: not sent */
+    /* Query values, sent whole (percent-encoded, a NUL byte too); NULL: not sent */
+    const char *prefix;     size_t prefix_len;
+    const char *collection; size_t collection_len;
+    const char *signature;  size_t signature_len;
     const char *start_key;  size_t start_key_len;   /* NULL: from the first key */
     const char *upper_key;  size_t upper_key_len;   /* NULL: to the end; else the
                                                        last key wanted is <= it */
@@ -452,7 +455,6 @@ struct kvs_plan {
     int                pool_n;         /* samples ever put in it */
     double             err_n, err_sum, err_sq;  /* keys a range held / keys planned - 1,
                                                    decaying sums */
-    size_t             prefix_len;
     uint64_t           seed;
     kvs_plan_stats     st;
     kvs_error          err;
