@@ -117,9 +117,9 @@ void       kvs_reply_secret(kvs_reply *r, const char *secret, size_t n);
  * a page of more than `max_items` items, or a body of more than
  * KVS_BODY_MAX(max_items) bytes, is not a page. */
 int        kvs_reply_begin(kvs_reply *r, int status, kvs_page *page, size_t max_items);
-/* Feeds a body chunk.  0: go on; -1: the rest of the body cannot change the
- * verdict (the driver may stop reading).  The verdict does not depend on how
- * the body was cut into chunks. */
+/* Feeds a body chunk; an empty one may be given as (NULL, 0).  0: go on; -1: the
+ * rest of the body cannot change the verdict (the driver may stop reading).  The
+ * verdict does not depend on how the body was cut into chunks. */
 int        kvs_reply_body(kvs_reply *r, const char *data, size_t len);
 
 typedef enum kvs_verdict {
