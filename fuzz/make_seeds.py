@@ -134,6 +134,10 @@ write("fuzz_listing", "network-then-page", cfg(retries=2)
       + step(fault=11, kind=7, tail=b"\x01") + step(pg(["a"], trunc=False)))
 write("fuzz_listing", "single-page", cfg(page_size=5, single=True) + step(pg(["a", "b", "c"])))
 write("fuzz_listing", "error-401", cfg() + step(kind=5, status=401, body=bytes([2, 2])))
+# a gzip page, its member ending a chunk, then one byte after it: corrupt, a retry; then the page
+write("fuzz_listing", "gzip-junk-after-member-split", cfg()
+      + step(pg(["a", "b"], trunc=False), hdr=16 | 64 | 128, hdr_bytes=b"\x00x")
+      + step(pg(["a", "b"], trunc=False), hdr=16))
 write("fuzz_listing", "retry-after-huge", cfg(retries=3, max_delay=3)
       + step(kind=5, status=503, hdr=1, hdr_bytes=bytes([8]), body=bytes([6, 4])) + step(pg(["a"], False)))
 

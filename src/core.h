@@ -144,7 +144,7 @@ typedef struct kvs_inflate kvs_inflate;
 
 enum {
     KVS_INFLATE_MORE = 0,       /* fed; the stream goes on */
-    KVS_INFLATE_DONE = 1,       /* the gzip member ended */
+    KVS_INFLATE_DONE = 1,       /* the gzip member ended (a byte more would be junk) */
     KVS_INFLATE_STOPPED = 2,    /* the sink said stop (its verdict is made) */
     KVS_INFLATE_CORRUPT = -1,   /* not gzip, corrupt, cut short, or junk after it */
     KVS_INFLATE_TOO_BIG = -2,   /* more than max_out decoded bytes */
@@ -155,8 +155,10 @@ kvs_inflate *kvs_inflate_new(void);
 void         kvs_inflate_free(kvs_inflate *z);
 /* Starts a body; at most about max_out decoded bytes are ever made.  0, or -1 (no memory). */
 int          kvs_inflate_begin(kvs_inflate *z, size_t max_out);
-/* Inflates `n` bytes, handing the decoded bytes to sink (nonzero: stop).  KVS_INFLATE_*;
- * once not KVS_INFLATE_MORE, later calls return the same and do nothing. */
+/* Inflates `n` bytes, handing the decoded bytes to sink (nonzero: stop).  KVS_INFLATE_*.
+ * After KVS_INFLATE_DONE, bytes in a later call make it KVS_INFLATE_CORRUPT, as they
+ * would in the same call: the verdict does not depend on the chunks.  Otherwise, once
+ * not KVS_INFLATE_MORE, later calls return the same and do nothing. */
 int          kvs_inflate_feed(kvs_inflate *z, const char *in, size_t n,
                               int (*sink)(void *ud, const char *data, size_t len), void *ud);
 /* The body ended: KVS_INFLATE_CORRUPT if the gzip stream did not. */

@@ -293,8 +293,10 @@ static int reply_sink(void *ud, const char *data, size_t len)
 int kvs_listing_reply_body(kvs_listing *l, const char *data, size_t len)
 {
     if (l->state != S_REPLY || l->status <= 0) return -1;
-    if (l->gzip)
-        return kvs_inflate_feed(l->gz, data, len, reply_sink, l->reply) == KVS_INFLATE_MORE ? 0 : -1;
+    if (l->gzip) {   /* after the member's end, read on: a byte more is junk */
+        int st = kvs_inflate_feed(l->gz, data, len, reply_sink, l->reply);
+        return st == KVS_INFLATE_MORE || st == KVS_INFLATE_DONE ? 0 : -1;
+    }
     return kvs_reply_body(l->reply, data, len);
 }
 
