@@ -28,7 +28,7 @@ struct kvs_conn {
     double             attempt_end;  /* monotonic: when the attempt under way times out */
     double             deadline;   /* monotonic; past it, the body waits (0: never) */
     int                paused;     /* the transfer waits for the next turn */
-    int                https_only; /* an https base_url: no request, redirects included, leaves it */
+    int                https_only; /* an https base_url: every request, redirects too, is https */
     char               errbuf[CURL_ERROR_SIZE];
 };
 
@@ -215,26 +215,33 @@ int kvs_conn_paused(const kvs_conn *c)
 }
 
 /* After CURLE_UNSUPPORTED_PROTOCOL: 1 when it was a redirect refused for its scheme,
- * with errbuf saying where it led (scheme://host[:port] only). */
+ * with errbuf saying where it led: scheme://host[:port], no user, path or query. */
 static int refused_redirect(kvs_conn *c)
 {
     long redirects = 0;
     char *url = NULL;
-    const char *host;
-    size_t n;
+    const char *sep, *host, *at;
+    size_t scheme, n;
     if (curl_easy_getinfo(c->easy, CURLINFO_REDIRECT_COUNT, &redirects) != CURLE_OK
         || redirects < 1
-        || curl_easy_getinfo(c->easy, CURLINFO_EFFECTIVE_URL, &url) != CURLE_OK || !url)
+        || curl_easy_getinfo(c->easy, CURLINFO_EFFECTIVE_URL, &url) != CURLE_OK || !url
+        || !(sep = strstr(url, "://")))
         return 0;
-    host = strstr(url, "://");
-    n = host ? (size_t)(host + 3 - url) + strcspn(host + 3, "/?#") : strcspn(url, "/?#");
-    if (n > 120) n = 120;
+    scheme = (size_t)(sep - url);
+    host = sep + 3;
+    n = strcspn(host, "/?#");
+    while ((at = memchr(host, '@', n)) != NULL) {   /* user:password@ */
+        n -= (size_t)(at + 1 - host);
+        host = at + 1;
+    }
+    if (scheme > 16) scheme = 16;
+    if (n > 100) n = 100;
     if (c->https_only)
-        snprintf(c->errbuf, sizeof c->errbuf, "refused a redirect from https to %.*s: an https "
-                 "base_url never leaves https", (int)n, url);
+        snprintf(c->errbuf, sizeof c->errbuf, "refused a redirect from https to %.*s://%.*s: an "
+                 "https base_url never leaves https", (int)scheme, url, (int)n, host);
     else
-        snprintf(c->errbuf, sizeof c->errbuf, "refused a redirect to %.*s: only http and https "
-                 "are followed", (int)n, url);
+        snprintf(c->errbuf, sizeof c->errbuf, "refused a redirect to %.*s://%.*s: only http and "
+                 "https are followed", (int)scheme, url, (int)n, host);
     return 1;
 }
 
