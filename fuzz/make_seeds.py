@@ -134,6 +134,10 @@ write("fuzz_listing", "network-then-page", cfg(retries=2)
       + step(fault=11, kind=7, tail=b"\x01") + step(pg(["a"], trunc=False)))
 write("fuzz_listing", "single-page", cfg(page_size=5, single=True) + step(pg(["a", "b", "c"])))
 write("fuzz_listing", "error-401", cfg() + step(kind=5, status=401, body=bytes([2, 2])))
+# a gzip page, its member ending a chunk, then one byte after it: corrupt, a retry; then the page
+write("fuzz_listing", "gzip-junk-after-member-split", cfg()
+      + step(pg(["a", "b"], trunc=False), hdr=16 | 64 | 128, hdr_bytes=b"\x00x")
+      + step(pg(["a", "b"], trunc=False), hdr=16))
 write("fuzz_listing", "retry-after-huge", cfg(retries=3, max_delay=3)
       + step(kind=5, status=503, hdr=1, hdr_bytes=bytes([8]), body=bytes([6, 4])) + step(pg(["a"], False)))
 
@@ -160,12 +164,14 @@ write("fuzz_keyspace", "mixed-classes", ks(["A-1", "a_2", "Z.9", "(x)"], ["A", "
 write("fuzz_keyspace", "nothing-learnt", ks([], ["", "!", "zzzzzzzzzzz"], smode=2, sbits=0x3FE0000000000000))
 write("fuzz_keyspace", "odd-bytes", ks(["img-1"], [b"\x00a", b"\xff", "img-9"], smode=3, sbits=12345))
 
-# --- fuzz_escape: which parts to set, then NUL-separated strings
+# --- fuzz_escape: which parts to set, then separated strings
 write("fuzz_escape", "plain", b"\x7f" + b"my-store\0img-\0default\0abc123\0k0042")
 write("fuzz_escape", "reserved", b"\x7e" + b"user~store/x\0a b/c?d#e&f=g\0%2F\0sig+/=\0..\0")
 write("fuzz_escape", "utf8", b"\x48" + "naïve ☃\0caf\u00e9\0".encode())
 write("fuzz_escape", "dots", b"\x01" + b"..")
 write("fuzz_escape", "nul-inside", b"\x02" + b"ab\0cd")
+# the top bit: 0xFF-separated strings, so the query values may hold NUL bytes
+write("fuzz_escape", "nul-in-values", b"\xf8" + b"my-store\xffimg-\0x\xffc\0d\xffs\0g\xffk\0")
 
 
 # --- fuzz_plan: parallel, ordered, page size, limit, key shape and count, seed, then per

@@ -98,11 +98,37 @@ describe("kvs.new", function()
   end)
 
   it("refuses header injection through token or user_agent", function()
-    assert.matches("'token' must not contain control characters",
+    assert.matches("'token' must be visible ASCII",
       T.raised(kvs.new, { token = "abc\r\nX-Evil: 1" }))
     assert.matches("'user_agent' must not contain control characters",
       T.raised(kvs.new, { user_agent = "a\nb" }))
     assert.matches("'token' must not be empty", T.raised(kvs.new, { token = "" }))
+  end)
+
+  it("takes a token of visible ASCII only, naming the option and never the value", function()
+    local bad = { "apify_api SECRETspace", "apify_api_SECRET\t", "apify_api_SECRET\127",
+                  "apify_api_SECRET\194\160", "apify_api_SECRETtøken", "apify_api_SECRET\255",
+                  " apify_api_SECRET", "apify_api_SECRET\0x" }
+    for _, token in ipairs(bad) do
+      local msg = T.raised(kvs.new, { token = token })
+      assert.matches("option 'token' must be visible ASCII %(0x21%-0x7E%)", msg, 1, ("%q"):format(token))
+      assert.is_nil(msg:find("SECRET", 1, true), msg)
+    end
+    -- the whole visible range, RFC 6750's b64token characters among them
+    local visible = {}
+    for b = 0x21, 0x7E do visible[#visible + 1] = string.char(b) end
+    for _, token in ipairs({ table.concat(visible), "apify_api_AbC123", "a-b.c_d~e+f/g==" }) do
+      assert.matches("token set", tostring(kvs.new({ token = token })))
+    end
+  end)
+
+  it("checks a token from APIFY_TOKEN the same way, naming the variable", function()
+    -- a child process, so the test does not depend on this process's environment
+    local script = "package.cpath = '" .. T.cpath .. ";' .. package.cpath; " ..
+      "local ok, err = pcall(require('apify.kvs').new); io.write(tostring(ok), ' ', tostring(err))"
+    local out = T.read("APIFY_TOKEN='apify_api SECRET' " .. T.lua .. " -e \"" .. script .. "\" 2>&1")
+    assert.matches("^false .*APIFY_TOKEN must be visible ASCII %(0x21%-0x7E%)", out)
+    assert.is_nil(out:find("SECRET", 1, true), out)
   end)
 
   it("never shows the token in tostring", function()

@@ -117,9 +117,9 @@ void       kvs_reply_secret(kvs_reply *r, const char *secret, size_t n);
  * a page of more than `max_items` items, or a body of more than
  * KVS_BODY_MAX(max_items) bytes, is not a page. */
 int        kvs_reply_begin(kvs_reply *r, int status, kvs_page *page, size_t max_items);
-/* Feeds a body chunk.  0: go on; -1: the rest of the body cannot change the
- * verdict (the driver may stop reading).  The verdict does not depend on how
- * the body was cut into chunks. */
+/* Feeds a body chunk; an empty one may be given as (NULL, 0).  0: go on; -1: the
+ * rest of the body cannot change the verdict (the driver may stop reading).  The
+ * verdict does not depend on how the body was cut into chunks. */
 int        kvs_reply_body(kvs_reply *r, const char *data, size_t len);
 
 typedef enum kvs_verdict {
@@ -144,7 +144,7 @@ typedef struct kvs_inflate kvs_inflate;
 
 enum {
     KVS_INFLATE_MORE = 0,       /* fed; the stream goes on */
-    KVS_INFLATE_DONE = 1,       /* the gzip member ended */
+    KVS_INFLATE_DONE = 1,       /* the gzip member ended (a byte more would be junk) */
     KVS_INFLATE_STOPPED = 2,    /* the sink said stop (its verdict is made) */
     KVS_INFLATE_CORRUPT = -1,   /* not gzip, corrupt, cut short, or junk after it */
     KVS_INFLATE_TOO_BIG = -2,   /* more than max_out decoded bytes */
@@ -155,8 +155,10 @@ kvs_inflate *kvs_inflate_new(void);
 void         kvs_inflate_free(kvs_inflate *z);
 /* Starts a body; at most about max_out decoded bytes are ever made.  0, or -1 (no memory). */
 int          kvs_inflate_begin(kvs_inflate *z, size_t max_out);
-/* Inflates `n` bytes, handing the decoded bytes to sink (nonzero: stop).  KVS_INFLATE_*;
- * once not KVS_INFLATE_MORE, later calls return the same and do nothing. */
+/* Inflates `n` bytes, handing the decoded bytes to sink (nonzero: stop).  KVS_INFLATE_*.
+ * After KVS_INFLATE_DONE, bytes in a later call make it KVS_INFLATE_CORRUPT, as they
+ * would in the same call: the verdict does not depend on the chunks.  Otherwise, once
+ * not KVS_INFLATE_MORE, later calls return the same and do nothing. */
 int          kvs_inflate_feed(kvs_inflate *z, const char *in, size_t n,
                               int (*sink)(void *ud, const char *data, size_t len), void *ud);
 /* The body ended: KVS_INFLATE_CORRUPT if the gzip stream did not. */
@@ -176,7 +178,10 @@ const char *kvs_store_id_problem(const char *id, size_t n);
 typedef struct kvs_listing_config {
     const char *base_url;       /* "http(s)://host[:port][/path]", no trailing '/' needed */
     const char *store_id;
-    const char *prefix, *collection, *signature;    /* NULL: not sent */
+    /* Query values, sent whole (percent-encoded, a NUL byte too); NULL: not sent */
+    const char *prefix;     size_t prefix_len;
+    const char *collection; size_t collection_len;
+    const char *signature;  size_t signature_len;
     const char *start_key;  size_t start_key_len;   /* NULL: from the first key */
     const char *upper_key;  size_t upper_key_len;   /* NULL: to the end; else the
                                                        last key wanted is <= it */
@@ -452,7 +457,6 @@ struct kvs_plan {
     int                pool_n;         /* samples ever put in it */
     double             err_n, err_sum, err_sq;  /* keys a range held / keys planned - 1,
                                                    decaying sums */
-    size_t             prefix_len;
     uint64_t           seed;
     kvs_plan_stats     st;
     kvs_error          err;

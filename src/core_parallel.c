@@ -369,17 +369,21 @@ kvs_plan *kvs_plan_new(const kvs_listing_config *cfg, int parallel, double rate,
 {
     kvs_plan *p = calloc(1, sizeof *p);
     const char **str[6];
+    size_t len[6];
     kvs_buf first;
     int i, bad = 0;
     if (!p) return NULL;
     p->cfg = *cfg;
-    str[0] = &p->cfg.base_url, str[1] = &p->cfg.store_id, str[2] = &p->cfg.prefix;
-    str[3] = &p->cfg.collection, str[4] = &p->cfg.signature, str[5] = &p->cfg.start_key;
+    str[0] = &p->cfg.base_url, len[0] = strlen(cfg->base_url);
+    str[1] = &p->cfg.store_id, len[1] = strlen(cfg->store_id);
+    str[2] = &p->cfg.prefix, len[2] = cfg->prefix_len;
+    str[3] = &p->cfg.collection, len[3] = cfg->collection_len;
+    str[4] = &p->cfg.signature, len[4] = cfg->signature_len;
+    str[5] = &p->cfg.start_key, len[5] = cfg->start_key_len;
     for (i = 0; i < 6; i++) {           /* own copies: the caller's may go away */
-        size_t n = i == 5 ? cfg->start_key_len : *str[i] ? strlen(*str[i]) : 0;
-        if (*str[i] && (p->strs[i] = malloc(n + 1)) != NULL) {
-            memcpy(p->strs[i], *str[i], n);
-            p->strs[i][n] = '\0';
+        if (*str[i] && (p->strs[i] = malloc(len[i] + 1)) != NULL) {
+            memcpy(p->strs[i], *str[i], len[i]);
+            p->strs[i][len[i]] = '\0';
         } else if (*str[i]) {
             bad = 1;
         }
@@ -396,7 +400,6 @@ kvs_plan *kvs_plan_new(const kvs_listing_config *cfg, int parallel, double rate,
     p->tokens = 1;
     p->first_ok = -1;
     p->seed = cfg->seed;
-    p->prefix_len = p->cfg.prefix ? strlen(p->cfg.prefix) : 0;
     first.data = p->strs[5], first.len = cfg->start_key_len;
     if (bad || !(p->s[0] = kvs_shard_new(p, p->cfg.start_key ? &first : NULL, NULL, NULL))) {
         kvs_plan_free(p);

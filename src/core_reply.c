@@ -458,6 +458,8 @@ int kvs_reply_body(kvs_reply *r, const char *data, size_t len)
 {
     size_t take;
     yajl_status st;
+    if (len == 0)               /* an empty chunk, maybe (NULL, 0): nothing to decode */
+        return body_verdict(r);
     if (!r->is_page && r->raw.len < ERR_BODY_CAP) {
         size_t n = ERR_BODY_CAP - r->raw.len;
         if (kvs_buf_append(&r->raw, data, len < n ? len : n) != 0)

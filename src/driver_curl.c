@@ -28,6 +28,7 @@ struct kvs_conn {
     double             attempt_end;  /* monotonic: when the attempt under way times out */
     double             deadline;   /* monotonic; past it, the body waits (0: never) */
     int                paused;     /* the transfer waits for the next turn */
+    int                https_only; /* an https base_url: every request, redirects too, is https */
     char               errbuf[CURL_ERROR_SIZE];
 };
 
@@ -145,12 +146,14 @@ kvs_conn *kvs_conn_new(const kvs_settings *s)
     if (timeout_ms < 1) timeout_ms = 1;
     c->timeout = (double)timeout_ms / 1000.0;
 
+    /* kvs.new keeps the scheme in lower case */
+    c->https_only = strncmp(s->base_url, "https://", 8) == 0;
     curl_easy_setopt(e, CURLOPT_SHARE, s->http->share);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, c->https_only ? "https" : "http,https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
     curl_easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
-    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, c->https_only ? "https" : "http,https");
     curl_easy_setopt(e, CURLOPT_UNRESTRICTED_AUTH, 0L);   /* token stays with its host */
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
@@ -215,6 +218,37 @@ int kvs_conn_paused(const kvs_conn *c)
     return c->paused;
 }
 
+/* After CURLE_UNSUPPORTED_PROTOCOL: 1 when it was a redirect refused for its scheme,
+ * with errbuf saying where it led: scheme://host[:port], no user, path or query. */
+static int refused_redirect(kvs_conn *c)
+{
+    long redirects = 0;
+    char *url = NULL;
+    const char *sep, *host, *at;
+    size_t scheme, n;
+    if (curl_easy_getinfo(c->easy, CURLINFO_REDIRECT_COUNT, &redirects) != CURLE_OK
+        || redirects < 1
+        || curl_easy_getinfo(c->easy, CURLINFO_EFFECTIVE_URL, &url) != CURLE_OK || !url
+        || !(sep = strstr(url, "://")))
+        return 0;
+    scheme = (size_t)(sep - url);
+    host = sep + 3;
+    n = strcspn(host, "/?#");
+    while ((at = memchr(host, '@', n)) != NULL) {   /* user:password@ */
+        n -= (size_t)(at + 1 - host);
+        host = at + 1;
+    }
+    if (scheme > 16) scheme = 16;
+    if (n > 100) n = 100;
+    if (c->https_only)
+        snprintf(c->errbuf, sizeof c->errbuf, "refused a redirect from https to %.*s://%.*s: an "
+                 "https base_url never leaves https", (int)scheme, url, (int)n, host);
+    else
+        snprintf(c->errbuf, sizeof c->errbuf, "refused a redirect to %.*s://%.*s: only http and "
+                 "https are followed", (int)scheme, url, (int)n, host);
+    return 1;
+}
+
 kvs_fault kvs_conn_fault(kvs_conn *c, int code, const char **msg)
 {
     CURLcode rc = (CURLcode)code;
@@ -244,6 +278,8 @@ kvs_fault kvs_conn_fault(kvs_conn *c, int code, const char **msg)
     case CURLE_USE_SSL_FAILED:
         return KVS_FAULT_TLS;
     case CURLE_UNSUPPORTED_PROTOCOL:       /* what we asked for cannot be sent */
+        if (refused_redirect(c)) *msg = c->errbuf;
+        return KVS_FAULT_REQUEST;
     case CURLE_URL_MALFORMAT:
     case CURLE_NOT_BUILT_IN:
     case CURLE_FUNCTION_NOT_FOUND:

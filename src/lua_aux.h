@@ -48,7 +48,9 @@ typedef struct kvs_optspec {
 /* Raises on a non-table argument, on option names not in `spec` and on those
  * whose `calls` has no bit of `call`, and on values of the wrong type. */
 void        kvs_check_options(lua_State *L, int arg, const kvs_optspec *spec, unsigned call);
-/* The readers below take checked options: absent ones give the default. */
+/* The readers below take checked options: absent ones give the default.  A
+ * string comes with its length in *len: it may hold NUL bytes, so no caller may
+ * take it as NUL-terminated. */
 const char *kvs_opt_string(lua_State *L, int arg, const char *name, size_t *len);
 long long   kvs_opt_integer(lua_State *L, int arg, const char *name,
                             long long min, long long max, long long dflt);

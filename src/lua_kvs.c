@@ -28,6 +28,19 @@ static void check_header_safe(lua_State *L, int arg, const char *name, const cha
     }
 }
 
+/* A token is sent as it is after "Bearer ": only visible ASCII (0x21-0x7E), which
+ * holds RFC 6750's b64token characters and every token the API issues; a space,
+ * a control byte or a non-ASCII one would reach the server as bytes no header
+ * should carry.  `what` names where it came from, never the value. */
+static void check_token(lua_State *L, const char *what, const char *s, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
+            luaL_argerror(L, 1, lua_pushfstring(L, "%s must be visible ASCII (0x21-0x7E): no "
+                          "spaces, control characters or non-ASCII bytes", what));
+}
+
 /* --- clients -------------------------------------------------------------------- */
 
 static char *dup_bytes(const char *s, size_t n)
@@ -148,12 +161,14 @@ static int kvs_new(lua_State *L)
     token = token_off ? NULL : kvs_opt_string(L, 1, "token", &tlen);
     if (token && tlen == 0)
         luaL_argerror(L, 1, "option 'token' must not be empty (use false for no token)");
-    if (!token && !token_off) {
+    if (token) {
+        check_token(L, "option 'token'", token, tlen);
+    } else if (!token_off) {
         token = getenv("APIFY_TOKEN");
         tlen = token ? strlen(token) : 0;
         if (tlen == 0) token = NULL;
+        else check_token(L, "APIFY_TOKEN", token, tlen);
     }
-    if (token) check_header_safe(L, 1, "token", token, tlen);
 
     base = kvs_opt_string(L, 1, "base_url", &blen);
     if (!base) {

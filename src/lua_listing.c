@@ -58,9 +58,9 @@ void kvs_read_config(lua_State *L, kvs_client *c, const char *id, kvs_listing_co
     memset(cfg, 0, sizeof *cfg);
     cfg->base_url = c->settings.base_url;
     cfg->store_id = id;
-    cfg->prefix = kvs_opt_string(L, 2, "prefix", NULL);
-    cfg->collection = kvs_opt_string(L, 2, "collection", NULL);
-    cfg->signature = kvs_opt_string(L, 2, "signature", NULL);
+    cfg->prefix = kvs_opt_string(L, 2, "prefix", &cfg->prefix_len);
+    cfg->collection = kvs_opt_string(L, 2, "collection", &cfg->collection_len);
+    cfg->signature = kvs_opt_string(L, 2, "signature", &cfg->signature_len);
     cfg->start_key = kvs_opt_string(L, 2, "exclusiveStartKey", &cfg->start_key_len);
     cfg->max_retries = c->settings.max_retries;
     cfg->min_delay = c->settings.min_delay;

@@ -68,13 +68,12 @@ int kvs_store_plan(lua_State *L)
     double rate = 0;
 
     kvs_check_options(L, 2, options, 1);
-    memset(&cfg, 0, sizeof cfg);
-    cfg.base_url = c->settings.base_url;
-    cfg.store_id = id;
-    cfg.prefix = kvs_opt_string(L, 2, "prefix", NULL);
-    cfg.collection = kvs_opt_string(L, 2, "collection", NULL);
-    cfg.signature = kvs_opt_string(L, 2, "signature", NULL);
-    cfg.start_key = kvs_opt_string(L, 2, "exclusiveStartKey", &cfg.start_key_len);
+    u = kvs_newuserdata(L, sizeof *u);   /* first: cfg points into its hook */
+    memset(u, 0, sizeof *u);
+    kvs_page_init(&u->page);
+    luaL_getmetatable(L, KVS_PLAN_MT);
+    lua_setmetatable(L, -2);
+    kvs_read_config(L, c, id, &cfg, &u->hook);
     cfg.page_size = (int)kvs_opt_integer(L, 2, "page_size", 1, KVS_MAX_PAGE_SIZE,
                                          KVS_MAX_PAGE_SIZE);
     cfg.limit = kvs_opt_integer(L, 2, "limit", 0, 0x7fffffffffffffffLL, -1);
@@ -88,25 +87,6 @@ int kvs_store_plan(lua_State *L)
     lua_getfield(L, 2, "ordered");
     ordered = lua_isnil(L, -1) || lua_toboolean(L, -1);
     lua_pop(L, 2);
-    cfg.max_retries = c->settings.max_retries;
-    cfg.min_delay = c->settings.min_delay;
-    cfg.max_delay = c->settings.max_delay;
-    cfg.max_elapsed = c->settings.max_elapsed;
-    cfg.secret = c->settings.token;
-    cfg.secret_len = c->settings.token ? strlen(c->settings.token) : 0;
-    cfg.http_date_delay = kvs_http_date_delay;
-
-    u = kvs_newuserdata(L, sizeof *u);
-    memset(u, 0, sizeof *u);
-    kvs_page_init(&u->page);
-    luaL_getmetatable(L, KVS_PLAN_MT);
-    lua_setmetatable(L, -2);
-    u->hook.L = L;
-    u->hook.client = c;
-    if (c->on_retry_ref != LUA_NOREF) {
-        cfg.on_retry = kvs_call_on_retry;
-        cfg.on_retry_ud = &u->hook;
-    }
     cfg.seed = kvs_opt_seed(L, 2, u);
     if (!(u->plan = kvs_plan_new(&cfg, parallel, rate, ordered)))
         luaL_error(L, "apify.kvs: out of memory");
