@@ -8,7 +8,7 @@
 #   make check-layers  the core, the platform helpers and the drivers compile without Lua
 #   make test-timing  the speed claims (frame times, prefetch overlap, parallel speed-up,
 #                rate caps, OpenResty concurrency): on a quiet machine only, never in make test
-#   make bench   bench/run.sh: apify.kvs against the alternatives (bench/README.md)
+#   make bench   bench/run.sh: apify.kvs against the alternatives (docs/performance.md)
 #   make fuzz    libFuzzer targets of the sans-I/O core (fuzz/), FUZZ_SECONDS (180) each
 #   make fuzz-smoke  those targets over their seeds and regressions, a few seconds each
 #   make         the module for every Lua: build/<5.1|5.2|5.3|5.4|jit>/apify/kvs.so
@@ -103,7 +103,7 @@ deps:
 	@pkgs="$(BUILD_DEBS)"; \
 	if command -v dpkg-query >/dev/null 2>&1; then $(APT_ENSURE); else \
 	  echo "deps: no dpkg-query (not Debian); building needs a C compiler, pkg-config, libcurl, yajl, zlib"; \
-	  echo "  and the Lua headers (Debian: $$pkgs; README.md names Alpine, Fedora, Homebrew packages)"; \
+	  echo "  and the Lua headers (Debian: $$pkgs; docs/install.md names Alpine, Fedora, Homebrew packages)"; \
 	  pkg-config --exists libcurl yajl zlib \
 	    || { echo "deps: pkg-config finds no libcurl, yajl or zlib (set PKG_CONFIG_PATH?)"; exit 1; }; \
 	  echo "deps: pkg-config finds libcurl, yajl and zlib: going on"; \
@@ -192,7 +192,7 @@ asan: build/asan/apify/kvs.so | test-deps
 valgrind: build/5.4/apify/kvs.so | test-deps
 	@bash spec/run valgrind
 
-# The benchmark (see bench/README.md); N, R, DELAY, WORK, PEERS pass through.
+# The benchmark (see docs/performance.md); N, R, DELAY, WORK, PEERS pass through.
 bench: build | test-deps
 	@bash bench/run.sh
 

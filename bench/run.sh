@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh — list every key of a synthetic N-key store with apify.kvs and
 # with other clients, side by side, in one interleaved run.  See
-# bench/README.md.
+# docs/performance.md.
 #
 #   bench/run.sh                         N=1000000 keys, R=5 rounds
 #   N=20000 R=3 bench/run.sh             small

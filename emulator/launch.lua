@@ -15,7 +15,7 @@
 --   emu:config{ delay = 0.2, rate_limit = 60 }; emu:requests(); emu:clear_requests()
 --   emu:write_file(name, bytes) -> the absolute path of <rundir>/files/<name> (for raw faults)
 --   emu:config{ latency = 0.15, jitter = 0.03, seed = 1, rate_limit = 60, enforce = true, burst = 60 }
---   (the API's rules, see emulator/README.md; enforce = 30 with rate_limit = 60: a header that lies)
+--   (the API's rules, see docs/emulator.md; enforce = 30 with rate_limit = 60: a header that lies)
 --   emu:stop()
 --   launch.stop_rundir(dir)     -- stop the nginx of a run directory and clean it up
 --

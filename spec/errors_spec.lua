@@ -452,7 +452,7 @@ describe("errors and retries", function()
       assert.is_false(kvs.is_error())
     end)
 
-    it("lets a handler around a listing loop tell them apart (as the README shows)", function()
+    it("lets a handler around a listing loop tell them apart (as the README and docs/reference.md show)", function()
       local function handle(s, opts)
         local ok, err = pcall(function()
           for _ in s:keys(opts) do end

@@ -159,21 +159,21 @@ describe("type definitions (types/apify/kvs.lua)", function()
   end)
 end)
 
--- README's "Editor support": the .luarc.json that points lua-language-server at the definitions
+-- docs/reference.md's "Editor support": the .luarc.json that points lua-language-server at the definitions
 -- (Debian 12 packages no lua-language-server to run on them: its settings are checked here).
-describe("the README's .luarc.json for lua-language-server", function()
+describe("the manual's .luarc.json for lua-language-server", function()
   local cjson = require "cjson"
   local section, config
 
   lazy_setup(function()
-    section = assert(slurp("README.md"):match("\n### Editor support\n(.-)\n##"),
-                     "README.md has no section \"Editor support\"")
+    section = assert((slurp("docs/reference.md") .. "\n##"):match("\n## Editor support\n(.-)\n##"),
+                     "docs/reference.md has no section \"Editor support\"")
     local json = assert(section:match("```json\n(.-)```"), "no ```json block in Editor support")
     config = cjson.decode(json)
   end)
 
   it("is the section the definitions file sends its readers to", function()
-    assert.matches('(see README.md, "Editor support")', slurp("types/apify/kvs.lua"), 1, true)
+    assert.matches('(see docs/reference.md, "Editor support")', slurp("types/apify/kvs.lua"), 1, true)
   end)
 
   it("names a Lua lua-language-server knows and the directories holding the definitions", function()

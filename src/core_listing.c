@@ -6,7 +6,7 @@
  * after a computed delay, or a failure.  Drivers call it; it never calls out
  * (but for the optional on_retry hook).
  *
- * Integrity (README "Every key exactly once"): the cursor is the last key
+ * Integrity (docs/integrity.md, "Every key exactly once"): the cursor is the last key
  * handed out, so a page's keys at or below it are dropped (a repeat, never a
  * loss), keys out of byte order fail the page, and where the listing goes on
  * is decided by the keys themselves: after a page's last key, or, for a page

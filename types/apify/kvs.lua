@@ -1,6 +1,6 @@
 ---@meta apify.kvs
 -- lua-language-server definitions for apify.kvs (the C module): put this directory
--- (types/) on `workspace.library` (see README.md, "Editor support"). Never on package.path:
+-- (types/) on `workspace.library` (see docs/reference.md, "Editor support"). Never on package.path:
 -- it declares the API, it does not implement it.
 -- spec/types_spec.lua keeps it in step with the module: every function, method and option
 -- below exists in the module, and the other way round.

@@ -24,7 +24,7 @@
 --                              (store:job) does the I/O, polled between ngx.sleep calls bounded
 --                              by job:timeout() and M.poll_interval. nginx has no API to wait on
 --                              libcurl's sockets, so this polls: about 100 wake-ups a second per
---                              listing waiting on the network (README "OpenResty": the measured
+--                              listing waiting on the network (docs/openresty.md: the measured
 --                              cost). Settings are the client's (timeout, CA bundle of libcurl).
 --                              parallel = n: the same job over the planner (store:job{parallel}),
 --                              every range's transfer on one libcurl multi handle.
