@@ -44,7 +44,9 @@ describe("kvs.new", function()
 
   it("rejects options of the wrong type, naming option and type", function()
     assert.matches("option 'timeout' must be a number, got string", T.raised(kvs.new, { timeout = "5" }))
-    assert.matches("option 'token' must be a string, got number", T.raised(kvs.new, { token = 42 }))
+    assert.matches("option 'token' must be a string or false, got number", T.raised(kvs.new, { token = 42 }))
+    assert.matches("option 'on_retry' must be a function, got boolean", T.raised(kvs.new, { on_retry = false }))
+    assert.matches("option 'max_retries' must be an integer, got string", T.raised(kvs.new, { max_retries = "3" }))
     assert.matches("option 'base_url' must be a string", T.raised(kvs.new, { base_url = true }))
     assert.matches("table expected, got string", T.raised(kvs.new, "token"))
     assert.matches("option 'gzip' must be a boolean, got string", T.raised(kvs.new, { gzip = "no" }))
@@ -214,7 +216,7 @@ describe("option checks of keys and list_keys (raised before any request)", func
       assert.matches("option 'page_size' must be an integer in 1..1000",
         T.raised(store.keys, store, { page_size = bad }))
     end
-    assert.matches("option 'page_size' must be a number, got string",
+    assert.matches("option 'page_size' must be an integer, got string",
       T.raised(store.keys, store, { page_size = "10" }))
   end)
 

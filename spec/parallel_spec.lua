@@ -353,7 +353,7 @@ describe("parallel listing (store:keys{ parallel = n })", function()
       assert.has_error(function() store:keys({ ordered = 1 }) end,
         "bad argument #1 to 'keys' (option 'ordered' must be a boolean, got number)")
       assert.has_error(function() store:keys({ parallel = "8" }) end,
-        "bad argument #1 to 'keys' (option 'parallel' must be a number, got string)")
+        "bad argument #1 to 'keys' (option 'parallel' must be an integer, got string)")
     end)
 
     it("parallel = 1 with rate_limit paces a sequential listing", function()

@@ -141,8 +141,9 @@ static int job_sockets(lua_State *L)
 static int store_job(lua_State *L)
 {
     kvs_listing_config cfg;
-    listing_ud *u = kvs_new_listing(L, KVS_CALL_LISTING | KVS_CALL_JOB, KVS_JOB_MT, &cfg, 1);
-    if (!kvs_listing_start_parallel(L, u, &cfg)) {
+    kvs_opts o;
+    listing_ud *u = kvs_new_listing(L, KVS_CALL_JOB, KVS_JOB_MT, &o, &cfg, 1);
+    if (!kvs_listing_start_parallel(L, u, &o, &cfg)) {
         kvs_listing_start(L, u, &cfg);
         u->prefetch = 1;
         kvs_listing_drive(L, u);

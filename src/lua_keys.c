@@ -79,15 +79,15 @@ static int store_list_keys(lua_State *L)
     kvs_page *page;
     kvs_error err;
     kvs_retry_hook hook;
+    kvs_opts o;
     int rc, urls;
 
-    kvs_check_options(L, 2, kvs_listing_options, KVS_CALL_LIST_KEYS);
-    kvs_read_config(L, c, id, &cfg, &hook);
-    cfg.page_size = (int)kvs_opt_integer(L, 2, "limit", 1, KVS_MAX_PAGE_SIZE, KVS_MAX_PAGE_SIZE);
+    kvs_read_options(L, 2, KVS_CALL_LIST_KEYS, &o);
+    kvs_read_config(L, c, id, &o, &cfg, &hook);
+    cfg.page_size = (int)o.page_limit.i;
     cfg.limit = -1;
     cfg.single_page = 1;
-    cfg.seed = kvs_random_seed(&cfg);
-    urls = kvs_opt_boolean(L, 2, "urls", 1);
+    urls = (int)o.urls.i;
     page = push_page_box(L);       /* first: it may raise, before anything is allocated */
 
     core = kvs_listing_new(&cfg);
@@ -191,8 +191,9 @@ static int keys_ffi_poll(lua_State *L)
 static int store_keys(lua_State *L)
 {
     kvs_listing_config cfg;
-    listing_ud *u = kvs_new_listing(L, KVS_CALL_KEYS, KVS_KEYS_MT, &cfg, 0);
-    if (!kvs_listing_start_parallel(L, u, &cfg)) kvs_listing_start(L, u, &cfg);
+    kvs_opts o;
+    listing_ud *u = kvs_new_listing(L, KVS_CALL_KEYS, KVS_KEYS_MT, &o, &cfg, 0);
+    if (!kvs_listing_start_parallel(L, u, &o, &cfg)) kvs_listing_start(L, u, &cfg);
     if (!kvs_ffi_iterator(L, -1, "keys", u->view.urls)) {
         lua_pushvalue(L, -1);
         lua_pushcclosure(L, keys_next, 1);

@@ -111,11 +111,12 @@ static void cannot_read(lua_State *L, int arg, const char *name, const char *pat
 /* Option `name` of kvs.new, a CA file (ca_file) or a directory of them (ca_path): a path that
  * is there now; NULL when absent.  libcurl reads it at each new connection: one gone by then,
  * or not PEM, fails that listing as tls-error. */
-static const char *check_ca_option(lua_State *L, int arg, const char *name, int want_dir)
+static const char *check_ca_option(lua_State *L, int arg, const char *name, const kvs_optval *v,
+                                   int want_dir)
 {
-    size_t n;
+    size_t n = v->len;
     struct stat st;
-    const char *path = kvs_opt_string(L, arg, name, &n);
+    const char *path = v->s;
     if (!path) return NULL;
     if (n == 0)
         luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must not be empty", name));
@@ -135,30 +136,19 @@ static const char *check_ca_option(lua_State *L, int arg, const char *name, int 
     return path;
 }
 
-static const kvs_optspec new_options[] = {
-    { "token", LUA_TSTRING, 1 }, { "base_url", LUA_TSTRING, 1 }, { "timeout", LUA_TNUMBER, 1 },
-    { "max_retries", LUA_TNUMBER, 1 }, { "min_delay", LUA_TNUMBER, 1 },
-    { "user_agent", LUA_TSTRING, 1 }, { "gzip", LUA_TBOOLEAN, 1 },
-    { "max_delay", LUA_TNUMBER, 1 }, { "max_elapsed", LUA_TNUMBER, 1 },
-    { "on_retry", LUA_TFUNCTION, 1 }, { "ca_file", LUA_TSTRING, 1 },
-    { "ca_path", LUA_TSTRING, 1 }, { NULL, 0, 0 }
-};
-
 static int kvs_new(lua_State *L)
 {
     size_t tlen = 0, blen = 0, ulen = 0;
     const char *token, *base, *ua, *ca_file, *ca_path;
     char uabuf[128];
     kvs_client *c, **ud;
-    int token_off = 0;
+    kvs_opts o;
+    int token_off;
 
-    kvs_check_options(L, 1, new_options, 1);
-    if (!lua_isnoneornil(L, 1)) {
-        lua_getfield(L, 1, "token");
-        token_off = lua_type(L, -1) == LUA_TBOOLEAN;   /* token = false: send none */
-        lua_pop(L, 1);
-    }
-    token = token_off ? NULL : kvs_opt_string(L, 1, "token", &tlen);
+    kvs_read_options(L, 1, KVS_CALL_NEW, &o);
+    token_off = o.token.off;                           /* token = false: send none */
+    token = o.token.s;
+    tlen = o.token.len;
     if (token && tlen == 0)
         luaL_argerror(L, 1, "option 'token' must not be empty (use false for no token)");
     if (token) {
@@ -170,7 +160,8 @@ static int kvs_new(lua_State *L)
         else check_token(L, "APIFY_TOKEN", token, tlen);
     }
 
-    base = kvs_opt_string(L, 1, "base_url", &blen);
+    base = o.base_url.s;
+    blen = o.base_url.len;
     if (!base) {
         base = getenv("APIFY_API_BASE_URL");
         if (!base || !*base) base = DEFAULT_BASE_URL;
@@ -178,7 +169,8 @@ static int kvs_new(lua_State *L)
     }
     base = check_base_url(L, 1, base, blen, &blen);
 
-    ua = kvs_opt_string(L, 1, "user_agent", &ulen);
+    ua = o.user_agent.s;
+    ulen = o.user_agent.len;
     if (ua) {
         check_header_safe(L, 1, "user_agent", ua, ulen);
     } else {
@@ -187,8 +179,8 @@ static int kvs_new(lua_State *L)
         ua = uabuf;
         ulen = strlen(uabuf);
     }
-    ca_file = check_ca_option(L, 1, "ca_file", 0);
-    ca_path = check_ca_option(L, 1, "ca_path", 1);
+    ca_file = check_ca_option(L, 1, "ca_file", &o.ca_file, 0);
+    ca_path = check_ca_option(L, 1, "ca_path", &o.ca_path, 1);
 
     ud = kvs_newuserdata(L, sizeof *ud);
     *ud = NULL;
@@ -198,17 +190,16 @@ static int kvs_new(lua_State *L)
     *ud = c;
     c->refs = 1;
     c->on_retry_ref = LUA_NOREF;
-    c->settings.timeout = kvs_opt_number(L, 1, "timeout", 0, 30, 1);
-    c->settings.min_delay = kvs_opt_number(L, 1, "min_delay", 0, 0.5, 0);
-    c->settings.max_retries = (int)kvs_opt_integer(L, 1, "max_retries", 0, 100, 8);
-    c->settings.max_delay = kvs_opt_number(L, 1, "max_delay", 0, KVS_DEFAULT_MAX_DELAY, 1);
-    c->settings.max_elapsed = kvs_opt_number(L, 1, "max_elapsed", 0, 0, 1);
-    if (!lua_isnoneornil(L, 1)) {
+    c->settings.timeout = o.timeout.n;
+    c->settings.min_delay = o.min_delay.n;
+    c->settings.max_retries = (int)o.max_retries.i;
+    c->settings.max_delay = o.max_delay.n;
+    c->settings.max_elapsed = o.max_elapsed.n;
+    if (o.on_retry.given) {
         lua_getfield(L, 1, "on_retry");
-        if (lua_isfunction(L, -1)) c->on_retry_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        else lua_pop(L, 1);
+        c->on_retry_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
-    c->settings.gzip = kvs_opt_boolean(L, 1, "gzip", 1);
+    c->settings.gzip = (int)o.gzip.i;
     c->settings.base_url = dup_bytes(base, blen);
     if (c->settings.base_url) lower_scheme(c->settings.base_url);
     c->settings.user_agent = dup_bytes(ua, ulen);

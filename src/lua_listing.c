@@ -10,27 +10,6 @@
 
 /* --- options -> core config -------------------------------------------------------- */
 
-#define K  KVS_CALL_KEYS
-#define LI KVS_CALL_LISTING
-#define LK KVS_CALL_LIST_KEYS
-#define J  KVS_CALL_JOB
-
-const kvs_optspec kvs_listing_options[] = {
-    { "prefix", LUA_TSTRING, K | LI | LK },
-    { "collection", LUA_TSTRING, K | LI | LK },
-    { "signature", LUA_TSTRING, K | LI | LK },
-    { "exclusiveStartKey", LUA_TSTRING, K | LI | LK },
-    { "limit", LUA_TNUMBER, K | LI | LK },
-    { "urls", LUA_TBOOLEAN, K | LI | LK },
-    { "page_size", LUA_TNUMBER, K | LI },
-    { "prefetch", LUA_TBOOLEAN, K },
-    { "parallel", LUA_TNUMBER, K | J },
-    { "rate_limit", LUA_TNUMBER, K | J },
-    { "ordered", LUA_TBOOLEAN, K | J },
-    { "seed", LUA_TNUMBER, LI },
-    { NULL, 0, 0 }
-};
-
 int kvs_call_on_retry(void *ud, const kvs_error *e, int attempt, double delay,
                       char *why, size_t why_cap)
 {
@@ -52,16 +31,23 @@ int kvs_call_on_retry(void *ud, const kvs_error *e, int attempt, double delay,
     return verdict;
 }
 
-void kvs_read_config(lua_State *L, kvs_client *c, const char *id, kvs_listing_config *cfg,
-                     kvs_retry_hook *hook)
+void kvs_read_config(lua_State *L, kvs_client *c, const char *id, const kvs_opts *o,
+                     kvs_listing_config *cfg, kvs_retry_hook *hook)
 {
     memset(cfg, 0, sizeof *cfg);
     cfg->base_url = c->settings.base_url;
     cfg->store_id = id;
-    cfg->prefix = kvs_opt_string(L, 2, "prefix", &cfg->prefix_len);
-    cfg->collection = kvs_opt_string(L, 2, "collection", &cfg->collection_len);
-    cfg->signature = kvs_opt_string(L, 2, "signature", &cfg->signature_len);
-    cfg->start_key = kvs_opt_string(L, 2, "exclusiveStartKey", &cfg->start_key_len);
+    cfg->prefix = o->prefix.s;
+    cfg->prefix_len = o->prefix.len;
+    cfg->collection = o->collection.s;
+    cfg->collection_len = o->collection.len;
+    cfg->signature = o->signature.s;
+    cfg->signature_len = o->signature.len;
+    cfg->start_key = o->start_key.s;
+    cfg->start_key_len = o->start_key.len;
+    cfg->page_size = (int)o->page_size.i;
+    cfg->limit = o->limit.i;
+    cfg->seed = kvs_seed(o->seed.i, hook);
     cfg->max_retries = c->settings.max_retries;
     cfg->min_delay = c->settings.min_delay;
     cfg->max_delay = c->settings.max_delay;
@@ -95,14 +81,14 @@ void kvs_read_config(lua_State *L, kvs_client *c, const char *id, kvs_listing_co
 #  define get_uv(L, idx) lua_getfenv(L, idx)
 #endif
 
-listing_ud *kvs_new_listing(lua_State *L, unsigned call, const char *mt, kvs_listing_config *cfg,
-                            int iterator_slot)
+listing_ud *kvs_new_listing(lua_State *L, unsigned call, const char *mt, kvs_opts *o,
+                            kvs_listing_config *cfg, int iterator_slot)
 {
     const char *id;
     kvs_client *c = kvs_check_store(L, 1, &id);
     listing_ud *u;
 
-    kvs_check_options(L, 2, kvs_listing_options, call);
+    kvs_read_options(L, 2, call, o);
     u = new_listing_ud(L, sizeof *u, iterator_slot);   /* first: cfg points into its hook */
     memset(u, 0, sizeof *u);
     kvs_page_init(&u->page);
@@ -113,13 +99,9 @@ listing_ud *kvs_new_listing(lua_State *L, unsigned call, const char *mt, kvs_lis
         lua_createtable(L, 1, 0);
         set_uv(L, -2);
     }
-    kvs_read_config(L, c, id, cfg, &u->hook);
-    cfg->page_size = (int)kvs_opt_integer(L, 2, "page_size", 1, KVS_MAX_PAGE_SIZE,
-                                          KVS_MAX_PAGE_SIZE);
-    cfg->limit = kvs_opt_integer(L, 2, "limit", 0, 0x7fffffffffffffffLL, -1);
-    cfg->seed = kvs_opt_seed(L, 2, u);
-    u->view.urls = kvs_opt_boolean(L, 2, "urls", 1);
-    u->prefetch = kvs_opt_boolean(L, 2, "prefetch", 1);
+    kvs_read_config(L, c, id, o, cfg, &u->hook);
+    u->view.urls = (int32_t)o->urls.i;
+    u->prefetch = (int)o->prefetch.i;
     u->client = c;
     c->refs++;
     u->run = L_RUNNING;
@@ -132,20 +114,11 @@ void kvs_listing_start(lua_State *L, listing_ud *u, const kvs_listing_config *cf
         luaL_error(L, "apify.kvs: out of memory");
 }
 
-int kvs_listing_start_parallel(lua_State *L, listing_ud *u, const kvs_listing_config *cfg)
+int kvs_listing_start_parallel(lua_State *L, listing_ud *u, const kvs_opts *o,
+                               const kvs_listing_config *cfg)
 {
-    int parallel = (int)kvs_opt_integer(L, 2, "parallel", 1, KVS_PLAN_MAX, 1);
-    int ordered = kvs_opt_boolean(L, 2, "ordered", 1);
-    double rate = 0;
-    if (!lua_isnoneornil(L, 2)) {
-        lua_getfield(L, 2, "rate_limit");
-        if (!lua_isnil(L, -1)) {
-            rate = (double)lua_tonumber(L, -1);
-            if (!(rate > 0 && rate <= 1e6))
-                luaL_argerror(L, 2, "option 'rate_limit' must be a number in (0, 1e6]");
-        }
-        lua_pop(L, 1);
-    }
+    int parallel = (int)o->parallel.i, ordered = (int)o->ordered.i;
+    double rate = o->rate_limit.n;
     if (parallel <= 1 && rate <= 0) return 0;
     /* the ranges' driver runs cores of its own */
     if (!(u->par = kvs_par_new(&u->client->settings, cfg, parallel, rate, ordered)))

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "lua_aux.h"
+#include "lua_options.h"
 
 #pragma GCC visibility push(hidden)
 
@@ -21,12 +22,6 @@
  * body for the next poll: a 1000-key page is spread over a few frames. */
 #define KVS_JOB_POLL_BUDGET 0.0004
 
-/* Which calls take which option (kvs_optspec.calls). */
-#define KVS_CALL_KEYS      1u     /* store:keys */
-#define KVS_CALL_LISTING   2u     /* store:listing and store:job: paging of their own */
-#define KVS_CALL_LIST_KEYS 4u     /* store:list_keys: one page */
-#define KVS_CALL_JOB       8u     /* store:job: parallel, as store:keys */
-extern const kvs_optspec kvs_listing_options[];
 
 typedef enum { L_RUNNING, L_DONE, L_FAILED, L_CANCELLED } run_t;
 
@@ -58,17 +53,18 @@ typedef struct listing_ud {
 /* The client's on_retry function as the core's hook; `ud` is a kvs_retry_hook. */
 int  kvs_call_on_retry(void *ud, const kvs_error *e, int attempt, double delay,
                        char *why, size_t why_cap);
-/* Fills `cfg` from the client, store id and the (checked) options at 2: what
- * every kind reads alike.  Strings point into the options table. */
-void kvs_read_config(lua_State *L, kvs_client *c, const char *id, kvs_listing_config *cfg,
-                     kvs_retry_hook *hook);
+/* The core's config of every kind of listing (the plan's too), from the client, the store id
+ * and the options read: strings point into the options table; the seed is option `seed`, or
+ * one that differs per call (`hook` is its salt). */
+void kvs_read_config(lua_State *L, kvs_client *c, const char *id, const kvs_opts *o,
+                     kvs_listing_config *cfg, kvs_retry_hook *hook);
 
-/* For store 1 with options 2 (checked against `call`): pushes a new listing
+/* For store 1 with options 2 (read for `call` into `o`): pushes a new listing
  * userdata of class `mt` holding a reference to the client, and fills `cfg`
- * (page_size, limit, urls read; the core not made yet).  With `iterator_slot`
- * the userdata keeps one Lua value (the listing's iterator, kvs_keep_iterator). */
-listing_ud *kvs_new_listing(lua_State *L, unsigned call, const char *mt, kvs_listing_config *cfg,
-                            int iterator_slot);
+ * (the core not made yet).  With `iterator_slot` the userdata keeps one Lua
+ * value (the listing's iterator, kvs_keep_iterator). */
+listing_ud *kvs_new_listing(lua_State *L, unsigned call, const char *mt, kvs_opts *o,
+                            kvs_listing_config *cfg, int iterator_slot);
 /* Makes the paging core of `u` from `cfg`; raises on OOM. */
 void kvs_listing_start(lua_State *L, listing_ud *u, const kvs_listing_config *cfg);
 /* The iterator kept with the listing at idx: sets it from the top (popped), or pushes it. */
@@ -81,9 +77,10 @@ void kvs_view_page(listing_ud *u);
 int  kvs_push_item(lua_State *L, listing_ud *u);
 /* Lets go of drivers, core and buffers, keeping a failure's error. */
 void kvs_listing_release(lua_State *L, listing_ud *u);
-/* Options parallel, rate_limit, ordered at 2: when they ask for key ranges side
- * by side, makes the parallel driver of `u` (u->par, no core) and returns 1. */
-int  kvs_listing_start_parallel(lua_State *L, listing_ud *u, const kvs_listing_config *cfg);
+/* Options parallel, rate_limit, ordered: when they ask for key ranges side by
+ * side, makes the parallel driver of `u` (u->par, no core) and returns 1. */
+int  kvs_listing_start_parallel(lua_State *L, listing_ud *u, const kvs_opts *o,
+                                const kvs_listing_config *cfg);
 /* Starts the libcurl multi driver of `u` if it has none; raises on OOM. */
 void kvs_listing_drive(lua_State *L, listing_ud *u);
 /* Records how the driver ended: done, or failed with the core's error. */

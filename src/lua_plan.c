@@ -16,16 +16,9 @@ typedef struct plan_ud {
     kvs_client    *client;
     kvs_page       page;        /* the page taken last */
     size_t         pos;
+    int            urls;        /* hand out recordPublicUrl (option urls, default true) */
     kvs_retry_hook hook;        /* hook.L: set by every call that may drive the plan */
 } plan_ud;
-
-static const kvs_optspec options[] = {
-    { "prefix", LUA_TSTRING, 1 }, { "collection", LUA_TSTRING, 1 },
-    { "signature", LUA_TSTRING, 1 }, { "exclusiveStartKey", LUA_TSTRING, 1 },
-    { "limit", LUA_TNUMBER, 1 }, { "page_size", LUA_TNUMBER, 1 },
-    { "parallel", LUA_TNUMBER, 1 }, { "rate_limit", LUA_TNUMBER, 1 },
-    { "ordered", LUA_TBOOLEAN, 1 }, { "seed", LUA_TNUMBER, 1 }, { NULL, 0, 0 }
-};
 
 int kvs_plan_wanted(lua_State *L)
 {
@@ -63,32 +56,18 @@ int kvs_store_plan(lua_State *L)
     const char *id;
     kvs_client *c = kvs_check_store(L, 1, &id);
     kvs_listing_config cfg;
+    kvs_opts o;
     plan_ud *u;
-    int parallel, ordered;
-    double rate = 0;
 
-    kvs_check_options(L, 2, options, 1);
+    kvs_read_options(L, 2, KVS_CALL_PLAN, &o);
     u = kvs_newuserdata(L, sizeof *u);   /* first: cfg points into its hook */
     memset(u, 0, sizeof *u);
     kvs_page_init(&u->page);
     luaL_getmetatable(L, KVS_PLAN_MT);
     lua_setmetatable(L, -2);
-    kvs_read_config(L, c, id, &cfg, &u->hook);
-    cfg.page_size = (int)kvs_opt_integer(L, 2, "page_size", 1, KVS_MAX_PAGE_SIZE,
-                                         KVS_MAX_PAGE_SIZE);
-    cfg.limit = kvs_opt_integer(L, 2, "limit", 0, 0x7fffffffffffffffLL, -1);
-    parallel = (int)kvs_opt_integer(L, 2, "parallel", 1, KVS_PLAN_MAX, 1);
-    lua_getfield(L, 2, "rate_limit");
-    if (!lua_isnil(L, -1)) {
-        rate = (double)lua_tonumber(L, -1);
-        if (!(rate > 0 && rate <= 1e6))
-            luaL_argerror(L, 2, "option 'rate_limit' must be a number in (0, 1e6]");
-    }
-    lua_getfield(L, 2, "ordered");
-    ordered = lua_isnil(L, -1) || lua_toboolean(L, -1);
-    lua_pop(L, 2);
-    cfg.seed = kvs_opt_seed(L, 2, u);
-    if (!(u->plan = kvs_plan_new(&cfg, parallel, rate, ordered)))
+    kvs_read_config(L, c, id, &o, &cfg, &u->hook);
+    u->urls = (int)o.urls.i;
+    if (!(u->plan = kvs_plan_new(&cfg, (int)o.parallel.i, o.rate_limit.n, (int)o.ordered.i)))
         luaL_error(L, "apify.kvs: out of memory");
     kvs_plan_decode_gzip(u->plan, 1);   /* its driver hands over bodies as they came */
     u->client = c;
@@ -238,7 +217,7 @@ static int page_next(lua_State *L)
     it = &u->page.items[u->pos++];
     lua_pushlstring(L, u->page.bytes.data + it->key_off, it->key_len);
     kvs_pushsize(L, it->size);
-    if (it->url_off != KVS_NO_URL)
+    if (it->url_off != KVS_NO_URL && u->urls)
         lua_pushlstring(L, u->page.bytes.data + it->url_off, it->url_len);
     else
         lua_pushnil(L);

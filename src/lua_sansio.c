@@ -160,9 +160,10 @@ static int listing_error(lua_State *L)
 static int store_listing(lua_State *L)
 {
     kvs_listing_config cfg;
+    kvs_opts o;
     listing_ud *u;
     if (kvs_plan_wanted(L)) return kvs_store_plan(L);    /* parallel: lua_plan.c */
-    u = kvs_new_listing(L, KVS_CALL_LISTING, KVS_LISTING_MT, &cfg, 1);
+    u = kvs_new_listing(L, KVS_CALL_LISTING, KVS_LISTING_MT, &o, &cfg, 1);
     kvs_listing_start(L, u, &cfg);
     kvs_listing_decode_gzip(u->core, 1);   /* its driver hands over bodies as they came */
     if (!kvs_ffi_iterator(L, -1, "page", u->view.urls)) {

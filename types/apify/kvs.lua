@@ -22,7 +22,7 @@ local kvs = {}
 ---@field min_delay? number seconds: first backoff step, doubling per retry, default 0.5
 ---@field max_delay? number seconds: the longest wait between tries, default 60
 ---@field max_elapsed? number seconds one page may spend retrying (default: no cap)
----@field on_retry? apify.kvs.on_retry|false called before each retry; returning false gives up
+---@field on_retry? apify.kvs.on_retry called before each retry; returning false gives up
 ---@field user_agent? string default "apify.kvs/<version> (<Lua>; <libcurl>)"
 ---@field gzip? boolean ask for compressed replies, default true
 ---@field ca_file? string CA certificates (PEM) to trust instead of the system store; checked to exist at kvs.new
@@ -61,15 +61,21 @@ local Store = {}
 ---@field limit? integer most keys (list_keys: 1..1000)
 ---@field urls? boolean false: no recordPublicUrl (iterators give nil, items have no field), faster; default true
 
----Options of `store:listing` and `store:job`.
+---What every listing of many pages takes (`store:keys`, `store:listing`, `store:job`).
 ---@class apify.kvs.ListingOptions: apify.kvs.ListKeysOptions
 ---@field page_size? integer keys per request, 1..1000
 
----Options of `store:listing`: with `parallel`, the parallel planner (`apify.kvs.Plan`), which
----also takes `rate_limit` and `ordered` as `store:keys` does.
+---Options of `store:listing` without `parallel`: a sans-I/O listing of one range.
 ---@class apify.kvs.StoreListingOptions: apify.kvs.ListingOptions
----@field parallel? integer key ranges fetched side by side, 1..64: returns an apify.kvs.Plan
+---@field parallel? integer given (1..64), `store:listing` returns the planner instead: see apify.kvs.PlanOptions
 ---@field seed? integer seed of the retry delays' jitter (0..2^53-1): the same replies and clock give the same run; default: a new seed each call
+
+---Options of `store:listing{ parallel = n }`: the parallel planner (`apify.kvs.Plan`).
+---@class apify.kvs.PlanOptions: apify.kvs.ListingOptions
+---@field parallel integer key ranges fetched side by side, 1..64
+---@field rate_limit? number requests per second
+---@field ordered? boolean false: pages in arrival order, default true
+---@field seed? integer seed of the retry delays' jitter (0..2^53-1), default: a new seed each call
 
 ---Options of `store:job`: with `parallel`, key ranges side by side, still without waiting.
 ---@class apify.kvs.JobOptions: apify.kvs.ListingOptions
@@ -121,8 +127,9 @@ function Store:job(opts) end
 
 ---A sans-I/O listing: the core decides, your driver moves the bytes.  With `parallel`,
 ---the parallel planner (`apify.kvs.Plan`) instead.
----@param opts? apify.kvs.StoreListingOptions|apify.kvs.KeysOptions
----@return apify.kvs.Listing|apify.kvs.Plan
+---@param opts? apify.kvs.StoreListingOptions
+---@return apify.kvs.Listing
+---@overload fun(self: apify.kvs.Store, opts: apify.kvs.PlanOptions): apify.kvs.Plan
 function Store:listing(opts) end
 
 ---@return string id the store id as given
