@@ -58,7 +58,9 @@ DEMO_DEBS := lua5.4 lua-socket lua-cjson lua-filesystem nginx libnginx-mod-http-
 
 # Installation (make install / uninstall): LUA picks the interpreter. With PREFIX equal to
 # the prefix of that Lua's pkg-config file (/usr on Debian) its INSTALL_CMOD / INSTALL_LMOD
-# are used, otherwise the usual PREFIX/lib/lua/5.x and PREFIX/share/lua/5.x.
+# are used, otherwise the usual PREFIX/lib/lua/5.x and PREFIX/share/lua/5.x. LuaJIT has no
+# directory of its own (its package.cpath is Lua 5.1's): LUA=jit and LUA=5.1 install the same
+# paths, each build loading in both interpreters (src/compat.h).
 LUA        ?= 5.4
 PREFIX     ?= /usr/local
 DESTDIR    ?=
@@ -68,7 +70,9 @@ PC_OR       = $(or $(if $(filter $(PREFIX),$(LUA_PC_PREFIX)),$(shell pkg-config 
 INSTALL_CMOD ?= $(call PC_OR,INSTALL_CMOD,$(PREFIX)/lib/lua/$(LUA_ABI))
 INSTALL_LMOD ?= $(call PC_OR,INSTALL_LMOD,$(PREFIX)/share/lua/$(LUA_ABI))
 INSTALL_BIN  ?= $(PREFIX)/bin
-INSTALL_TYPES ?= $(PREFIX)/share/apify-kvs/types
+INSTALL_DATA ?= $(PREFIX)/share/apify-kvs
+INSTALL_TYPES ?= $(INSTALL_DATA)/types
+INSTALL_LIST  = $(INSTALL_DATA)/installed-$(LUA)
 
 VERSION    := $(shell sed -n 's/^\#define KVS_VERSION "\(.*\)"/\1/p' src/kvs.h)
 ROCK_REV   := 1
@@ -201,21 +205,52 @@ bench-smoke: build | test-deps
 	@echo "bench:    bench/run.sh ran at N=2000 (table in build/bench-smoke.md)"
 
 # One Lua's module, Lua files, command-line tool and type definitions (see LUA, PREFIX above).
+# The list INSTALL_LIST names what the install wrote ("file PATH") and each directory it had to
+# create ("dir PATH"), without DESTDIR, for make uninstall; a second install of the same LUA
+# keeps the directories of the first.
+INSTALL_DIRS  = $(INSTALL_CMOD)/apify $(INSTALL_LMOD)/apify/kvs $(INSTALL_BIN) $(INSTALL_TYPES)/apify \
+                $(INSTALL_DATA)
 install: build/$(LUA)/apify/kvs.so
-	install -d $(DESTDIR)$(INSTALL_CMOD)/apify $(DESTDIR)$(INSTALL_LMOD)/apify/kvs \
-	  $(DESTDIR)$(INSTALL_BIN) $(DESTDIR)$(INSTALL_TYPES)/apify
-	install -m 755 build/$(LUA)/apify/kvs.so $(DESTDIR)$(INSTALL_CMOD)/apify/kvs.so
-	install -m 644 lua/apify/kvs/openresty.lua $(DESTDIR)$(INSTALL_LMOD)/apify/kvs/openresty.lua
-	sed '1s|^#!.*|#!/usr/bin/env $(BIN_$(LUA))|' bin/apify-kvs >$(DESTDIR)$(INSTALL_BIN)/apify-kvs
-	chmod 755 $(DESTDIR)$(INSTALL_BIN)/apify-kvs
-	install -m 644 types/apify/kvs.lua $(DESTDIR)$(INSTALL_TYPES)/apify/kvs.lua
+	@set -e; d='$(DESTDIR)'; list="$${d}$(INSTALL_LIST)"; made=; \
+	if [ -f "$$list" ]; then made=$$(sed -n 's/^dir //p' "$$list"); fi; \
+	for dir in $(INSTALL_DIRS); do \
+	  p=$$dir; while [ -n "$$p" ] && [ ! -d "$${d}$$p" ]; do \
+	    made="$$made $$p"; case $$p in */*) p=$${p%/*};; *) p=;; esac; done; \
+	  install -d "$${d}$$dir"; \
+	done; \
+	install -m 755 build/$(LUA)/apify/kvs.so "$${d}$(INSTALL_CMOD)/apify/kvs.so"; \
+	install -m 644 lua/apify/kvs/openresty.lua "$${d}$(INSTALL_LMOD)/apify/kvs/openresty.lua"; \
+	sed '1s|^#!.*|#!/usr/bin/env $(BIN_$(LUA))|' bin/apify-kvs >"$${d}$(INSTALL_BIN)/apify-kvs"; \
+	chmod 755 "$${d}$(INSTALL_BIN)/apify-kvs"; \
+	install -m 644 types/apify/kvs.lua "$${d}$(INSTALL_TYPES)/apify/kvs.lua"; \
+	{ for f in $(INSTALL_CMOD)/apify/kvs.so $(INSTALL_LMOD)/apify/kvs/openresty.lua \
+	           $(INSTALL_BIN)/apify-kvs $(INSTALL_TYPES)/apify/kvs.lua; do echo "file $$f"; done; \
+	  for p in $$made; do echo "dir $$p"; done | sort -u; } >"$$list"; \
+	echo "install:  apify.kvs for $(BIN_$(LUA)) under $${d}$(PREFIX) (list: $$list)"
 
+# Removes the files INSTALL_LIST names, except those the list of another LUA also names (5.1 and
+# jit share the module; every LUA the tool, which then runs with that other Lua), then the
+# directories it names once they are empty, deepest first. One that still holds something is
+# handed on to another list, whose uninstall removes it; never a directory no install created.
 uninstall:
-	rm -f $(DESTDIR)$(INSTALL_CMOD)/apify/kvs.so $(DESTDIR)$(INSTALL_LMOD)/apify/kvs/openresty.lua \
-	  $(DESTDIR)$(INSTALL_BIN)/apify-kvs $(DESTDIR)$(INSTALL_TYPES)/apify/kvs.lua
-	@for d in $(DESTDIR)$(INSTALL_CMOD)/apify $(DESTDIR)$(INSTALL_LMOD)/apify/kvs \
-	  $(DESTDIR)$(INSTALL_LMOD)/apify $(DESTDIR)$(INSTALL_TYPES)/apify $(DESTDIR)$(INSTALL_TYPES); do \
-	  rmdir "$$d" 2>/dev/null || true; done
+	@set -e; d='$(DESTDIR)'; list="$${d}$(INSTALL_LIST)"; \
+	if [ ! -f "$$list" ]; then \
+	  echo "uninstall: nothing to uninstall for LUA=$(LUA) (no $$list)"; exit 0; fi; \
+	others=$$(ls "$${d}$(INSTALL_DATA)"/installed-* 2>/dev/null | grep -vxF "$$list" || true); \
+	heir=$$(echo "$$others" | head -1); \
+	for f in $$(sed -n 's/^file //p' "$$list"); do \
+	  if [ -n "$$others" ] && grep -qxF "file $$f" $$others; then \
+	    case $$f in */bin/apify-kvs) \
+	      lua=$${heir##*/installed-}; lua=$$([ "$$lua" = jit ] && echo luajit || echo lua$$lua); \
+	      sed -i "1s|^#!.*|#!/usr/bin/env $$lua|" "$${d}$$f";; esac; \
+	  else rm -f "$${d}$$f"; fi; \
+	done; \
+	dirs=$$(sed -n 's/^dir //p' "$$list" | awk '{ print gsub("/", "/"), $$0 }' | sort -rn | cut -d' ' -f2-); \
+	rm -f "$$list"; \
+	for dir in $$dirs; do \
+	  rmdir "$${d}$$dir" 2>/dev/null || { [ -n "$$heir" ] && echo "dir $$dir" >>"$$heir"; } || true; \
+	done; \
+	echo "uninstall: apify.kvs for $(BIN_$(LUA)) from $${d}$(PREFIX)"
 
 # The source rock of this checkout's version, without the network: the rockspec plus the
 # tarball its source.url names (what GitHub serves for the tag), both from the working tree.
