@@ -12,7 +12,8 @@
 #   make         the module for every Lua: build/<5.1|5.2|5.3|5.4|jit>/apify/kvs.so
 #   make install the module, its Lua files, bin/apify-kvs and the type definitions for one
 #                Lua (LUA=5.1|5.2|5.3|5.4|jit, default 5.4) under PREFIX (/usr/local), DESTDIR
-#   make rock    build/rock/apify-kvs-<version>-1.src.rock from this checkout, offline
+#   make rock    build/rock/apify-kvs-<version>-1.src.rock at the tag v<version>, otherwise
+#                apify-kvs-scm-1.src.rock of the tree as it is; offline
 #
 # `make` needs only the build dependencies (BUILD_DEBS: cc, pkg-config, libcurl, yajl, zlib, Lua
 # headers); test, demo and bench install their tools (TEST_DEBS) when they need them.
@@ -252,19 +253,31 @@ uninstall:
 	done; \
 	echo "uninstall: apify.kvs for $(BIN_$(LUA)) from $${d}$(PREFIX)"
 
-# The source rock of this checkout's version, without the network: the rockspec plus the
-# tarball its source.url names (what GitHub serves for the tag), both from the working tree.
-ROCK_NAME := apify-kvs-$(VERSION)-$(ROCK_REV)
+# The source rock, offline. At the release tag (HEAD is exactly v$(VERSION)): the release's,
+# apify-kvs-$(VERSION)-1.src.rock, its rockspec plus the tarball its source.url names (what
+# GitHub serves for the tag), made by git archive from the tag. Anywhere else (commits after
+# the tag, or no git): what the tree is, apify-kvs-scm-1.src.rock, the scm rockspec plus the
+# working tree's files (uncommitted changes included) in the directory its git URL implies.
+# A release: KVS_VERSION in src/kvs.h, rockspec/apify-kvs-<v>-1.rockspec, CHANGELOG.md, tag v<v>.
 rock:
-	@test -f rockspec/$(ROCK_NAME).rockspec || { echo "no rockspec/$(ROCK_NAME).rockspec"; exit 1; }
-	rm -rf build/rock && mkdir -p build/rock/apify-kvs-$(VERSION)
-	cp -R $(ROCK_FILES) build/rock/apify-kvs-$(VERSION)/
-	tar -C build/rock -czf build/rock/v$(VERSION).tar.gz apify-kvs-$(VERSION)
-	cp rockspec/$(ROCK_NAME).rockspec build/rock/
-	cd build/rock && rm -rf apify-kvs-$(VERSION) && \
-	  if command -v zip >/dev/null; then zip -q $(ROCK_NAME).src.rock $(ROCK_NAME).rockspec v$(VERSION).tar.gz; \
-	  else python3 -m zipfile -c $(ROCK_NAME).src.rock $(ROCK_NAME).rockspec v$(VERSION).tar.gz; fi
-	@echo "rock:     build/rock/$(ROCK_NAME).src.rock"
+	@set -e; rm -rf build/rock; mkdir -p build/rock; \
+	tags=$$(git tag --points-at HEAD 2>/dev/null | grep '^v[0-9]' || true); \
+	if [ "$$tags" = v$(VERSION) ]; then \
+	  name=apify-kvs-$(VERSION)-$(ROCK_REV) src=v$(VERSION).tar.gz; \
+	  test -f rockspec/$$name.rockspec || { echo "rock: HEAD is v$(VERSION) but rockspec/$$name.rockspec is missing"; exit 1; }; \
+	  git archive --format=tar.gz --prefix=apify-kvs-$(VERSION)/ -o build/rock/$$src v$(VERSION); \
+	elif [ -n "$$tags" ]; then \
+	  echo "rock: HEAD is tagged" $$tags "but src/kvs.h says $(VERSION)"; exit 1; \
+	else \
+	  name=apify-kvs-scm-$(ROCK_REV) src=apify-kvs; \
+	  mkdir build/rock/$$src && cp -R $(ROCK_FILES) build/rock/$$src/; \
+	fi; \
+	cp rockspec/$$name.rockspec build/rock/; \
+	cd build/rock; \
+	if command -v zip >/dev/null; then zip -qr $$name.src.rock $$name.rockspec $$src; \
+	else python3 -m zipfile -c $$name.src.rock $$name.rockspec $$src; fi; \
+	rm -rf $$name.rockspec $$src; \
+	echo "rock:     build/rock/$$name.src.rock"
 
 # Fuzzing the sans-I/O core with libFuzzer (fuzz/*.c says what each target
 # checks).  The core is built without any Lua include path: it needs none.
