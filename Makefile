@@ -1,6 +1,9 @@
 # apify.kvs — build, demo and tests.
 #
-#   make demo    build, start the local API emulator, list a store through the module
+#   make demo    build, start the local API emulator, list a store through the module; it prints
+#                each command and the environment (an export line) they need
+#   make emulator  an emulator over examples/storage that keeps running (make emulator-stop),
+#                for running make demo's commands by hand; make demo then uses it
 #   make test    the busted suite under Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT, then `make check`
 #   make check   the suite again against an ASan/UBSan build, and a valgrind run
 #   make check-layers  the core, the platform helpers and the drivers compile without Lua
@@ -79,7 +82,7 @@ VERSION    := $(shell sed -n 's/^\#define KVS_VERSION "\(.*\)"/\1/p' src/kvs.h)
 ROCK_REV   := 1
 ROCK_FILES := src lua bin types rockspec LICENSE CHANGELOG.md README.md
 
-.PHONY: all deps test-deps demo-deps js-deps build demo test test-timing check check-layers asan valgrind bench bench-smoke \
+.PHONY: all deps test-deps demo-deps js-deps build demo emulator emulator-stop test test-timing check check-layers asan valgrind bench bench-smoke \
         fuzz fuzz-smoke clean \
         install uninstall rock
 
@@ -145,8 +148,15 @@ build/asan/apify/kvs.so: $(SRCS) $(HDRS) | deps
 	$(CC) $(CFLAGS_ALL) -O1 $(SANITIZE) $(CFLAGS) $(shell pkg-config --cflags lua5.4) $(DEPS_CFLAGS) \
 	  -shared -o $@ $(SRCS) $(DEPS_LIBS) $(LDFLAGS)
 
-demo: build/5.4/apify/kvs.so | demo-deps
-	@bash examples/demo.sh
+# (LUA, as for make install, picks the interpreter: 5.4 by default)
+demo: build/$(LUA)/apify/kvs.so | demo-deps
+	@LUA=$(BIN_$(LUA)) bash examples/demo.sh
+
+# An emulator that outlives make demo, for running its commands by hand (examples/demo.sh).
+emulator: build/$(LUA)/apify/kvs.so | demo-deps
+	@LUA=$(BIN_$(LUA)) bash examples/demo.sh start
+emulator-stop:
+	@LUA=$(BIN_$(LUA)) bash examples/demo.sh stop
 
 # Every target of the suite in one run, six at a time (spec/run), the longest first
 # (valgrind and ASan in two halves each); the fuzz and bench smoke runs go beside the specs, which

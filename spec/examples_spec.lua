@@ -81,3 +81,74 @@ describe("examples", function()
     assert.matches("failed: Key%-value store was not found %(type record%-not%-found, HTTP 404%)\nexit=1", bad)
   end)
 end)
+
+-- make demo (examples/demo.sh) prints each command it runs and the environment they need; pasted
+-- into a fresh shell with only that environment, while an emulator runs, each does what it did
+-- in the demo.
+describe("make demo's commands", function()
+  local tmp, emu
+  local interpreter = T.lua:match("^%S+$") or "lua5.4"     -- the demo runs one interpreter
+  local demo = "LUA=" .. interpreter .. " timeout 60 bash examples/demo.sh"
+
+  lazy_setup(function()
+    tmp = T.tmpdir()
+    -- what `make emulator` leaves running, in its own run directory
+    emu = T.start_emulator({ storage = "examples/storage", token = "demo-token", rundir = tmp .. "/emulator" })
+  end)
+  lazy_teardown(function()
+    if emu then emu:stop() end
+    T.rmrf(tmp)
+  end)
+
+  -- the demo's export line, and each "# what:  command" (after a blank line) with the output
+  -- that followed it up to the next blank line
+  local function parse(out)
+    local export, steps, step, prev = nil, {}, nil, nil
+    for line in out:gmatch("([^\n]*)\n") do
+      local command = prev == "" and line:match("^# [^:]+:  (.+)$")
+      if line:match("^export ") then
+        export = line
+      elseif command then
+        step = { command = command, output = "" }
+        steps[#steps + 1] = step
+      elseif line == "" then
+        step = nil
+      elseif step then
+        step.output = step.output .. line .. "\n"
+      end
+      prev = line
+    end
+    return export, steps
+  end
+
+  it("work pasted into a fresh shell with only the export line it prints", function()
+    local out = T.read("EMULATOR_RUNDIR=" .. tmp .. "/emulator " .. demo .. " 2>&1; echo \"exit=$?\"")
+    assert.matches("exit=0%s*$", out)
+    out = out:gsub("exit=0%s*$", "")
+    assert.matches("left running by make emulator", out)
+    local export, steps = parse(out)
+    assert.are.equal("export LUA_CPATH='build/" .. (interpreter == "luajit" and "jit" or interpreter:match("%d%.%d")) ..
+                     "/?.so;;' APIFY_API_BASE_URL='" .. emu.base_url .. "' APIFY_TOKEN='demo-token'", export)
+    assert.are.equal(6, #steps, out)
+    for _, step in ipairs(steps) do
+      local pasted = T.read("env -i PATH=\"$PATH\" bash -c " .. T.sh_quote(export .. "\n" .. step.command) ..
+                            " 2>&1; echo \"exit=$?\"")
+      local expected_exit = step.command:find("no-such-store", 1, true) and 1 or 0
+      assert.are.equal(step.output .. "exit=" .. expected_exit .. "\n", pasted, step.command)
+    end
+    assert.matches("25 keys, 1192 bytes", steps[1].output)
+    assert.matches('{"key":"report%-2026%-06"', steps[6].output)
+  end)
+
+  it("say how to keep an emulator running when the demo starts its own; make emulator prints the same line", function()
+    local out = T.read(demo .. " 2>&1; echo \"exit=$?\"")
+    assert.matches("exit=0%s*$", out)
+    assert.matches("stopped when\n# this demo ends%. To run the commands yourself, keep one running: make emulator", out)
+    assert.matches("\nexport LUA_CPATH='[^\n]+' APIFY_API_BASE_URL='http://127%.0%.0%.1:%d+' APIFY_TOKEN='demo%-token'\n", out)
+
+    -- demo.sh start (make emulator) finds the running one and prints its line
+    local started = T.read("EMULATOR_RUNDIR=" .. tmp .. "/emulator LUA=" .. interpreter .. " bash examples/demo.sh start 2>&1")
+    assert.matches("already running at " .. emu.base_url:gsub("%p", "%%%0"), started)
+    assert.matches("\nexport [^\n]+APIFY_API_BASE_URL='" .. emu.base_url:gsub("%p", "%%%0") .. "'", started)
+  end)
+end)
