@@ -48,10 +48,54 @@ describe("examples", function()
     for _, bad in ipairs({ "0", "-3", "2.5", "ten", "inf" }) do
       local out = run("resume.lua", "demo " .. bad)
       assert.matches("^resume%.lua: batch must be an integer >= 1, got " .. bad:gsub("%p", "%%%0") ..
-                     "\nusage: resume%.lua <store%-id> %[batch%]\n.*exit=2\n$", out)
+                     "\nusage: resume%.lua <store%-id> %[batch%] %[retries%]\n.*exit=2\n$", out)
     end
     assert.matches("^resume%.lua: missing <store%-id>\nusage: resume%.lua .*exit=2\n$", run("resume.lua", ""))
-    assert.matches("^resume%.lua: too many arguments\nusage: .*exit=2\n$", run("resume.lua", "demo 10 x"))
+    assert.matches("^resume%.lua: too many arguments\nusage: .*exit=2\n$", run("resume.lua", "demo 10 2 x"))
+    for _, bad in ipairs({ "-1", "x", "101" }) do
+      assert.matches("^resume%.lua: retries must be an integer in 0%.%.100, got " .. bad:gsub("%p", "%%%0") ..
+                     "\nusage: resume%.lua <store%-id> %[batch%] %[retries%]\n.*exit=2\n$", run("resume.lua", "demo 10 " .. bad))
+    end
+  end)
+
+  it("resume.lua resumes a listing that failed from the last key it saw", function()
+    emu:clear_requests()
+    -- the first batch's page comes through, the second batch's fails (no retries), once
+    emu:faults{ { kind = "stall", seconds = 0 }, { kind = "status", status = 500 } }
+    local out = run("resume.lua", "demo 10 0")
+    assert.matches('^batch 1: 10 keys, cursor now "img%-0005"\n' ..
+                   "listing failed after 0 keys: apify%.kvs: [^\n]*%(internal%-server%-error, HTTP 500%)\n" ..
+                   'resuming after "img%-0005"\n' ..
+                   'batch 2: 10 keys, cursor now "report%-2026%-01"\n' ..
+                   'batch 3: 5 keys, cursor now "report%-2026%-06"\n' ..
+                   "25 keys in 3 batches\nexit=0\n$", out)
+    -- the failed request and the one resuming it both start after img-0005
+    local reqs = emu:requests()
+    assert.are.equal(4, #reqs)
+    assert.are.same({ 200, 500, 200, 200 }, { reqs[1].status, reqs[2].status, reqs[3].status, reqs[4].status })
+    assert.is_nil(reqs[1].args.exclusiveStartKey)
+    assert.are.equal("img-0005", reqs[2].args.exclusiveStartKey)
+    assert.are.equal("img-0005", reqs[3].args.exclusiveStartKey)
+  end)
+
+  it("resume.lua gives up after three failed listings in a row, exit 1", function()
+    emu:faults{ { kind = "status", status = 503, times = 3 } }
+    local out = run("resume.lua", "demo 10 0")
+    assert.matches("^listing failed after 0 keys: [^\n]*HTTP 503%)\nstarting again\n" ..
+                   ".*\ngiving up after 3 failures in a row; 0 keys listed, last none\nexit=1\n$", out)
+    emu:clear_faults()
+  end)
+
+  it("the examples refuse an empty store id or a bad APIFY_API_BASE_URL with their usage line", function()
+    for _, script in ipairs({ "list_keys.lua", "resume.lua", "one_page.lua" }) do
+      local name = script:gsub("%p", "%%%0")
+      assert.matches("^" .. name .. ": <store%-id> must not be empty\nusage: " .. name .. " .*exit=2\n$",
+                     run(script, "''"))
+      local out = T.read("APIFY_API_BASE_URL=ftp://example.com " .. env:gsub("APIFY_API_BASE_URL='[^']*' ", "") ..
+                         T.lua .. " examples/" .. script .. " demo 2>&1; echo \"exit=$?\"")
+      assert.matches("^" .. name .. ": bad APIFY_API_BASE_URL or APIFY_TOKEN: option 'base_url' must start " ..
+                     "with http:// or https://\nusage: " .. name .. " .*exit=2\n$", out)
+    end
   end)
 
   it("one_page.lua and list_keys.lua check their arguments the same way", function()
