@@ -132,7 +132,9 @@ end)
 describe("make demo's commands", function()
   local tmp, emu
   local interpreter = T.lua:match("^%S+$") or "lua5.4"     -- the demo runs one interpreter
-  local demo = "LUA=" .. interpreter .. " timeout 60 bash examples/demo.sh"
+  -- (with the build of that interpreter, not the sanitizer's: none preloaded into its shell)
+  local demo = "env -u LD_PRELOAD -u ASAN_OPTIONS -u UBSAN_OPTIONS LUA=" .. interpreter ..
+               " timeout 60 bash examples/demo.sh"
 
   lazy_setup(function()
     tmp = T.tmpdir()
@@ -191,7 +193,7 @@ describe("make demo's commands", function()
     assert.matches("\nexport LUA_CPATH='[^\n]+' APIFY_API_BASE_URL='http://127%.0%.0%.1:%d+' APIFY_TOKEN='demo%-token'\n", out)
 
     -- demo.sh start (make emulator) finds the running one and prints its line
-    local started = T.read("EMULATOR_RUNDIR=" .. tmp .. "/emulator LUA=" .. interpreter .. " bash examples/demo.sh start 2>&1")
+    local started = T.read("EMULATOR_RUNDIR=" .. tmp .. "/emulator " .. demo .. " start 2>&1")
     assert.matches("already running at " .. emu.base_url:gsub("%p", "%%%0"), started)
     assert.matches("\nexport [^\n]+APIFY_API_BASE_URL='" .. emu.base_url:gsub("%p", "%%%0") .. "'", started)
   end)
