@@ -265,24 +265,25 @@ uninstall:
 
 # The source rock, offline. At the release tag (HEAD is exactly v$(VERSION)): the release's,
 # apify-kvs-$(VERSION)-1.src.rock, its rockspec plus the tarball its source.url names (what
-# GitHub serves for the tag), made by git archive from the tag. Anywhere else (commits after
+# GitHub serves for the tag), both taken from the tag by git. Anywhere else (commits after
 # the tag, or no git): what the tree is, apify-kvs-scm-1.src.rock, the scm rockspec plus the
 # working tree's files (uncommitted changes included) in the directory its git URL implies.
 # A release: KVS_VERSION in src/kvs.h, rockspec/apify-kvs-<v>-1.rockspec, CHANGELOG.md, tag v<v>.
 rock:
 	@set -e; rm -rf build/rock; mkdir -p build/rock; \
 	tags=$$(git tag --points-at HEAD 2>/dev/null | grep '^v[0-9]' || true); \
-	if [ "$$tags" = v$(VERSION) ]; then \
+	if echo "$$tags" | grep -qxF v$(VERSION); then \
 	  name=apify-kvs-$(VERSION)-$(ROCK_REV) src=v$(VERSION).tar.gz; \
-	  test -f rockspec/$$name.rockspec || { echo "rock: HEAD is v$(VERSION) but rockspec/$$name.rockspec is missing"; exit 1; }; \
+	  git show v$(VERSION):rockspec/$$name.rockspec >build/rock/$$name.rockspec 2>/dev/null \
+	    || { echo "rock: the tag v$(VERSION) has no rockspec/$$name.rockspec"; exit 1; }; \
 	  git archive --format=tar.gz --prefix=apify-kvs-$(VERSION)/ -o build/rock/$$src v$(VERSION); \
 	elif [ -n "$$tags" ]; then \
 	  echo "rock: HEAD is tagged" $$tags "but src/kvs.h says $(VERSION)"; exit 1; \
 	else \
 	  name=apify-kvs-scm-$(ROCK_REV) src=apify-kvs; \
+	  cp rockspec/$$name.rockspec build/rock/; \
 	  mkdir build/rock/$$src && cp -R $(ROCK_FILES) build/rock/$$src/; \
 	fi; \
-	cp rockspec/$$name.rockspec build/rock/; \
 	cd build/rock; \
 	if command -v zip >/dev/null; then zip -qr $$name.src.rock $$name.rockspec $$src; \
 	else python3 -m zipfile -c $$name.src.rock $$name.rockspec $$src; fi; \
