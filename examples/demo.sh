@@ -71,7 +71,7 @@ else
 fi
 echo "# The commands below need this environment (paste it in the repository root):"
 print_env "$base_url"
-export LUA_CPATH="build/$build/?.so;;" APIFY_API_BASE_URL="$base_url" APIFY_TOKEN="$TOKEN"
+eval "$(print_env "$base_url")"      # the demo runs with exactly what it printed
 
 # "# what:  command", then the command's output
 show() {
