@@ -14,6 +14,11 @@ describe("examples", function()
     if emu then emu:stop() end
   end)
 
+  before_each(function()
+    emu:clear_faults()
+    emu:clear_requests()
+  end)
+
   -- (under `timeout`: a script that never ends fails with exit=124 instead of hanging the suite)
   local function run(script, args)
     return T.read(env .. "timeout 30 " .. T.lua .. " examples/" .. script .. " " .. args ..
@@ -59,7 +64,6 @@ describe("examples", function()
   end)
 
   it("resume.lua resumes a listing that failed from the last key it saw", function()
-    emu:clear_requests()
     -- the first batch's page comes through, the second batch's fails (no retries), once
     emu:faults{ { kind = "stall", seconds = 0 }, { kind = "status", status = 500 } }
     local out = run("resume.lua", "demo 10 0")
@@ -83,7 +87,6 @@ describe("examples", function()
     local out = run("resume.lua", "demo 10 0")
     assert.matches("^listing failed after 0 keys: [^\n]*HTTP 503%)\nstarting again\n" ..
                    ".*\ngiving up after 3 failures in a row; 0 keys listed, last none\nexit=1\n$", out)
-    emu:clear_faults()
   end)
 
   it("the examples refuse an empty store id or a bad APIFY_API_BASE_URL with their usage line", function()
