@@ -1,6 +1,9 @@
 # apify.kvs — build, demo and tests.
 #
-#   make demo    build, start the local API emulator, list a store through the module
+#   make demo    build, start the local API emulator, list a store through the module; it prints
+#                each command and the environment (an export line) they need
+#   make emulator  an emulator over examples/storage that keeps running (make emulator-stop),
+#                for running make demo's commands by hand; make demo then uses it
 #   make test    the busted suite under Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT, the hosted specs
 #                (emulator, nginx, C host, LÖVE), ASan/UBSan and valgrind (what `make check`
 #                runs), the fuzz and bench smoke runs: all at once
@@ -14,7 +17,8 @@
 #   make         the module for every Lua: build/<5.1|5.2|5.3|5.4|jit>/apify/kvs.so
 #   make install the module, its Lua files, bin/apify-kvs and the type definitions for one
 #                Lua (LUA=5.1|5.2|5.3|5.4|jit, default 5.4) under PREFIX (/usr/local), DESTDIR
-#   make rock    build/rock/apify-kvs-<version>-1.src.rock from this checkout, offline
+#   make rock    build/rock/apify-kvs-<version>-1.src.rock at the tag v<version>, otherwise
+#                apify-kvs-scm-1.src.rock of the tree as it is; offline
 #
 # `make` needs only the build dependencies (BUILD_DEBS: cc, pkg-config, libcurl, yajl, zlib, Lua
 # headers); test, demo and bench install their tools (TEST_DEBS) when they need them.
@@ -61,7 +65,9 @@ DEMO_DEBS := lua5.4 lua-socket lua-cjson lua-filesystem nginx libnginx-mod-http-
 
 # Installation (make install / uninstall): LUA picks the interpreter. With PREFIX equal to
 # the prefix of that Lua's pkg-config file (/usr on Debian) its INSTALL_CMOD / INSTALL_LMOD
-# are used, otherwise the usual PREFIX/lib/lua/5.x and PREFIX/share/lua/5.x.
+# are used, otherwise the usual PREFIX/lib/lua/5.x and PREFIX/share/lua/5.x. LuaJIT has no
+# directory of its own (its package.cpath is Lua 5.1's): LUA=jit and LUA=5.1 install the same
+# paths, each build loading in both interpreters (src/compat.h).
 LUA        ?= 5.4
 PREFIX     ?= /usr/local
 DESTDIR    ?=
@@ -71,13 +77,15 @@ PC_OR       = $(or $(if $(filter $(PREFIX),$(LUA_PC_PREFIX)),$(shell pkg-config 
 INSTALL_CMOD ?= $(call PC_OR,INSTALL_CMOD,$(PREFIX)/lib/lua/$(LUA_ABI))
 INSTALL_LMOD ?= $(call PC_OR,INSTALL_LMOD,$(PREFIX)/share/lua/$(LUA_ABI))
 INSTALL_BIN  ?= $(PREFIX)/bin
-INSTALL_TYPES ?= $(PREFIX)/share/apify-kvs/types
+INSTALL_DATA ?= $(PREFIX)/share/apify-kvs
+INSTALL_TYPES ?= $(INSTALL_DATA)/types
+INSTALL_LIST  = $(INSTALL_DATA)/installed-$(LUA)
 
 VERSION    := $(shell sed -n 's/^\#define KVS_VERSION "\(.*\)"/\1/p' src/kvs.h)
 ROCK_REV   := 1
 ROCK_FILES := src lua bin types rockspec LICENSE CHANGELOG.md README.md
 
-.PHONY: all deps test-deps demo-deps js-deps build demo test test-timing check check-layers asan valgrind bench bench-smoke \
+.PHONY: all deps test-deps demo-deps js-deps build demo emulator emulator-stop test test-timing check check-layers asan valgrind bench bench-smoke \
         fuzz fuzz-smoke clean \
         install uninstall rock
 
@@ -143,8 +151,15 @@ build/asan/apify/kvs.so: $(SRCS) $(HDRS) | deps
 	$(CC) $(CFLAGS_ALL) -O1 $(SANITIZE) $(CFLAGS) $(shell pkg-config --cflags lua5.4) $(DEPS_CFLAGS) \
 	  -shared -o $@ $(SRCS) $(DEPS_LIBS) $(LDFLAGS)
 
-demo: build/5.4/apify/kvs.so | demo-deps
-	@bash examples/demo.sh
+# (LUA, as for make install, picks the interpreter: 5.4 by default)
+demo: build/$(LUA)/apify/kvs.so | demo-deps
+	@LUA=$(BIN_$(LUA)) bash examples/demo.sh
+
+# An emulator that outlives make demo, for running its commands by hand (examples/demo.sh).
+emulator: build/$(LUA)/apify/kvs.so | demo-deps
+	@LUA=$(BIN_$(LUA)) bash examples/demo.sh start
+emulator-stop:
+	@LUA=$(BIN_$(LUA)) bash examples/demo.sh stop
 
 # Every target of the suite in one run, twelve at a time (spec/run), the longest first
 # (valgrind and ASan in two halves each); the fuzz and bench smoke runs go beside the specs, which
@@ -204,35 +219,79 @@ bench-smoke: build | test-deps
 	@echo "bench:    bench/run.sh ran at N=2000 (table in build/bench-smoke.md)"
 
 # One Lua's module, Lua files, command-line tool and type definitions (see LUA, PREFIX above).
+# The list INSTALL_LIST names what the install wrote ("file PATH") and each directory it had to
+# create ("dir PATH"), without DESTDIR, for make uninstall; a second install of the same LUA
+# keeps the directories of the first.
+INSTALL_DIRS  = $(INSTALL_CMOD)/apify $(INSTALL_LMOD)/apify/kvs $(INSTALL_BIN) $(INSTALL_TYPES)/apify \
+                $(INSTALL_DATA)
 install: build/$(LUA)/apify/kvs.so
-	install -d $(DESTDIR)$(INSTALL_CMOD)/apify $(DESTDIR)$(INSTALL_LMOD)/apify/kvs \
-	  $(DESTDIR)$(INSTALL_BIN) $(DESTDIR)$(INSTALL_TYPES)/apify
-	install -m 755 build/$(LUA)/apify/kvs.so $(DESTDIR)$(INSTALL_CMOD)/apify/kvs.so
-	install -m 644 lua/apify/kvs/openresty.lua $(DESTDIR)$(INSTALL_LMOD)/apify/kvs/openresty.lua
-	sed '1s|^#!.*|#!/usr/bin/env $(BIN_$(LUA))|' bin/apify-kvs >$(DESTDIR)$(INSTALL_BIN)/apify-kvs
-	chmod 755 $(DESTDIR)$(INSTALL_BIN)/apify-kvs
-	install -m 644 types/apify/kvs.lua $(DESTDIR)$(INSTALL_TYPES)/apify/kvs.lua
+	@set -e; d='$(DESTDIR)'; list="$${d}$(INSTALL_LIST)"; made=; \
+	if [ -f "$$list" ]; then made=$$(sed -n 's/^dir //p' "$$list"); fi; \
+	for dir in $(INSTALL_DIRS); do \
+	  p=$$dir; while [ -n "$$p" ] && [ ! -d "$${d}$$p" ]; do \
+	    made="$$made $$p"; case $$p in */*) p=$${p%/*};; *) p=;; esac; done; \
+	  install -d "$${d}$$dir"; \
+	done; \
+	install -m 755 build/$(LUA)/apify/kvs.so "$${d}$(INSTALL_CMOD)/apify/kvs.so"; \
+	install -m 644 lua/apify/kvs/openresty.lua "$${d}$(INSTALL_LMOD)/apify/kvs/openresty.lua"; \
+	sed '1s|^#!.*|#!/usr/bin/env $(BIN_$(LUA))|' bin/apify-kvs >"$${d}$(INSTALL_BIN)/apify-kvs"; \
+	chmod 755 "$${d}$(INSTALL_BIN)/apify-kvs"; \
+	install -m 644 types/apify/kvs.lua "$${d}$(INSTALL_TYPES)/apify/kvs.lua"; \
+	{ for f in $(INSTALL_CMOD)/apify/kvs.so $(INSTALL_LMOD)/apify/kvs/openresty.lua \
+	           $(INSTALL_BIN)/apify-kvs $(INSTALL_TYPES)/apify/kvs.lua; do echo "file $$f"; done; \
+	  for p in $$made; do echo "dir $$p"; done | sort -u; } >"$$list"; \
+	echo "install:  apify.kvs for $(BIN_$(LUA)) under $${d}$(PREFIX) (list: $$list)"
 
+# Removes the files INSTALL_LIST names, except those the list of another LUA also names (5.1 and
+# jit share the module; every LUA the tool, which then runs with that other Lua), then the
+# directories it names once they are empty, deepest first. One that still holds something is
+# handed on to another list, whose uninstall removes it; never a directory no install created.
 uninstall:
-	rm -f $(DESTDIR)$(INSTALL_CMOD)/apify/kvs.so $(DESTDIR)$(INSTALL_LMOD)/apify/kvs/openresty.lua \
-	  $(DESTDIR)$(INSTALL_BIN)/apify-kvs $(DESTDIR)$(INSTALL_TYPES)/apify/kvs.lua
-	@for d in $(DESTDIR)$(INSTALL_CMOD)/apify $(DESTDIR)$(INSTALL_LMOD)/apify/kvs \
-	  $(DESTDIR)$(INSTALL_LMOD)/apify $(DESTDIR)$(INSTALL_TYPES)/apify $(DESTDIR)$(INSTALL_TYPES); do \
-	  rmdir "$$d" 2>/dev/null || true; done
+	@set -e; d='$(DESTDIR)'; list="$${d}$(INSTALL_LIST)"; \
+	if [ ! -f "$$list" ]; then \
+	  echo "uninstall: nothing to uninstall for LUA=$(LUA) (no $$list)"; exit 0; fi; \
+	others=$$(ls "$${d}$(INSTALL_DATA)"/installed-* 2>/dev/null | grep -vxF "$$list" || true); \
+	heir=$$(echo "$$others" | head -1); \
+	for f in $$(sed -n 's/^file //p' "$$list"); do \
+	  if [ -n "$$others" ] && grep -qxF "file $$f" $$others; then \
+	    case $$f in */bin/apify-kvs) \
+	      lua=$${heir##*/installed-}; lua=$$([ "$$lua" = jit ] && echo luajit || echo lua$$lua); \
+	      sed -i "1s|^#!.*|#!/usr/bin/env $$lua|" "$${d}$$f";; esac; \
+	  else rm -f "$${d}$$f"; fi; \
+	done; \
+	dirs=$$(sed -n 's/^dir //p' "$$list" | awk '{ print gsub("/", "/"), $$0 }' | sort -rn | cut -d' ' -f2-); \
+	rm -f "$$list"; \
+	for dir in $$dirs; do \
+	  rmdir "$${d}$$dir" 2>/dev/null || { [ -n "$$heir" ] && echo "dir $$dir" >>"$$heir"; } || true; \
+	done; \
+	echo "uninstall: apify.kvs for $(BIN_$(LUA)) from $${d}$(PREFIX)"
 
-# The source rock of this checkout's version, without the network: the rockspec plus the
-# tarball its source.url names (what GitHub serves for the tag), both from the working tree.
-ROCK_NAME := apify-kvs-$(VERSION)-$(ROCK_REV)
+# The source rock, offline. At the release tag (HEAD is exactly v$(VERSION)): the release's,
+# apify-kvs-$(VERSION)-1.src.rock, its rockspec plus the tarball its source.url names (what
+# GitHub serves for the tag), both taken from the tag by git. Anywhere else (commits after
+# the tag, or no git): what the tree is, apify-kvs-scm-1.src.rock, the scm rockspec plus the
+# working tree's files (uncommitted changes included) in the directory its git URL implies.
+# A release: KVS_VERSION in src/kvs.h, rockspec/apify-kvs-<v>-1.rockspec, CHANGELOG.md, tag v<v>.
 rock:
-	@test -f rockspec/$(ROCK_NAME).rockspec || { echo "no rockspec/$(ROCK_NAME).rockspec"; exit 1; }
-	rm -rf build/rock && mkdir -p build/rock/apify-kvs-$(VERSION)
-	cp -R $(ROCK_FILES) build/rock/apify-kvs-$(VERSION)/
-	tar -C build/rock -czf build/rock/v$(VERSION).tar.gz apify-kvs-$(VERSION)
-	cp rockspec/$(ROCK_NAME).rockspec build/rock/
-	cd build/rock && rm -rf apify-kvs-$(VERSION) && \
-	  if command -v zip >/dev/null; then zip -q $(ROCK_NAME).src.rock $(ROCK_NAME).rockspec v$(VERSION).tar.gz; \
-	  else python3 -m zipfile -c $(ROCK_NAME).src.rock $(ROCK_NAME).rockspec v$(VERSION).tar.gz; fi
-	@echo "rock:     build/rock/$(ROCK_NAME).src.rock"
+	@set -e; rm -rf build/rock; mkdir -p build/rock; \
+	tags=$$(git tag --points-at HEAD 2>/dev/null | grep '^v[0-9]' || true); \
+	if echo "$$tags" | grep -qxF v$(VERSION); then \
+	  name=apify-kvs-$(VERSION)-$(ROCK_REV) src=v$(VERSION).tar.gz; \
+	  git show v$(VERSION):rockspec/$$name.rockspec >build/rock/$$name.rockspec 2>/dev/null \
+	    || { echo "rock: the tag v$(VERSION) has no rockspec/$$name.rockspec"; exit 1; }; \
+	  git archive --format=tar.gz --prefix=apify-kvs-$(VERSION)/ -o build/rock/$$src v$(VERSION); \
+	elif [ -n "$$tags" ]; then \
+	  echo "rock: HEAD is tagged" $$tags "but src/kvs.h says $(VERSION)"; exit 1; \
+	else \
+	  name=apify-kvs-scm-$(ROCK_REV) src=apify-kvs; \
+	  cp rockspec/$$name.rockspec build/rock/; \
+	  mkdir build/rock/$$src && cp -R $(ROCK_FILES) build/rock/$$src/; \
+	fi; \
+	cd build/rock; \
+	if command -v zip >/dev/null; then zip -qr $$name.src.rock $$name.rockspec $$src; \
+	else python3 -m zipfile -c $$name.src.rock $$name.rockspec $$src; fi; \
+	rm -rf $$name.rockspec $$src; \
+	echo "rock:     build/rock/$$name.src.rock"
 
 # Fuzzing the sans-I/O core with libFuzzer (fuzz/*.c says what each target
 # checks).  The core is built without any Lua include path: it needs none.

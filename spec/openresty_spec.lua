@@ -109,6 +109,7 @@ http {
 
     init_by_lua_block {
         require("keys_handler").client_options = { min_delay = 0.01, max_retries = 3 }
+        require("keys_handler").stores = { s = true, nope = true }   -- not "other"
         local host = require "openresty_host"
         host.bases = { direct = os.getenv("APIFY_API_BASE_URL"), upstream = "http://kvs_emulator",
                        dead = "http://127.0.0.1:@DEAD_PORT@",
@@ -371,6 +372,7 @@ describe("OpenResty driver (apify.kvs.openresty) in a real nginx", function()
   lazy_setup(function()
     storage = T.tmpdir()
     T.make_store(storage, "s", T.numbered(2500))
+    T.make_store(storage, "other", { "secret-1", "secret-2" })   -- readable, not on the allowlist
     emu = T.start_emulator({ storage = storage, token = TOKEN })
     host = start_host(emu)
     -- the example refresher lists store "s" as soon as the worker starts: let it finish
@@ -467,6 +469,28 @@ describe("OpenResty driver (apify.kvs.openresty) in a real nginx", function()
       assert.are.equal(401, err.status)
       assert.are.equal(0, err.retries)
       assert.are.equal(1, #emu:requests())
+    end)
+
+    it("serves only the stores of its allowlist: 404 for any other, and no request for it", function()
+      for _, path in ipairs({ "/stores/other/keys", "/paged/stores/other/keys", "/stores/other/keys?prefix=secret",
+                              "/stores/S/keys", "/stores/%6Fther/keys" }) do
+        local res = get(host.port, path)
+        assert.are.equal(404, res.status, path)
+        assert.are.equal("application/json", res.headers["content-type"])
+        local keys, _, _, err = lines_of(res.body)
+        assert.are.equal(0, #keys)
+        assert.are.equal("store-not-served", err.type)
+        assert.is_nil(res.body:find("secret", 1, true))
+      end
+      assert.are.equal(0, #emu:requests())
+      -- a store of the list is served
+      local res = get(host.port, "/stores/s/keys?prefix=k00001")
+      assert.are.equal(200, res.status)
+      assert.are.same({ "k00001" }, (lines_of(res.body)))
+      assert.are.equal(1, #emu:requests())
+      -- and the list is all that kept "other" out: the server's token reads it
+      local page = assert(T.client(emu, { token = TOKEN }):store("other"):list_keys())
+      assert.are.equal(2, #page.items)
     end)
 
     it("answers 502 with an error line for a missing store (404)", function()
