@@ -20,11 +20,12 @@
 #   make rock    build/rock/apify-kvs-<version>-1.src.rock at the tag v<version>, otherwise
 #                apify-kvs-scm-1.src.rock of the tree as it is; offline
 #
-# `make` needs only the build dependencies (BUILD_DEBS: cc, pkg-config, libcurl, yajl, zlib, Lua
-# headers); test, demo and bench install their tools (TEST_DEBS) when they need them.
+# `make` needs only the build dependencies (BUILD_DEBS: cc, pkg-config, libcurl, yajl, zlib,
+# http-parser, Lua headers); test, demo and bench install their tools (TEST_DEBS) when they need them.
 # Missing Debian packages are installed with apt-get when run as root; otherwise the build
 # stops with the exact command to run. Without dpkg-query (not Debian) the Makefile prints
-# what it needs and goes on when pkg-config finds libcurl, yajl and zlib.
+# what it needs and goes on when pkg-config finds libcurl, yajl and zlib (http-parser has no
+# pkg-config file: -lhttp_parser must find it).
 
 SHELL      := /bin/bash
 CC         ?= cc
@@ -48,11 +49,12 @@ CFLAGS_ALL  = -std=c99 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -fPIC -g $(OP
               -fvisibility=hidden -Wall -Wextra -Wshadow -Wstrict-prototypes \
               -Wmissing-prototypes $(WERROR)
 DEPS_CFLAGS = $(shell pkg-config --cflags libcurl yajl zlib)
-DEPS_LIBS   = $(shell pkg-config --libs libcurl yajl zlib)
+DEPS_LIBS   = $(shell pkg-config --libs libcurl yajl zlib) -lhttp_parser
 SANITIZE   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-# Debian packages. Building: a C compiler, pkg-config, libcurl, yajl, zlib, the Lua headers.
-BUILD_DEBS := build-essential pkg-config libcurl4-openssl-dev libyajl-dev zlib1g-dev \
+# Debian packages. Building: a C compiler, pkg-config, libcurl, yajl, zlib, http-parser (the
+# core reads raw HTTP/1.1 replies with it), the Lua headers.
+BUILD_DEBS := build-essential pkg-config libcurl4-openssl-dev libyajl-dev zlib1g-dev libhttp-parser-dev \
         liblua5.1-0-dev liblua5.2-dev liblua5.3-dev liblua5.4-dev libluajit2-5.1-dev
 # Tests, demo, bench: interpreters, busted, lua-cjson, luasocket, the emulator (nginx + Lua
 # module, luaossl for the emulator's URL signatures), LuaRocks and zip (packaging specs), valgrind,
@@ -110,7 +112,7 @@ APT_ENSURE = missing=$$(for p in $$pkgs; do \
 deps:
 	@pkgs="$(BUILD_DEBS)"; \
 	if command -v dpkg-query >/dev/null 2>&1; then $(APT_ENSURE); else \
-	  echo "deps: no dpkg-query (not Debian); building needs a C compiler, pkg-config, libcurl, yajl, zlib"; \
+	  echo "deps: no dpkg-query (not Debian); building needs a C compiler, pkg-config, libcurl, yajl, zlib, http-parser"; \
 	  echo "  and the Lua headers (Debian: $$pkgs; docs/install.md names Alpine, Fedora, Homebrew packages)"; \
 	  pkg-config --exists libcurl yajl zlib \
 	    || { echo "deps: pkg-config finds no libcurl, yajl or zlib (set PKG_CONFIG_PATH?)"; exit 1; }; \
@@ -182,7 +184,7 @@ check: asan valgrind
 # the yajl include path only, platform.c and each driver_*.c with libcurl's and
 # yajl's, none with a Lua one; the headers each one read (-MD) must name no Lua
 # or binding header, which would also catch one found in a default include
-# directory.  And core_*.c include nothing but core.h, libc, yajl and zlib.
+# directory.  And core_*.c include nothing but core.h, libc, yajl, zlib and http-parser.
 CORE_LIBC := assert|ctype|errno|float|inttypes|limits|math|stdarg|stdbool|stddef|stdint|stdio|stdlib|string|strings
 check-layers: | deps
 	@mkdir -p build/layers; fail=0; \
@@ -196,10 +198,10 @@ check-layers: | deps
 	  fi; \
 	done; \
 	bad=$$(grep -HnE '^[[:space:]]*#[[:space:]]*include' src/core_*.c \
-	  | grep -vE '#[[:space:]]*include[[:space:]]*("core\.h"|<($(CORE_LIBC))\.h>|<yajl/[a-z_]+\.h>|<zlib\.h>)'); \
-	if [ -n "$$bad" ]; then echo "check-layers: core files include more than core.h, libc, yajl, zlib:"; \
+	  | grep -vE '#[[:space:]]*include[[:space:]]*("core\.h"|<($(CORE_LIBC))\.h>|<yajl/[a-z_]+\.h>|<zlib\.h>|<http_parser\.h>)'); \
+	if [ -n "$$bad" ]; then echo "check-layers: core files include more than core.h, libc, yajl, zlib, http-parser:"; \
 	  echo "$$bad"; fail=1; fi; \
-	[ $$fail = 0 ] && echo "layers:   core_*.c, platform.c and driver_*.c compile without Lua; core_*.c include only core.h, libc, yajl, zlib"
+	[ $$fail = 0 ] && echo "layers:   core_*.c, platform.c and driver_*.c compile without Lua; core_*.c include only core.h, libc, yajl, zlib, http-parser"
 
 asan: build/asan/apify/kvs.so | test-deps
 	@bash spec/run asan
@@ -299,7 +301,7 @@ rock:
 # and sanitizer runtimes) is only a Recommends of clang, so it is listed too.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 180
-FUZZ_TARGETS := fuzz_reply fuzz_listing fuzz_keyspace fuzz_escape fuzz_plan
+FUZZ_TARGETS := fuzz_reply fuzz_listing fuzz_keyspace fuzz_escape fuzz_plan fuzz_http
 FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/%)
 CORE_SRCS    := $(wildcard src/core_*.c)
 FUZZ_CFLAGS   = -std=c99 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -g -O1 \
@@ -308,6 +310,7 @@ FUZZ_CFLAGS   = -std=c99 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -g -O1 \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_OPTS_fuzz_reply    := -dict=fuzz/json.dict
 FUZZ_OPTS_fuzz_listing  := -dict=fuzz/json.dict
+FUZZ_OPTS_fuzz_http     := -dict=fuzz/http.dict
 FUZZ_OPTS_fuzz_keyspace := -max_len=800
 rparen := )
 # sets $opts in a recipe's shell to FUZZ_OPTS_<target> of target $t
@@ -316,7 +319,7 @@ FUZZ_OPTS_OF = case $$t in $(foreach x,$(FUZZ_TARGETS),$(x)$(rparen) opts="$(FUZ
 build/fuzz/%: fuzz/%.c fuzz/fuzz_util.h $(CORE_SRCS) src/core.h | test-deps
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -Isrc $(shell pkg-config --cflags yajl zlib) -o $@ $< $(CORE_SRCS) \
-	  $(shell pkg-config --libs yajl zlib)
+	  $(shell pkg-config --libs yajl zlib) -lhttp_parser
 
 # Each target in turn, from a working corpus under build/ (the committed seeds
 # copied in, what it finds added there); a broken invariant leaves its input

@@ -5,7 +5,8 @@
  * this header, with no transport inside: paging state and cursor checks
  * (core_listing.c), URL and query building (core_request.c), streaming decoding
  * of reply bodies with yajl (core_reply.c), gzip bodies (core_inflate.c), keeping the token out of server
- * text (core_redact.c), the retry policy (core_listing.c) and where to split
+ * text (core_redact.c), raw HTTP/1.1 requests and replies for drivers that move
+ * bytes themselves (core_http.c), the retry policy (core_listing.c) and where to split
  * a listing into key ranges fetched side by side (core_keyspace.c), and the
  * planning of such a parallel listing: its ranges, pace and hand-out order
  * (core_parallel.c).  A driver (blocking libcurl, libcurl multi, an OpenResty
@@ -257,6 +258,78 @@ int  kvs_listing_failed(const kvs_listing *l);
 /* 1: the driver hands over bodies as they came, and a gzip one (Content-Encoding: gzip) is
  * inflated here (core_inflate.c); 0, the default: the transport decodes bodies (libcurl). */
 void kvs_listing_decode_gzip(kvs_listing *l, int on);
+
+/* --- raw HTTP/1.1 (core_http.c) ---------------------------------------------------
+ *
+ * For drivers that move bytes themselves: the request of a URL the listing
+ * (or the plan) made, as bytes, and its reply read as it arrives, cut
+ * anywhere, into a sink (kvs_listing_reply_* or kvs_plan_reply_* of the
+ * request):
+ *
+ *     kvs_http_request(&bytes, &target, req.url, req.url_len, &fields);
+ *     connect to target (TLS when target.tls), send bytes;
+ *     kvs_http_reader_begin(r, the listing);
+ *     while ((st = kvs_http_reader_feed(r, chunk, n)) == KVS_HTTP_MORE) read more;
+ *         (the connection closed: st = kvs_http_reader_eof(r))
+ *     KVS_HTTP_DONE: kvs_listing_reply_end(l, KVS_FAULT_NONE, ...); keep the
+ *                    connection alive when kvs_http_reader_reusable(r), else close it;
+ *     KVS_HTTP_BROKEN: kvs_listing_reply_end(l, KVS_FAULT_NETWORK,
+ *                      kvs_http_reader_message(r), ...); close it.
+ *
+ * Bodies reach the sink as they came (chunked ones decoded): let the listing
+ * inflate gzip ones (kvs_listing_decode_gzip).
+ */
+
+/* Where a request goes. */
+typedef struct kvs_http_target {
+    const char *host;  size_t host_len;   /* points into the URL; an IPv6 address without [] */
+    unsigned    port;                     /* the URL's, else 80 or 443 */
+    int         tls;                      /* https */
+} kvs_http_target;
+
+/* The request's header values (NUL-terminated; NULL: not sent). */
+typedef struct kvs_http_fields {
+    const char *user_agent;
+    const char *token;          /* sent as Authorization: Bearer <token> */
+    int         gzip;           /* Accept-Encoding: gzip */
+} kvs_http_fields;
+
+/* Writes the GET request of `url` into `out` (its old contents replaced) and
+ * where it goes into *t.  NULL when done; else why it cannot be sent (a
+ * KVS_FAULT_REQUEST), words that never hold the token. */
+const char *kvs_http_request(kvs_buf *out, kvs_http_target *t, const char *url, size_t url_len,
+                             const kvs_http_fields *f);
+
+/* Where the reply's parts go. */
+typedef struct kvs_http_sink {
+    void (*begin)(void *ud, int status);
+    void (*header)(void *ud, const char *name, size_t nlen, const char *value, size_t vlen);
+    int  (*body)(void *ud, const char *data, size_t len);   /* nonzero: the rest cannot matter */
+} kvs_http_sink;
+
+enum {
+    KVS_HTTP_MORE = 0,      /* the reply goes on: feed what comes next */
+    KVS_HTTP_DONE = 1,      /* the reply ended, or the sink needs no more of it */
+    KVS_HTTP_BROKEN = -1    /* not an HTTP/1.x reply, or cut short: a network fault */
+};
+
+typedef struct kvs_http_reader kvs_http_reader;
+
+kvs_http_reader *kvs_http_reader_new(const kvs_http_sink *sink);   /* NULL: out of memory */
+void kvs_http_reader_free(kvs_http_reader *r);
+/* Starts reading a reply for `ud`, the sink's first argument. */
+void kvs_http_reader_begin(kvs_http_reader *r, void *ud);
+/* Feeds the next bytes of the connection: KVS_HTTP_*.  Once not KVS_HTTP_MORE,
+ * later calls return the same and do nothing.  How the bytes are cut into
+ * calls does not change what the sink gets, nor the end. */
+int  kvs_http_reader_feed(kvs_http_reader *r, const char *data, size_t len);
+/* The connection closed: the end of a body read to the close (KVS_HTTP_DONE),
+ * or a reply cut short (KVS_HTTP_BROKEN). */
+int  kvs_http_reader_eof(kvs_http_reader *r);
+/* After KVS_HTTP_DONE: 1 when the connection may carry the next request. */
+int  kvs_http_reader_reusable(const kvs_http_reader *r);
+/* After KVS_HTTP_BROKEN: what was wrong (the parser's words, never the server's). */
+const char *kvs_http_reader_message(const kvs_http_reader *r);
 
 /* --- key space arithmetic (core_keyspace.c) ------------------------------------
  *

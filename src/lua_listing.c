@@ -173,11 +173,13 @@ void kvs_listing_release(lua_State *L, listing_ud *u)
     kvs_async_free(u->async);           /* first: it drives the core */
     kvs_par_free(u->par);               /* cancels every range's transfer */
     kvs_listing_free(u->core);
+    kvs_http_reader_free(u->http);
     kvs_page_free(&u->page);
     kvs_client_release(L, u->client);
     u->async = NULL;
     u->par = NULL;
     u->core = NULL;
+    u->http = NULL;
     u->client = NULL;
     u->view.items = NULL;
     u->view.bytes = NULL;

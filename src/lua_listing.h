@@ -48,6 +48,7 @@ typedef struct listing_ud {
     kvs_error    err;         /* when run == L_FAILED */
     int          prefetch;
     kvs_retry_hook hook;      /* hook.L: set by every call that may drive the listing */
+    kvs_http_reader *http;    /* listing: the reply of http_request() read from raw bytes */
 } listing_ud;
 
 /* The client's on_retry function as the core's hook; `ud` is a kvs_retry_hook. */
@@ -101,6 +102,14 @@ void kvs_job_open(lua_State *L, int store_methods);
 int  kvs_plan_wanted(lua_State *L);
 int  kvs_store_plan(lua_State *L);
 void kvs_open_plan(lua_State *L);
+
+/* Raw HTTP/1.1 for the listing's and the plan's own transports (lua_http.c): pushes
+ * { request =, host =, port =, tls =, timeout = } for `url` (NULL), or nothing and why not;
+ * feeds the bytes at idx (nil: the connection closed) into `r` (KVS_HTTP_*); a listing as
+ * the reader's sink. */
+const char *kvs_push_http_request(lua_State *L, const kvs_settings *s, const char *url, size_t n);
+int  kvs_http_feed_arg(lua_State *L, kvs_http_reader *r, int idx);
+extern const kvs_http_sink kvs_listing_sink;
 
 #pragma GCC visibility pop
 

@@ -3,13 +3,23 @@
  * (core_parallel.c) for drivers of one's own (OpenResty, luasocket, a
  * simulator).  The plan says which requests to send now and which to abort,
  * and takes the replies by request id; the driver moves the bytes, keeps the
- * clock (`now`, seconds, any origin) and does the waiting.
+ * clock (`now`, seconds, any origin) and does the waiting.  A driver that moves raw
+ * bytes takes requests as HTTP/1.1 bytes (http_requests) and feeds each reply's bytes
+ * back by request id as they come (http_feed): one reader per request in flight.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "lua_listing.h"
 
 #define KVS_PLAN_MT "apify.kvs.plan"
+
+/* A request of http_requests() awaiting the rest of its reply. */
+typedef struct http_xfer {
+    kvs_plan        *plan;
+    unsigned         id;
+    kvs_http_reader *r;
+} http_xfer;
 
 typedef struct plan_ud {
     kvs_plan      *plan;        /* NULL: closed */
@@ -18,6 +28,8 @@ typedef struct plan_ud {
     size_t         pos;
     int            urls;        /* hand out recordPublicUrl (option urls, default true) */
     kvs_retry_hook hook;        /* hook.L: set by every call that may drive the plan */
+    http_xfer    **xfers;       /* raw replies being read, by request id */
+    size_t         nxfers, xfers_cap;
 } plan_ud;
 
 int kvs_plan_wanted(lua_State *L)
@@ -75,6 +87,134 @@ int kvs_store_plan(lua_State *L)
     return 1;
 }
 
+/* --- raw HTTP/1.1: one reader per request in flight --------------------------- */
+
+static void xfer_begin(void *ud, int status)
+{
+    http_xfer *x = ud;
+    kvs_plan_reply_begin(x->plan, x->id, status);
+}
+
+static void xfer_header(void *ud, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    http_xfer *x = ud;
+    kvs_plan_reply_header(x->plan, x->id, name, nlen, value, vlen);
+}
+
+static int xfer_body(void *ud, const char *data, size_t len)
+{
+    http_xfer *x = ud;
+    return kvs_plan_reply_body(x->plan, x->id, data, len);
+}
+
+static const kvs_http_sink xfer_sink = { xfer_begin, xfer_header, xfer_body };
+
+static size_t xfer_find(const plan_ud *u, unsigned id)
+{
+    size_t i;
+    for (i = 0; i < u->nxfers; i++)
+        if (u->xfers[i]->id == id) break;
+    return i;
+}
+
+/* Forgets the reader of request id (its reply ended, failed or was cancelled). */
+static void xfer_drop(plan_ud *u, unsigned id)
+{
+    size_t i = xfer_find(u, id);
+    if (i == u->nxfers) return;
+    kvs_http_reader_free(u->xfers[i]->r);
+    free(u->xfers[i]);
+    u->xfers[i] = u->xfers[--u->nxfers];
+}
+
+/* A reader for request id, reading from its first byte; NULL: out of memory. */
+static http_xfer *xfer_start(plan_ud *u, unsigned id)
+{
+    http_xfer *x;
+    if (u->nxfers == u->xfers_cap) {
+        size_t cap = u->xfers_cap ? 2 * u->xfers_cap : 8;
+        http_xfer **more = realloc(u->xfers, cap * sizeof *more);
+        if (!more) return NULL;
+        u->xfers = more;
+        u->xfers_cap = cap;
+    }
+    if (!(x = malloc(sizeof *x))) return NULL;
+    if (!(x->r = kvs_http_reader_new(&xfer_sink))) {
+        free(x);
+        return NULL;
+    }
+    x->plan = u->plan;
+    x->id = id;
+    kvs_http_reader_begin(x->r, x);
+    u->xfers[u->nxfers++] = x;
+    return x;
+}
+
+static void xfers_free(plan_ud *u)
+{
+    while (u->nxfers) xfer_drop(u, u->xfers[0]->id);
+    free(u->xfers);
+    u->xfers = NULL;
+    u->xfers_cap = 0;
+}
+
+/* plan:http_requests([now]) -> { { id =, shard =, attempt =, request =, host =, port =,
+ * tls =, timeout = }, ... }: the requests to send now as raw HTTP/1.1 bytes; their replies
+ * to http_feed.  One that cannot be sent as it is fails the plan (plan:error()). */
+static int plan_http_requests(lua_State *L)
+{
+    plan_ud *u = check_plan(L);
+    double now = opt_now(L, 2);
+    kvs_plan_request req;
+    int n = 0;
+    lua_newtable(L);
+    while (kvs_plan_next_request(u->plan, now, &req)) {
+        const char *why = kvs_push_http_request(L, &u->client->settings, req.url, req.url_len);
+        if (!why && !xfer_start(u, req.id)) {
+            lua_pop(L, 1);
+            why = "out of memory";
+        }
+        if (why) {
+            kvs_plan_reply_end(u->plan, req.id, KVS_FAULT_REQUEST, why, now);
+            continue;
+        }
+        lua_pushinteger(L, (lua_Integer)req.id);
+        lua_setfield(L, -2, "id");
+        lua_pushinteger(L, (lua_Integer)req.shard);
+        lua_setfield(L, -2, "shard");
+        lua_pushinteger(L, req.attempt);
+        lua_setfield(L, -2, "attempt");
+        lua_rawseti(L, -2, ++n);
+    }
+    return 1;
+}
+
+/* plan:http_feed(id, bytes | nil [, now]) -> nothing while the reply goes on (nil: the
+ * connection closed); at its end (the plan took it) true and whether the connection may
+ * carry the next request.  A request the plan no longer waits for ends at once. */
+static int plan_http_feed(lua_State *L)
+{
+    plan_ud *u = check_plan(L);
+    unsigned id = check_id(L, 2);
+    size_t i = xfer_find(u, id);
+    http_xfer *x;
+    int st;
+    if (i == u->nxfers) {
+        luaL_checkany(L, 3);
+        lua_pushboolean(L, 1);
+        lua_pushboolean(L, 0);
+        return 2;
+    }
+    x = u->xfers[i];
+    if ((st = kvs_http_feed_arg(L, x->r, 3)) == KVS_HTTP_MORE) return 0;
+    kvs_plan_reply_end(u->plan, id, st == KVS_HTTP_DONE ? KVS_FAULT_NONE : KVS_FAULT_NETWORK,
+                       st == KVS_HTTP_DONE ? NULL : kvs_http_reader_message(x->r), opt_now(L, 4));
+    lua_pushboolean(L, 1);
+    lua_pushboolean(L, kvs_http_reader_reusable(x->r));
+    xfer_drop(u, id);
+    return 2;
+}
+
 /* plan:requests([now]) -> { { id =, url =, headers =, shard =, attempt = }, ... } */
 static int plan_requests(lua_State *L)
 {
@@ -108,6 +248,7 @@ static int plan_cancels(lua_State *L)
     int n = 0;
     lua_newtable(L);
     while (kvs_plan_next_cancel(u->plan, &id)) {
+        xfer_drop(u, id);
         lua_pushinteger(L, (lua_Integer)id);
         lua_rawseti(L, -2, ++n);
     }
@@ -163,6 +304,7 @@ static int plan_finish(lua_State *L)
     unsigned id = check_id(L, 2);
     kvs_fault fault = kvs_check_fault(L, 3);
     const char *msg = luaL_optstring(L, 4, NULL);
+    xfer_drop(u, id);
     kvs_plan_reply_end(u->plan, id, fault, msg, opt_now(L, 5));
     return 0;
 }
@@ -276,6 +418,7 @@ static int plan_stats(lua_State *L)
 static int plan_close(lua_State *L)
 {
     plan_ud *u = kvs_check_class(L, 1, KVS_PLAN_MT);
+    xfers_free(u);
     kvs_plan_free(u->plan);
     kvs_page_free(&u->page);
     if (u->client) kvs_client_release(L, u->client);
@@ -305,6 +448,7 @@ void kvs_open_plan(lua_State *L)
     };
     static const luaL_Reg methods[] = {
         { "requests", plan_requests }, { "cancels", plan_cancels }, { "begin", plan_begin },
+        { "http_requests", plan_http_requests }, { "http_feed", plan_http_feed },
         { "header", plan_header }, { "body", plan_body }, { "finish", plan_finish },
         { "reply", plan_reply }, { "timeout", plan_timeout }, { "take", plan_take },
         { "page_keys", plan_page_keys }, { "finished", plan_finished }, { "error", plan_error },

@@ -189,6 +189,30 @@ function Listing:finish(fault, message, now) end
 ---@return integer|number|apify.kvs.Error x
 function Listing:reply(status, headers, body, now) end
 
+---A request as raw HTTP/1.1 bytes, for a driver that moves bytes itself.
+---@class apify.kvs.HttpRequest
+---@field request string the bytes to send: GET line, Host, Accept, Accept-Encoding, User-Agent, Authorization (a secret)
+---@field host string where to connect (an IPv6 address without brackets)
+---@field port integer
+---@field tls boolean https: verify the certificate and the host name
+---@field timeout number the client's seconds per attempt
+
+---The next request as raw HTTP/1.1 bytes (its reply goes to `http_feed`); nil when finished,
+---nil and the error when failed.
+---@return apify.kvs.HttpRequest|nil request
+---@return apify.kvs.Error? err
+function Listing:http_request() end
+
+---Bytes of the reply to `http_request` as they came, cut anywhere; nil: the connection closed.
+---Returns nothing while the reply goes on; at its end what `reply` returns, and whether the
+---connection may carry the next request.
+---@param bytes string|nil
+---@param now? number
+---@return apify.kvs.Step? step
+---@return integer|number|apify.kvs.Error|nil x
+---@return boolean? keep_alive
+function Listing:http_feed(bytes, now) end
+
 ---Iterator over the keys of the latest page (the same function every call).
 ---@return fun(): string?, integer?, string?
 function Listing:page_keys() end
@@ -244,6 +268,27 @@ local Plan = {}
 ---@param now? number
 ---@return apify.kvs.PlanRequest[]
 function Plan:requests(now) end
+
+---A request of `http_requests`: raw HTTP/1.1 bytes and where they go.
+---@class apify.kvs.PlanHttpRequest: apify.kvs.HttpRequest
+---@field id integer names the transfer in `http_feed` and cancels
+---@field shard integer which key range it is for
+---@field attempt integer 0 for the first try of a page
+
+---The requests that may go out now, as raw HTTP/1.1 bytes; their replies go to `http_feed`.
+---@param now? number
+---@return apify.kvs.PlanHttpRequest[]
+function Plan:http_requests(now) end
+
+---Bytes of the reply to request `id` as they came, cut anywhere; nil: the connection closed.
+---Returns nothing while the reply goes on; at its end true (the plan took it) and whether the
+---connection may carry the next request.
+---@param id integer
+---@param bytes string|nil
+---@param now? number
+---@return boolean? ended
+---@return boolean? keep_alive
+function Plan:http_feed(id, bytes, now) end
 
 ---Ids of transfers to abort: a range was cut or stopped (their replies would be ignored).
 ---@return integer[]
