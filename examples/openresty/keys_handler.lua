@@ -21,7 +21,7 @@
 --   location ~ ^/stores/([^/]+)/keys$ {
 --       content_by_lua_block { require("keys_handler").handle(ngx.var[1]) }
 --   }
---   include apify_kvs.conf;                         (the internal location of the driver)
+-- plus `resolver` and `lua_ssl_trusted_certificate` for an https API (docs/openresty.md).
 
 local kvs = require "apify.kvs"
 local ngx_kvs = require "apify.kvs.openresty"
@@ -70,8 +70,8 @@ local function error_line(err)
 end
 
 -- Serves the keys of store `store_id` if M.stores lists it. `opts`: extra options for
--- store:listing (page_size, limit, collection, signature); the query argument `prefix` is read
--- from the request.
+-- store:listing (page_size, limit, collection, signature, parallel = n for big stores); the
+-- query argument `prefix` is read from the request.
 function M.handle(store_id, opts)
   if ngx.req.get_method() ~= "GET" then
     ngx.header["Allow"] = "GET"
@@ -90,12 +90,12 @@ function M.handle(store_id, opts)
   if type(prefix) == "table" then prefix = prefix[#prefix] end
   if type(prefix) == "string" and prefix ~= "" then listing_opts.prefix = prefix end
 
-  local listing = get_client():store(store_id):listing(listing_opts)
+  local pages = ngx_kvs.open(get_client():store(store_id), listing_opts)
   local started = false
   while true do
-    local n, err = ngx_kvs.next_page(listing)
+    local n, err = pages:next_page()
     if err then
-      listing:close()
+      pages:close()
       if not started then
         ngx.status = ngx.HTTP_BAD_GATEWAY
         ngx.header["Content-Type"] = "application/json"
@@ -110,7 +110,7 @@ function M.handle(store_id, opts)
     end
     if not n then break end
     local lines, i = {}, 0
-    for key, size, url in listing:page_keys() do
+    for key, size, url in pages:page_keys() do
       i = i + 1
       lines[i] = key_line(key, size, url)
     end
@@ -121,12 +121,12 @@ function M.handle(store_id, opts)
       -- the end.
       local _, flush_err = ngx.flush(true)
       if flush_err and flush_err ~= "buffering" then
-        listing:close()
+        pages:close()
         return ngx.exit(ngx.OK)
       end
     end
   end
-  listing:close()
+  pages:close()
   return ngx.exit(ngx.OK)
 end
 
