@@ -83,7 +83,7 @@ INSTALL_LIST  = $(INSTALL_DATA)/installed-$(LUA)
 
 VERSION    := $(shell sed -n 's/^\#define KVS_VERSION "\(.*\)"/\1/p' src/kvs.h)
 ROCK_REV   := 1
-ROCK_FILES := src lua bin types rockspec LICENSE CHANGELOG.md README.md
+ROCK_FILES := src lua bin types docs rockspec LICENSE CHANGELOG.md README.md
 
 .PHONY: all deps test-deps demo-deps js-deps build demo emulator emulator-stop test test-timing check check-layers asan valgrind bench bench-smoke \
         fuzz fuzz-smoke clean \
