@@ -85,7 +85,7 @@ INSTALL_LIST  = $(INSTALL_DATA)/installed-$(LUA)
 
 VERSION    := $(shell sed -n 's/^\#define KVS_VERSION "\(.*\)"/\1/p' src/kvs.h)
 ROCK_REV   := 1
-ROCK_FILES := src lua bin types rockspec LICENSE CHANGELOG.md README.md
+ROCK_FILES := src lua bin types docs rockspec LICENSE CHANGELOG.md README.md
 
 .PHONY: all deps test-deps demo-deps js-deps build demo emulator emulator-stop test test-timing check check-layers asan valgrind bench bench-smoke \
         fuzz fuzz-smoke clean \
@@ -184,24 +184,38 @@ check: asan valgrind
 # the yajl include path only, platform.c and each driver_*.c with libcurl's and
 # yajl's, none with a Lua one; the headers each one read (-MD) must name no Lua
 # or binding header, which would also catch one found in a default include
-# directory.  And core_*.c include nothing but core.h, libc, yajl, zlib and http-parser.
+# directory.  And core_*.c include nothing but core.h, the planner's private
+# core_plan_internal.h, libc, yajl, zlib and http-parser; no other file includes that one;
+# and no two core files call each other, directly or around a circle (the
+# objects' symbols, sorted with tsort).
 CORE_LIBC := assert|ctype|errno|float|inttypes|limits|math|stdarg|stdbool|stddef|stdint|stdio|stdlib|string|strings
 check-layers: | deps
 	@mkdir -p build/layers; fail=0; \
 	for f in $(wildcard src/core_*.c) src/platform.c $(wildcard src/driver_*.c); do \
-	  case $$f in src/core_*) inc="$$(pkg-config --cflags yajl zlib)";; *) inc="$(DEPS_CFLAGS)";; esac; \
+	  case $$f in src/core_*) inc="$$(pkg-config --cflags yajl zlib)"; out="-c -o build/layers/$$(basename $$f .c).o";; \
+	    *) inc="$(DEPS_CFLAGS)"; out=-fsyntax-only;; esac; \
 	  d=build/layers/$$(basename $$f .c).d; \
-	  $(CC) $(CFLAGS_ALL) $(CFLAGS) $$inc -fsyntax-only -MD -MF $$d $$f || { fail=1; continue; }; \
+	  $(CC) $(CFLAGS_ALL) $(CFLAGS) $$inc $$out -MD -MF $$d $$f || { fail=1; continue; }; \
 	  if grep -qE '(^|[ /])(lua[a-z_]*|lauxlib|luaconf|luajit|compat|kvs)\.h' $$d; then \
 	    echo "check-layers: $$f reads a Lua or binding header:"; \
 	    tr ' ' '\n' <$$d | grep -E '(^|/)(lua[a-z_]*|lauxlib|luaconf|luajit|compat|kvs)\.h'; fail=1; \
 	  fi; \
 	done; \
 	bad=$$(grep -HnE '^[[:space:]]*#[[:space:]]*include' src/core_*.c \
-	  | grep -vE '#[[:space:]]*include[[:space:]]*("core\.h"|<($(CORE_LIBC))\.h>|<yajl/[a-z_]+\.h>|<zlib\.h>|<http_parser\.h>)'); \
-	if [ -n "$$bad" ]; then echo "check-layers: core files include more than core.h, libc, yajl, zlib, http-parser:"; \
+	  | grep -vE '#[[:space:]]*include[[:space:]]*("core(_plan_internal)?\.h"|<($(CORE_LIBC))\.h>|<yajl/[a-z_]+\.h>|<zlib\.h>|<http_parser\.h>)'); \
+	if [ -n "$$bad" ]; then echo "check-layers: core files include more than core.h, core_plan_internal.h, libc, yajl, zlib, http-parser:"; \
 	  echo "$$bad"; fail=1; fi; \
-	[ $$fail = 0 ] && echo "layers:   core_*.c, platform.c and driver_*.c compile without Lua; core_*.c include only core.h, libc, yajl, zlib, http-parser"
+	bad=$$(grep -lE '#[[:space:]]*include[[:space:]]*"core_plan_internal\.h"' src/*.c src/*.h | grep -v '^src/core_'); \
+	if [ -n "$$bad" ]; then echo "check-layers: the planner's internals are the core's own, but these include them:"; \
+	  echo "$$bad"; fail=1; fi; \
+	nm -A -g build/layers/core_*.o | awk '{ f = $$1; sub(/:.*/, "", f); sub(/.*\//, "", f); sub(/\.o$$/, "", f); \
+	    if ($$(NF - 1) == "U") use[f, $$NF] = 1; else def[$$NF] = f } \
+	  END { for (k in use) { split(k, a, SUBSEP); if (a[2] in def) print a[1], def[a[2]] } }' \
+	  | sort -u >build/layers/calls.txt; \
+	if ! tsort build/layers/calls.txt >/dev/null 2>build/layers/circle.txt; then \
+	  echo "check-layers: core files call each other around a circle:"; cat build/layers/circle.txt; fail=1; fi; \
+	[ $$fail = 0 ] && echo "layers:   core_*.c, platform.c and driver_*.c compile without Lua; core_*.c include only core.h," \
+	  "core_plan_internal.h, libc, yajl, zlib, http-parser, and call each other in no circle"
 
 asan: build/asan/apify/kvs.so | test-deps
 	@bash spec/run asan
@@ -316,7 +330,7 @@ rparen := )
 # sets $opts in a recipe's shell to FUZZ_OPTS_<target> of target $t
 FUZZ_OPTS_OF = case $$t in $(foreach x,$(FUZZ_TARGETS),$(x)$(rparen) opts="$(FUZZ_OPTS_$(x))";;) esac
 
-build/fuzz/%: fuzz/%.c fuzz/fuzz_util.h $(CORE_SRCS) src/core.h | test-deps
+build/fuzz/%: fuzz/%.c fuzz/fuzz_util.h $(CORE_SRCS) src/core.h src/core_plan_internal.h | test-deps
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -Isrc $(shell pkg-config --cflags yajl zlib) -o $@ $< $(CORE_SRCS) \
 	  $(shell pkg-config --libs yajl zlib) -lhttp_parser

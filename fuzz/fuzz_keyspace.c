@@ -30,10 +30,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core.h"
+#include "core_plan_internal.h"
 #include "fuzz_util.h"
 
-/* the key alphabet, by class, as core.h describes it */
+/* the key alphabet, by class, as core_plan_internal.h describes it */
 static const char *const CLASSES[7] = {
     "!'()-.", "0123456789", "ABCDEF", "GHIJKLMNOPQRSTUVWXYZ", "_", "abcdef", "ghijklmnopqrstuvwxyz"
 };

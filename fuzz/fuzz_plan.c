@@ -1,5 +1,5 @@
 /*
- * fuzz_plan — the parallel planner (core_parallel.c, core_split.c) driven
+ * fuzz_plan — the parallel planner (core_parallel.c and its parts) driven
  * against a store the input makes up, with a simulated clock.
  *
  * The input is read as a stream of choices: parallel (1..16), ordered, a

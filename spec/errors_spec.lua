@@ -333,15 +333,8 @@ describe("errors and retries", function()
       local pid = tonumber(T.read("cd '" .. dir .. "' && { openssl s_server -accept 127.0.0.1:" .. port
         .. " -cert cert.pem -key key.pem -HTTP -quiet </dev/null >/dev/null 2>&1 & echo $!; }"):match("%d+"))
       local ok, failure = pcall(function()
-        local socket, deadline = require "socket", T.now() + 10
-        repeat
-          local probe = socket.tcp()
-          probe:settimeout(0.2)
-          local up = probe:connect("127.0.0.1", port)
-          probe:close()
-          if up then break end
-          socket.sleep(0.05)
-        until T.now() > deadline
+        local socket = require "socket"
+        T.wait_listening(port)
         local https = T.kvs.new{ base_url = "https://127.0.0.1:" .. port, token = TOKEN, max_retries = 2,
                                  min_delay = 0.01, ca_file = dir .. "/cert.pem" }:store("s")
         local function job(opts)

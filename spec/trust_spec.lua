@@ -2,7 +2,6 @@
 -- a Debian nginx (`listen ... ssl; proxy_pass` to the emulator), serves certificates of a CA
 -- made here with openssl; every libcurl driver lists through it.
 local T = require "spec.support.env"
-local socket = require "socket"
 
 local kvs = T.kvs
 local q = T.sh_quote
@@ -92,36 +91,12 @@ local function start_front(emu)
     T.rmrf(dir)
     error(proc, 0)
   end
-  -- stops it once this process is gone (a crashed run leaves no nginx behind); a normal stop
-  -- removes the pid file, which ends the watch (a mktemp path: no quotes in it)
-  local owner, pidfile = T.read("echo $PPID"):match("%d+"), dir .. "/nginx.pid"
-  T.sh(("nohup sh -c 'while kill -0 %s 2>/dev/null && [ -e \"%s\" ]; do sleep 1; done; "
-    .. "[ \"$(cat \"%s\" 2>/dev/null)\" = %d ] && kill -TERM %d' >/dev/null 2>&1 &")
-    :format(owner, pidfile, pidfile, proc.pid, proc.pid))
+  -- stops it once this process is gone: a crashed run leaves no nginx behind
+  T.launch.watch(dir, tonumber(T.read("echo $PPID"):match("%d+")), proc.pid)
   return { dir = dir, port = proc.ports[1], other_port = proc.ports[2], pid = proc.pid }
 end
 
-local function list_by_keys(store, opts)
-  local keys = {}
-  local ok, err = pcall(function()
-    for k in store:keys(opts) do keys[#keys + 1] = k end
-  end)
-  return keys, (not ok) and err or nil
-end
-
-local function list_by_job(store, opts)
-  local job = store:job(opts)
-  local keys = {}
-  local deadline = T.now() + 30 * T.slow
-  repeat
-    for k in job:poll() do keys[#keys + 1] = k end
-    assert(T.now() < deadline, "the job did not finish within 30 s")
-    socket.sleep(math.max(0.001, math.min(job:timeout() or 0, 0.01)))
-  until job:status() ~= "running"
-  for k in job:poll() do keys[#keys + 1] = k end
-  local status, err = job:status()
-  return keys, status == "failed" and err or nil
-end
+local list_by_keys, list_by_job = T.keys_via_keys, T.keys_via_job
 
 local function list_by_list_keys(store, opts)
   local page, err = store:list_keys(opts)

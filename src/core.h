@@ -3,14 +3,15 @@
  *
  * Everything that decides *what* to send and *what a reply means* lives behind
  * this header, with no transport inside: paging state and cursor checks
- * (core_listing.c), URL and query building (core_request.c), streaming decoding
- * of reply bodies with yajl (core_reply.c), gzip bodies (core_inflate.c), keeping the token out of server
- * text (core_redact.c), raw HTTP/1.1 requests and replies for drivers that move
- * bytes themselves (core_http.c), the retry policy (core_listing.c) and where to split
- * a listing into key ranges fetched side by side (core_keyspace.c), and the
- * planning of such a parallel listing: its ranges, pace and hand-out order
- * (core_parallel.c).  A driver (blocking libcurl, libcurl multi, an OpenResty
- * cosocket, a game loop's poll) only moves bytes:
+ * (core_listing.c), byte buffers (core_buf.c), URL and query building
+ * (core_request.c), streaming decoding of reply bodies with yajl
+ * (core_reply.c), gzip bodies (core_inflate.c), keeping the token out of
+ * server text (core_redact.c), raw HTTP/1.1 requests and replies for drivers
+ * that move bytes themselves (core_http.c), the retry policy (core_listing.c), and the
+ * planner of a listing fetched as key ranges side by side (core_parallel.c;
+ * its internals are core_plan_internal.h's, for core files only).  A driver
+ * (blocking libcurl, libcurl multi, an OpenResty cosocket, a game loop's
+ * poll) only moves bytes:
  *
  *     while (kvs_listing_next_request(l, &req)) {       // URL of the next page
  *         send GET req.url; then for the reply:
@@ -39,7 +40,7 @@
 #define KVS_MAX_PAGE_SIZE 1000
 #define KVS_2POW53 9007199254740992.0   /* 2^53: doubles hold every integer up to it */
 
-/* A growable byte buffer.  `data` is kept NUL-terminated when non-NULL. */
+/* A growable byte buffer (core_buf.c).  `data` is kept NUL-terminated when non-NULL. */
 typedef struct kvs_buf {
     char  *data;
     size_t len, cap;
@@ -331,75 +332,10 @@ int  kvs_http_reader_reusable(const kvs_http_reader *r);
 /* After KVS_HTTP_BROKEN: what was wrong (the parser's words, never the server's). */
 const char *kvs_http_reader_message(const kvs_http_reader *r);
 
-/* --- key space arithmetic (core_keyspace.c) ------------------------------------
- *
- * Where to split a listing into key ranges.  A key reads as a mixed-radix
- * number in [0, 1), one digit per byte: 0 for "the key ended here", 1..n for
- * the characters of the allowed key alphabet ! ' ( ) - . 0-9 A-Z _ a-z that
- * the position may hold, in byte order.  Which ones it may hold is learnt
- * from the keys seen, by class (punctuation, digits, A-F, G-Z, _, a-f, g-z): where
- * only digits were seen, a position counts in base 11, so zero-padded
- * numbers read as evenly spread numbers; a position nothing was seen at yet
- * takes the whole alphabet.  Bytes outside a position's characters take the
- * rank of the nearest one below.  Within one model the reading keeps byte
- * order (a <= b gives num(a) <= num(b), strictly where both bytes count) when,
- * at the first position where a and b differ, a has ended or both bytes are
- * characters that position may hold: so for any two keys of the alphabet the
- * model has learnt.  Elsewhere (a byte outside the alphabet, or of a class the
- * position has not learnt: "9z" and "A" where only digits were seen) two
- * bytes may share a digit and later digits may reverse the order, as
- * fuzz/fuzz_keyspace.c shows.  So the span between two keys estimates how
- * many keys lie between them, and only guides splitting: a splitter checks
- * each boundary against the real keys with kvs_key_cmp, and numbers read
- * under different models must not be mixed.
- */
-
-#define KVS_KS_DIGITS  272     /* digits kept: keys are at most 256 bytes on the API */
-#define KVS_KS_KEY_MAX 256     /* longest boundary key made */
-
-typedef struct kvs_ks_model {
-    unsigned char cls[KVS_KS_DIGITS];   /* classes seen per position; 0: none yet */
-} kvs_ks_model;
-
-typedef struct kvs_ks_num {
-    unsigned char d[KVS_KS_DIGITS];     /* most significant first */
-} kvs_ks_num;
+/* --- byte order (core_keyspace.c) --------------------------------------------- */
 
 /* Byte order, as the API sorts keys: < 0, 0, > 0. */
 int  kvs_key_cmp(const char *a, size_t na, const char *b, size_t nb);
-/* Adds what `key` shows about each position; 1 when the model changed. */
-int  kvs_ks_learn(kvs_ks_model *m, const char *key, size_t len);
-void kvs_ks_from_key(const kvs_ks_model *m, kvs_ks_num *n, const char *key, size_t len);
-/* The top of the keys starting with `prefix` (prefix + "zzz…"); len 0: of all keys. */
-void kvs_ks_top(const kvs_ks_model *m, kvs_ks_num *n, const char *prefix, size_t len);
-int  kvs_ks_cmp(const kvs_ks_num *a, const kvs_ks_num *b);
-/* b - a as a fraction of the key space, 0 when b <= a.  A long double: keys
- * with a long common prefix lie very close together. */
-long double kvs_ks_span(const kvs_ks_model *m, const kvs_ks_num *a, const kvs_ks_num *b);
-/* out = a + span, saturating at the top of the key space. */
-void kvs_ks_advance(const kvs_ks_model *m, kvs_ks_num *out, const kvs_ks_num *a,
-                    long double span);
-/* Writes a key of the alphabet at or just above n into out (room for
- * KVS_KS_KEY_MAX bytes) and returns its length.  With `from`, the key keeps
- * only a few digits past the first one where n differs from `from`: a round
- * boundary, about as near to n. */
-size_t kvs_ks_key(const kvs_ks_model *m, const kvs_ks_num *n, const kvs_ks_num *from, char *out);
-
-/* How densely keys lie somewhere: `n` keys in (lo, hi], from a page. */
-typedef struct kvs_ks_sample {
-    kvs_buf lo, hi;
-    long    n;              /* 0: nothing known */
-} kvs_ks_sample;
-
-/* Learns the page's keys into the model (a run of positions that vary on
- * the page may hold every class any of them shows) and samples the page's
- * upper 3/4; a page of fewer than 2 keys keeps the old sample.  0 ok, -1 out
- * of memory. */
-int  kvs_ks_sample_page(kvs_ks_sample *s, kvs_ks_model *m, const kvs_page *p);
-int  kvs_ks_sample_copy(kvs_ks_sample *dst, const kvs_ks_sample *src);
-void kvs_ks_sample_free(kvs_ks_sample *s);
-/* Keys per unit of key space; 0 when unknown. */
-long double kvs_ks_density(const kvs_ks_model *m, const kvs_ks_sample *s);
 
 /* --- parallel planning (core_parallel.c) -----------------------------------------
  *
@@ -475,75 +411,6 @@ typedef struct kvs_plan_stats {
     double rate;            /* the pace right now, requests per second */
 } kvs_plan_stats;
 void      kvs_plan_stats_get(const kvs_plan *p, kvs_plan_stats *st);
-
-/* Planner internals, shared by core_parallel.c (lifecycle, pace, requests,
- * hand-out) and core_split.c (where ranges are cut, what a page gives). */
-#define KVS_PLAN_OK_RING 128   /* times of the latest accepted replies, for the 429 back-off */
-#define KVS_PLAN_POOL    16    /* the latest pages' samples, pooled into densities */
-
-typedef struct kvs_shard {
-    kvs_listing  *l;            /* made at the first request, remade when hi moves */
-    kvs_buf       cursor, hi;   /* the range (cursor, hi]; cursor: the next exclusiveStartKey */
-    int           has_cursor, has_hi;
-    kvs_ks_sample dens;         /* its latest page's, or its parent's */
-    kvs_ks_model  model;        /* how its keys read as numbers: learnt from that page */
-    int           fed;          /* keys came from the range (or its parent's, handed over) */
-    int           probe;        /* opened past the group of keys its parent showed: not cut
-                                   before a page of its own */
-    int           skip;         /* could not be cut this round */
-    int           rebuild;      /* hi moved since l was made */
-    int           inflight, retrying, done, status;
-    unsigned      id;           /* of the request in flight */
-    unsigned      serial;
-    double        retry_at;     /* 0: none */
-    kvs_page      pages[KVS_PLAN_PAGES];   /* a ring of decoded pages waiting to be handed out */
-    int           first, npages;
-    long          got;          /* keys it listed */
-    long          got_at_cut;   /* ... when its bound was last set, to hold `planned` more */
-    double        planned;      /* 0: not estimated */
-} kvs_shard;
-
-struct kvs_plan {
-    kvs_listing_config cfg;            /* its strings are the copies in strs */
-    char              *strs[6];
-    kvs_shard         *s[2 * KVS_PLAN_MAX]; /* in key order */
-    int                n, parallel, ordered, turn;
-    int                max_shards;     /* ranges at once, finished ones holding pages included */
-    int                held;           /* pages held and requests in flight */
-    kvs_ks_model       model;          /* learnt from every page (see local_model) */
-    int                started;        /* the first page is in: splitting may begin */
-    int                inflight, finished, failed;
-    long long          remaining;      /* keys still to hand out; -1: all */
-    double             rate, ceiling, tokens, refilled;
-    double             cut_at, climbed_at; /* the latest cut of the rate after a 429, climb */
-    double             first_ok;       /* when the first accepted reply came; < 0: none yet */
-    int                rate_fixed, clock_set;
-    int                decode_gzip;    /* kvs_plan_decode_gzip */
-    double             ok_t[KVS_PLAN_OK_RING];  /* when accepted replies came */
-    int                ok_n;
-    unsigned           next_id, next_serial;
-    unsigned          *cancels;
-    size_t             ncancels, cancels_cap;
-    kvs_buf            first;          /* the first key listed */
-    kvs_buf            proof;          /* the greatest key a page showed keys after */
-    kvs_ks_sample      pool[KVS_PLAN_POOL];    /* a ring of the latest pages' samples */
-    int                pool_n;         /* samples ever put in it */
-    double             err_n, err_sum, err_sq;  /* keys a range held / keys planned - 1,
-                                                   decaying sums */
-    uint64_t           seed;
-    kvs_plan_stats     st;
-    kvs_error          err;
-};
-
-kvs_shard *kvs_shard_new(kvs_plan *p, const kvs_buf *lo, const kvs_buf *hi,
-                         const kvs_ks_sample *dens);
-void kvs_shard_stop(kvs_plan *p, kvs_shard *s);      /* aborts its request, keeps its pages */
-void kvs_shard_free(kvs_plan *p, kvs_shard *s);
-void kvs_plan_insert_after(kvs_plan *p, int i, kvs_shard *t);
-int  kvs_plan_oom(kvs_plan *p);                      /* fails the plan; -1 */
-int  kvs_plan_pages_held(const kvs_plan *p);
-void kvs_plan_schedule(kvs_plan *p);                 /* cuts ranges while there is room */
-void kvs_plan_accept_page(kvs_plan *p, kvs_shard *s);   /* s's listing has a page */
 
 #pragma GCC visibility pop
 

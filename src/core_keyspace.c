@@ -2,8 +2,8 @@
  * core_keyspace.c — keys read as numbers, to split a listing into key ranges.
  *
  * A key is a mixed-radix fraction: byte i is digit i, 0 for "the key ended
- * here" and 1..n for the characters position i may hold (see core.h: learnt
- * by class from the keys seen).  Spans between keys estimate how many keys
+ * here" and 1..n for the characters position i may hold (learnt by class
+ * from the keys seen: see core_plan_internal.h).  Spans between keys estimate how many keys
  * lie between them, given a density seen on a page, and a key plus a span
  * gives a boundary to split at.  Everything here only guides where to split;
  * the driver checks each boundary against the real keys byte-wise.  No I/O.
@@ -11,7 +11,7 @@
 #include <ctype.h>
 #include <string.h>
 
-#include "core.h"
+#include "core_plan_internal.h"
 
 #define SIG_DIGITS  3     /* digits a boundary keeps past the first one that differs */
 #define SPAN_DIGITS 12    /* past the first nonzero digit of a span: rounding noise */

@@ -1,11 +1,12 @@
 /*
  * core_parallel.c — the planner of a parallel listing: one listing as key
- * ranges (shards) fetched side by side.  Here: the shards' lifecycle, the
- * pace, the requests to send and abort, replies by request id and the order
- * pages are handed out in; where ranges are cut is core_split.c's.  A shard
- * is an ordinary kvs_listing of a range (lo, hi] (start_key, upper_key; the
- * last range has no hi); retries are its own; one shard failing fails all.
- * No I/O, no clock: time comes as `now`.
+ * ranges (shards) fetched side by side.  Here: the API, the requests to send
+ * and abort, replies by request id and the order pages are handed out in;
+ * the ranges' lifecycle is core_shard.c's, where they are cut core_split.c's,
+ * what a page gives core_accept.c's, the pace core_pace.c's.  A shard is an
+ * ordinary kvs_listing of a range (lo, hi] (start_key, upper_key; the last
+ * range has no hi); retries are its own; one shard failing fails all.  No
+ * I/O, no clock: time comes as `now`.
  *
  * Memory: a shard holds at most KVS_PLAN_PAGES decoded pages, the one being
  * received included, and sends nothing while full; all shards together hold
@@ -13,130 +14,15 @@
  * which room is kept for the range handed out next (it never waits for the
  * ranges behind it).  At most `parallel` requests are in flight, and at most
  * 2 x parallel ranges exist.
- *
- * Pace: a bucket refilled at `rate` tokens per second, a token a request.
- * The rate follows X-RateLimit-Limit (unless fixed); while it is at that
- * limit the bucket holds KVS_PLAN_BURST tokens, so that replies arriving
- * together are followed by their next requests together (requests in any
- * span t: at most KVS_PLAN_BURST + rate x t); a fixed rate, or one lowered
- * after a 429, holds one token: requests go out at least 1/rate apart.  A
- * 429 empties the bucket and, at most once a second, lowers the rate to a
- * little under the rate the server accepted over the second before it (the
- * first page, which goes out alone, left out), from where it climbs back by
- * 2% of the limit a second.
  */
 #include <stdlib.h>
 #include <string.h>
 
-#include "core.h"
+#include "core_plan_internal.h"
 
 #define K KVS_PLAN_PAGES
 
-/* --- shards -------------------------------------------------------------------- */
-
-
-/* (lo, hi], a copy of `dens`; NULL when out of memory */
-kvs_shard *kvs_shard_new(kvs_plan *p, const kvs_buf *lo, const kvs_buf *hi,
-                        const kvs_ks_sample *dens)
-{
-    kvs_shard *s = calloc(1, sizeof *s);
-    int i;
-    if (!s) return NULL;
-    for (i = 0; i < K; i++) kvs_page_init(&s->pages[i]);
-    s->has_cursor = lo != NULL;
-    s->has_hi = hi != NULL;
-    s->serial = ++p->next_serial;
-    if ((lo && kvs_buf_set(&s->cursor, lo->data, lo->len) != 0)
-        || (hi && kvs_buf_set(&s->hi, hi->data, hi->len) != 0)
-        || (dens && kvs_ks_sample_copy(&s->dens, dens) != 0)) {
-        kvs_shard_free(p, s);
-        return NULL;
-    }
-    p->st.shards++;
-    return s;
-}
-
-/* No more requests: the one in flight is to be aborted; the pages stay. */
-void kvs_shard_stop(kvs_plan *p, kvs_shard *s)
-{
-    if (s->inflight) {
-        if (p->ncancels == p->cancels_cap) {
-            size_t cap = p->cancels_cap ? 2 * p->cancels_cap : 16;
-            unsigned *c = realloc(p->cancels, cap * sizeof *c);
-            if (c) p->cancels = c, p->cancels_cap = cap;
-        }
-        if (p->ncancels < p->cancels_cap) p->cancels[p->ncancels++] = s->id;
-        s->inflight = 0;
-        p->inflight--;
-    }
-    kvs_listing_free(s->l);
-    s->l = NULL;
-    s->done = 1;
-}
-
-void kvs_shard_free(kvs_plan *p, kvs_shard *s)
-{
-    int i;
-    if (!s) return;
-    kvs_shard_stop(p, s);
-    kvs_buf_free(&s->cursor);
-    kvs_buf_free(&s->hi);
-    kvs_ks_sample_free(&s->dens);
-    for (i = 0; i < K; i++) kvs_page_free(&s->pages[i]);
-    free(s);
-}
-
-void kvs_plan_insert_after(kvs_plan *p, int i, kvs_shard *t)
-{
-    memmove(&p->s[i + 2], &p->s[i + 1], (size_t)(p->n - i - 1) * sizeof p->s[0]);
-    p->s[i + 1] = t;
-    p->n++;
-}
-
-static void remove_at(kvs_plan *p, int i)
-{
-    kvs_shard_free(p, p->s[i]);
-    memmove(&p->s[i], &p->s[i + 1], (size_t)(p->n - i - 1) * sizeof p->s[0]);
-    p->n--;
-}
-
-static void drop_all(kvs_plan *p)
-{
-    while (p->n > 0) remove_at(p, p->n - 1);
-}
-
-/* Finished and handed out (or empty) shards go; with none left, so does the listing. */
-static void tidy(kvs_plan *p)
-{
-    int i;
-    for (i = p->n - 1; i >= 0; i--)
-        if (p->s[i]->done && p->s[i]->npages == 0) remove_at(p, i);
-    if (p->n == 0 && !p->failed) p->finished = 1;
-}
-
-/* The whole listing fails with `e` (copied first: it may live in a shard). */
-static void fail(kvs_plan *p, const kvs_error *e)
-{
-    if (p->failed) return;
-    p->err = *e;
-    p->failed = 1;
-    drop_all(p);
-}
-
-static void fail_with(kvs_plan *p, const char *type, const char *message)
-{
-    kvs_error e;
-    memset(&e, 0, sizeof e);
-    strncpy(e.type, type, sizeof e.type - 1);
-    strncpy(e.message, message, sizeof e.message - 1);
-    fail(p, &e);
-}
-
-int kvs_plan_oom(kvs_plan *p)
-{
-    fail_with(p, KVS_ERR_MEMORY, "out of memory");
-    return -1;
-}
+/* --- replies ------------------------------------------------------------------- */
 
 static int make_listing(kvs_plan *p, kvs_shard *s)
 {
@@ -155,65 +41,12 @@ static int make_listing(kvs_plan *p, kvs_shard *s)
     return s->l ? 0 : -1;
 }
 
-/* Pages held and requests in flight, all shards together. */
-int kvs_plan_pages_held(const kvs_plan *p)
-{
-    int i, n = p->inflight;
-    for (i = 0; i < p->n; i++) n += p->s[i]->npages;
-    return n;
-}
-
 static kvs_shard *by_id(kvs_plan *p, unsigned id)
 {
     int i;
     for (i = 0; i < p->n; i++)
         if (p->s[i]->inflight && p->s[i]->id == id) return p->s[i];
     return NULL;
-}
-
-static void refill(kvs_plan *p, double now)
-{
-    double most = !p->rate_fixed && p->rate >= p->ceiling ? KVS_PLAN_BURST : 1;
-    if (!p->clock_set) {
-        p->clock_set = 1;
-        p->refilled = now;
-    }
-    if (now > p->refilled && (p->tokens += (now - p->refilled) * p->rate) > most)
-        p->tokens = most;
-    if (now > p->refilled) p->refilled = now;
-}
-
-/* The pace after a reply: the limit the API states, a 429's back-off, the climb back. */
-static void pace(kvs_plan *p, kvs_shard *s, double now)
-{
-    int limit = kvs_listing_rate_limit(s->l), i, seen = 0;
-    double span, accepted;
-    refill(p, now);
-    if (limit > 0 && !p->rate_fixed && (double)limit != p->ceiling) {
-        if (p->rate >= p->ceiling || p->rate > limit) p->rate = limit;
-        p->ceiling = limit;         /* the API's X-RateLimit-Limit, from now on */
-    }
-    if (s->status != 429) {
-        if (p->first_ok < 0) p->first_ok = now;   /* the first page: it went alone */
-        else p->ok_t[p->ok_n++ % KVS_PLAN_OK_RING] = now;
-        if (p->rate < p->ceiling && now > p->climbed_at) {
-            p->rate += p->ceiling * 0.02 * (now - p->climbed_at);
-            if (p->rate > p->ceiling) p->rate = p->ceiling;
-            p->climbed_at = now;
-        }
-        return;
-    }
-    p->st.throttled++;
-    p->tokens = 0;
-    if (now < p->cut_at + 1.0 && p->rate < p->ceiling) return;   /* one cut a second */
-    for (i = 0; i < KVS_PLAN_OK_RING && i < p->ok_n; i++)
-        if (p->ok_t[i] > now - 1.0) seen++;
-    /* over the second before, or since the first page when that is shorter */
-    span = p->first_ok >= 0 && now - p->first_ok < 1.0 ? now - p->first_ok : 1.0;
-    accepted = seen / (span < 0.1 ? 0.1 : span);
-    if (accepted < 1) accepted = 1;
-    if (0.9 * accepted < p->rate) p->rate = 0.9 * accepted;
-    p->cut_at = p->climbed_at = now;
 }
 
 static void after_step(kvs_plan *p, kvs_shard *s, kvs_step step, double wait, double now)
@@ -224,7 +57,7 @@ static void after_step(kvs_plan *p, kvs_shard *s, kvs_step step, double wait, do
     else if (step == KVS_STEP_RETRY)
         s->retry_at = now + wait;
     else
-        fail(p, kvs_listing_error(s->l));
+        kvs_plan_fail(p, kvs_listing_error(s->l));
 }
 
 void kvs_plan_reply_begin(kvs_plan *p, unsigned id, int status)
@@ -257,9 +90,17 @@ void kvs_plan_reply_end(kvs_plan *p, unsigned id, kvs_fault fault, const char *m
     s->inflight = 0;
     p->inflight--;
     step = kvs_listing_reply_end(s->l, fault, msg, now, &wait);
-    pace(p, s, now);
+    kvs_pace_reply(p, kvs_listing_rate_limit(s->l), s->status, now);
     after_step(p, s, step, wait, now);
-    if (!p->failed) tidy(p);
+    if (!p->failed) kvs_plan_tidy(p);
+}
+
+/* Cuts ranges while a request slot is idle (core_split.c decides). */
+static void schedule(kvs_plan *p)
+{
+    kvs_cut c;
+    while (kvs_split_next(p, &c))
+        if (kvs_plan_cut(p, &c) != 0) return;
 }
 
 /* --- requests -------------------------------------------------------------------------- */
@@ -291,19 +132,19 @@ int kvs_plan_next_request(kvs_plan *p, double now, kvs_plan_request *out)
 {
     int i, from;
     if (p->failed || p->finished) return 0;
-    tidy(p);
-    kvs_plan_schedule(p);
+    kvs_plan_tidy(p);
+    schedule(p);
     from = p->ordered || p->n == 0 ? 0 : p->turn++ % p->n;
     for (i = 0; i < p->n && !p->failed; i++) {  /* ordered: the earliest ranges first */
         kvs_shard *s = p->s[(from + i) % p->n];
         kvs_request req;
         if (!wants_to_send(p, (from + i) % p->n, now)) continue;
-        refill(p, now);
+        kvs_pace_refill(p, now);
         if (p->tokens < 1 - 1e-9) return 0;   /* (rounding: a token due now is here) */
         if ((!s->l || (s->rebuild && !s->retrying)) && make_listing(p, s) != 0)
             return kvs_plan_oom(p), 0;
         if (!kvs_listing_next_request(s->l, &req)) {
-            if (kvs_listing_failed(s->l)) fail(p, kvs_listing_error(s->l));
+            if (kvs_listing_failed(s->l)) kvs_plan_fail(p, kvs_listing_error(s->l));
             else kvs_shard_stop(p, s);
             continue;
         }
@@ -321,7 +162,7 @@ int kvs_plan_next_request(kvs_plan *p, double now, kvs_plan_request *out)
         out->attempt = req.attempt;
         return 1;
     }
-    if (!p->failed) tidy(p);
+    if (!p->failed) kvs_plan_tidy(p);
     return 0;
 }
 
@@ -338,7 +179,7 @@ double kvs_plan_timeout(kvs_plan *p, double now)
     double t = -1;
     int i, want = 0;
     if (p->failed || p->finished) return -1;
-    kvs_plan_schedule(p);           /* ranges are cut when a slot is idle: maybe now */
+    schedule(p);           /* ranges are cut when a slot is idle: maybe now */
     if (p->failed) return -1;
     for (i = 0; i < p->n; i++) {
         const kvs_shard *s = p->s[i];
@@ -350,7 +191,7 @@ double kvs_plan_timeout(kvs_plan *p, double now)
         }
     }
     if (want) {
-        refill(p, now);
+        kvs_pace_refill(p, now);
         if (p->tokens >= 1 - 1e-9) return 0;
         if (t < 0 || (1 - p->tokens) / p->rate < t) t = (1 - p->tokens) / p->rate;
     }
@@ -358,7 +199,7 @@ double kvs_plan_timeout(kvs_plan *p, double now)
         for (i = 0; i < p->n && !p->s[i]->npages; i++)
             ;
         if (i == p->n)          /* nothing to send, wait for or hand out */
-            fail_with(p, "internal-error", "parallel listing has nothing to wait for (a bug)");
+            kvs_plan_fail_with(p, "internal-error", "parallel listing has nothing to wait for (a bug)");
     }
     return t;
 }
@@ -414,7 +255,7 @@ void kvs_plan_free(kvs_plan *p)
 {
     int i;
     if (!p) return;
-    drop_all(p);
+    kvs_plan_drop_all(p);
     for (i = 0; i < 6; i++) free(p->strs[i]);
     free(p->cancels);
     kvs_buf_free(&p->first);
@@ -430,7 +271,7 @@ const kvs_error *kvs_plan_error(const kvs_plan *p)
 
 int kvs_plan_finished(kvs_plan *p)
 {
-    if (!p->failed && !p->finished) tidy(p);
+    if (!p->failed && !p->finished) kvs_plan_tidy(p);
     return p->finished;
 }
 
@@ -457,7 +298,7 @@ int kvs_plan_take_page(kvs_plan *p, kvs_page *mine)
     kvs_shard *s;
     int i;
     if (p->failed || p->finished) return 0;
-    tidy(p);
+    kvs_plan_tidy(p);
     if (p->n == 0) return 0;
     for (i = 0; i < p->n - 1 && !p->s[i]->npages && !p->ordered; i++)
         ;                               /* ordered: the first shard's page; else any */
@@ -470,7 +311,7 @@ int kvs_plan_take_page(kvs_plan *p, kvs_page *mine)
         if ((long long)mine->count >= p->remaining) {
             mine->count = (size_t)p->remaining;
             p->finished = 1;            /* all wanted: the rest is cancelled */
-            drop_all(p);
+            kvs_plan_drop_all(p);
         }
         p->remaining -= (long long)mine->count;
     }

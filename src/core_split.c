@@ -1,6 +1,7 @@
 /*
- * core_split.c — where the planner of a parallel listing (core_parallel.c)
- * cuts its key ranges, and what a page arriving for a range gives.
+ * core_split.c — where the planner of a parallel listing cuts its key
+ * ranges, as decisions (kvs_cut) that core_shard.c carries out, and what
+ * pages show about how keys spread.
  *
  * Where to split is learnt on the way (core_keyspace.c reads keys as
  * numbers; each range reads its keys with a model learnt from its latest
@@ -17,20 +18,14 @@
  * window (parallel x KVS_PLAN_PAGES pages' worth) past the greatest key a
  * page showed keys after: past a store's end, probing stops.
  *
- * A page that runs past its range's bound (the range was cut while its
- * request was in flight, or the estimate was wrong) is not thrown away: its
- * keys past the bound are the first page of the ranges after it that have
- * none yet, whose requests are then aborted.
- *
  * Whatever the estimates say, every key is listed exactly once: a boundary
  * is a key strictly between the shard's cursor and its bound (compared
- * byte-wise), a page is trimmed to the range it was asked for, and a range
- * only ever shrinks from above.
+ * byte-wise), and a range only ever shrinks from above (core_accept.c trims
+ * each page to the range it was asked for).
  */
-#include <stdlib.h>
 #include <string.h>
 
-#include "core.h"
+#include "core_plan_internal.h"
 
 #define K     KVS_PLAN_PAGES
 #define POOL_TOL 1.2L  /* pages whose densities differ less than this are pooled */
@@ -58,8 +53,7 @@ static long double slack(const kvs_plan *p)
     return s < 0.8 ? 0.8L : s > 0.99 ? 0.99L : (long double)s;
 }
 
-/* Range s ran to its bound: how many keys it held against the estimate. */
-static void record(kvs_plan *p, kvs_shard *s)
+void kvs_split_record(kvs_plan *p, kvs_shard *s)
 {
     double got = (double)(s->got - s->got_at_cut), r;
     if (!(s->planned >= (double)p->cfg.page_size / 2) || got <= 0) return;
@@ -136,81 +130,61 @@ static int past_group(const kvs_shard *s, const char *key, size_t len, kvs_ks_nu
     return 1;
 }
 
-/* Shard i keeps (cursor, m]; a new shard after it gets (m, hi].  1 done, 0 no
- * key strictly between cursor and hi there, -1 failed. */
-static int split_at(kvs_plan *p, int i, const kvs_ks_num *m)
+/* Shard i keeps (cursor, m]; a new shard after it gets (m, hi]: the cut, or 0
+ * when there is no key strictly between cursor and hi there. */
+static int cut_at(const kvs_plan *p, int i, const kvs_ks_num *m, kvs_cut *c)
 {
-    kvs_shard *s = p->s[i], *t;
-    char key[KVS_KS_KEY_MAX];
+    const kvs_shard *s = p->s[i];
     kvs_ks_num cur;
-    kvs_buf kb;
-    size_t len;
-    int probe = 0;
     if (p->n >= p->max_shards || !s->has_cursor) return 0;
     num_of(s, &s->cursor, &cur);
-    len = kvs_ks_key(&s->model, m, &cur, key);
-    if (!s->has_hi && s->dens.n >= 8) { /* the last range: see group_end */
+    c->at = i;
+    c->handoff = c->probe = 0;
+    c->len = kvs_ks_key(&s->model, m, &cur, c->key);
+    if (!s->has_hi && s->dens.n >= 8) { /* the last range: see past_group */
         kvs_ks_num g;
-        if (past_group(s, key, len, &g)) {
-            len = kvs_ks_key(&s->model, &g, &cur, key);
-            probe = 1;
+        if (past_group(s, c->key, c->len, &g)) {
+            c->len = kvs_ks_key(&s->model, &g, &cur, c->key);
+            c->probe = 1;
         }
     }
-    if (kvs_key_cmp(s->cursor.data, s->cursor.len, key, len) >= 0
-        || (s->has_hi && kvs_key_cmp(key, len, s->hi.data, s->hi.len) >= 0))
+    if (kvs_key_cmp(s->cursor.data, s->cursor.len, c->key, c->len) >= 0
+        || (s->has_hi && kvs_key_cmp(c->key, c->len, s->hi.data, s->hi.len) >= 0))
         return 0;
-    kb.data = key, kb.len = len, kb.cap = 0;
-    t = kvs_shard_new(p, &kb, s->has_hi ? &s->hi : NULL, &s->dens);
-    if (!t || kvs_buf_set(&s->hi, key, len) != 0) {
-        kvs_shard_free(p, t);
-        return kvs_plan_oom(p);
-    }
-    t->model = s->model;
-    t->probe = probe;
-    s->got_at_cut = s->got;
-    s->planned = 0;
-    if (!probe) {               /* keys planned from the cursor to the new bound */
+    c->planned = 0;
+    if (!c->probe) {            /* keys planned from the cursor to the new bound */
         kvs_ks_num b;
-        long double d = density(p, s);
-        kvs_ks_from_key(&s->model, &b, key, len);
-        s->planned = (double)(d * kvs_ks_span(&s->model, &cur, &b));
+        kvs_ks_from_key(&s->model, &b, c->key, c->len);
+        c->planned = (double)(density(p, s) * kvs_ks_span(&s->model, &cur, &b));
     }
-    s->has_hi = 1;
-    s->rebuild = 1;             /* a page in flight is trimmed to the new hi */
-    kvs_plan_insert_after(p, i, t);
-    return 1;
-}
-
-/* Shard i (full, waiting for its turn) hands its remaining range to a new
- * shard that can start at once. */
-static int handoff(kvs_plan *p, int i)
-{
-    kvs_shard *s = p->s[i], *t = kvs_shard_new(p, &s->cursor, s->has_hi ? &s->hi : NULL, &s->dens);
-    if (!t) return kvs_plan_oom(p);
-    t->model = s->model;
-    t->fed = 1;                 /* s's last page said there is more past the cursor */
-    kvs_shard_stop(p, s);
-    kvs_plan_insert_after(p, i, t);
     return 1;
 }
 
 /* The first page said more: boundaries past its end (see the top). */
-static void first_split(kvs_plan *p, kvs_shard *s, size_t got)
+void kvs_split_first(kvs_plan *p, const kvs_shard *s, size_t got, kvs_first_split *it)
 {
-    long double step, mult = p->ordered ? K : 1, dens = density(p, s);
-    long long need = p->remaining >= 0 ? p->remaining - (long long)got : -1;
-    kvs_ks_num cur, top, b;
-    if (!(dens > 0)) return;
-    num_of(s, &s->cursor, &cur);
-    kvs_ks_top(&s->model, &top, p->cfg.prefix, p->cfg.prefix_len);
-    step = (long double)p->cfg.page_size * slack(p) / dens;
-    while (p->n < p->parallel && mult <= (long double)(p->parallel * K)) {
-        kvs_ks_advance(&s->model, &b, &cur, step * mult);
-        if (kvs_ks_cmp(&b, &top) >= 0 || split_at(p, p->n - 1, &b) <= 0
-            || p->s[p->n - 1]->probe) break;
-        if (need >= 0 && mult * p->cfg.page_size >= (long double)need) break;
-        mult = p->ordered ? mult + K : mult * 2;
-    }
+    long double dens = density(p, s);
+    it->from = s;
+    it->on = dens > 0;
+    if (!it->on) return;
+    it->mult = p->ordered ? K : 1;
+    it->need = p->remaining >= 0 ? p->remaining - (long long)got : -1;
+    num_of(s, &s->cursor, &it->cur);
+    kvs_ks_top(&s->model, &it->top, p->cfg.prefix, p->cfg.prefix_len);
+    it->step = (long double)p->cfg.page_size * slack(p) / dens;
+}
+
+int kvs_split_first_next(kvs_plan *p, kvs_first_split *it, kvs_cut *c)
+{
+    kvs_ks_num b;
+    if (!it->on || p->n >= p->parallel || it->mult > (long double)(p->parallel * K))
+        return it->on = 0;
+    kvs_ks_advance(&it->from->model, &b, &it->cur, it->step * it->mult);
+    if (kvs_ks_cmp(&b, &it->top) >= 0 || !cut_at(p, p->n - 1, &b, c)) return it->on = 0;
+    if (c->probe || (it->need >= 0 && it->mult * p->cfg.page_size >= (long double)it->need))
+        it->on = 0;             /* this one is the last */
+    it->mult = p->ordered ? it->mult + K : it->mult * 2;
+    return 1;
 }
 
 /* Keys shard s is estimated to have left past the page it has in flight. */
@@ -277,14 +251,15 @@ static int idle_slot(const kvs_plan *p)
     return free > 0;
 }
 
-/* While a request slot is idle, cut the range with the most work past what
- * it keeps (more than a page of it). */
-void kvs_plan_schedule(kvs_plan *p)
+/* While a request slot is idle, the range with the most work past what it
+ * keeps (more than a page of it) is cut; one that cannot be cut there is
+ * skipped until no cut is left to make. */
+int kvs_split_next(kvs_plan *p, kvs_cut *c)
 {
     long double ps = (long double)p->cfg.page_size;
     int i;
     while (p->started && !p->failed && p->n < p->max_shards && idle_slot(p)) {
-        int best = -1, r;
+        int best = -1;
         long double best_x = ps, best_keep = 0, best_dens = 0, before = 0;
         kvs_ks_num cur, m;
         kvs_shard *s;
@@ -311,26 +286,20 @@ void kvs_plan_schedule(kvs_plan *p)
         if (best < 0) break;
         s = p->s[best];
         if (best_keep < ps / 4 && !s->inflight && s->npages >= K) {
-            r = handoff(p, best);
-        } else {
-            num_of(s, &s->cursor, &cur);
-            kvs_ks_advance(&s->model, &m, &cur, ((s->inflight ? ps : 0) + best_keep) / best_dens);
-            r = split_at(p, best, &m);
+            c->at = best;           /* full and waiting: all of it goes to a new range */
+            c->handoff = 1;
+            return 1;
         }
-        if (r < 0) return;
-        if (r == 0) s->skip = 1;
+        num_of(s, &s->cursor, &cur);
+        kvs_ks_advance(&s->model, &m, &cur, ((s->inflight ? ps : 0) + best_keep) / best_dens);
+        if (cut_at(p, best, &m, c)) return 1;
+        s->skip = 1;
     }
     for (i = 0; i < p->n; i++) p->s[i]->skip = 0;
+    return 0;
 }
 
-/* --- replies --------------------------------------------------------------------------- */
-
-/* Keys exist after `key`: the window for new ranges reaches past it. */
-static int prove(kvs_plan *p, const char *key, size_t len)
-{
-    if (p->proof.data && kvs_key_cmp(key, len, p->proof.data, p->proof.len) <= 0) return 0;
-    return kvs_buf_set(&p->proof, key, len) == 0 ? 0 : kvs_plan_oom(p);
-}
+/* --- what a page shows -------------------------------------------------------------- */
 
 static const char *key_of(const kvs_page *pg, size_t i, size_t *len)
 {
@@ -374,130 +343,9 @@ static void local_model(kvs_plan *p, kvs_shard *s, const kvs_page *pg)
     }
 }
 
-/* Appends item i of src to dst.  0 ok, -1 out of memory. */
-static int page_add(kvs_page *dst, const kvs_page *src, size_t i)
+int kvs_split_learn(kvs_plan *p, kvs_shard *s, const kvs_page *pg)
 {
-    const kvs_item *it = &src->items[i];
-    kvs_item *d;
-    if (dst->count == dst->cap) {
-        size_t cap = dst->cap ? 2 * dst->cap : 64;
-        kvs_item *items = realloc(dst->items, cap * sizeof *items);
-        if (!items) return -1;
-        dst->items = items, dst->cap = cap;
-    }
-    d = &dst->items[dst->count];
-    d->size = it->size;
-    d->key_off = dst->bytes.len, d->key_len = it->key_len;
-    if (kvs_buf_append(&dst->bytes, src->bytes.data + it->key_off, it->key_len) != 0) return -1;
-    d->url_off = KVS_NO_URL, d->url_len = 0;
-    if (it->url_off != KVS_NO_URL) {
-        d->url_off = dst->bytes.len, d->url_len = it->url_len;
-        if (kvs_buf_append(&dst->bytes, src->bytes.data + it->url_off, it->url_len) != 0)
-            return -1;
-    }
-    dst->count++;
-    return 0;
-}
-
-/* Shard s's page pg ran past its range from item `from` on: those keys are
- * the next shards' (in order, each to its hi), and for a shard that has seen
- * none of its own yet they are its first page, so that nothing fetched is
- * thrown away (only ranges right after the one before, from its bound: a
- * finished range may have left the list).  Such a shard's request in flight
- * is aborted; it is done when
- * the page showed keys past its range, else it goes on from the last key it
- * was given.  (That no keys follow the page is never concluded here: the
- * listing may have trimmed the page to a bound of its own.) */
-static void carry(kvs_plan *p, kvs_shard *s, const kvs_page *pg, size_t from)
-{
-    int j;
-    size_t i = from, len;
-    const char *k;
-    for (j = 0; p->s[j] != s; j++)
-        ;
-    for (j++; j < p->n && i < pg->count; j++) {
-        kvs_shard *t = p->s[j], *prev = p->s[j - 1];
-        kvs_page *dst;
-        if (t->done || t->fed || t->npages || t->inflight)
-            break;      /* it has keys of its own, or will have: its reply is on the way */
-        if (!t->has_cursor || !prev->has_hi             /* or does not start where the */
-            || kvs_key_cmp(prev->hi.data, prev->hi.len, t->cursor.data, t->cursor.len) != 0)
-            break;                                      /* range before it ends */
-        dst = &t->pages[t->first];
-        kvs_page_reset(dst);
-        while (i < pg->count && (k = key_of(pg, i, &len), !t->has_hi
-                                 || kvs_key_cmp(k, len, t->hi.data, t->hi.len) <= 0))
-            if (page_add(dst, pg, i++) != 0) return (void)kvs_plan_oom(p);
-        kvs_shard_stop(p, t);       /* aborts its request: what it asked for is here */
-        if (dst->count > 0) {
-            k = key_of(dst, dst->count - 1, &len);
-            local_model(p, t, dst);
-            if (kvs_ks_sample_page(&t->dens, &t->model, dst) != 0 || remember(p, &t->dens) != 0
-                || kvs_buf_set(&t->cursor, k, len) != 0 || prove(p, k, len) != 0)
-                return (void)kvs_plan_oom(p);
-            t->npages = 1;
-            t->fed = 1;
-            t->got += (long)dst->count;
-        }
-        if (i == pg->count)         /* its range may go on past the page */
-            t->done = 0, t->retry_at = 0, t->retrying = 0, t->has_cursor = 1;
-    }
-}
-
-/* The ranges after s that have shown no keys yet are not cut before they do. */
-static void unfed_are_probes(kvs_plan *p, const kvs_shard *s)
-{
-    int i;
-    for (i = p->n - 1; i >= 0 && p->s[i] != s; i--)
-        if (!p->s[i]->fed) p->s[i]->probe = 1;
-}
-
-/* A page arrived for s: trim it to the range, keep it, move the cursor on. */
-void kvs_plan_accept_page(kvs_plan *p, kvs_shard *s)
-{
-    kvs_page *pg = &s->pages[(s->first + s->npages) % K];
-    int more, bound = 0;
-    size_t n;
-    kvs_listing_take_page(s->l, pg);
-    more = !kvs_listing_finished(s->l);
-    n = pg->count;
-    if (more && prove(p, pg->next.data, pg->next.len) != 0) return;
-    if (s->has_hi) {            /* cut while in flight: the rest is another shard's */
-        while (n > 0 && kvs_key_cmp(pg->bytes.data + pg->items[n - 1].key_off,
-                                    pg->items[n - 1].key_len, s->hi.data, s->hi.len) > 0)
-            n--;
-        if (n < pg->count) {
-            carry(p, s, pg, n);
-            if (p->failed) return;
-            pg->count = n;
-            more = 0, bound = 1;
-            if (prove(p, s->hi.data, s->hi.len) != 0) return;
-        }
-        if (more && kvs_key_cmp(pg->next.data, pg->next.len, s->hi.data, s->hi.len) >= 0)
-            more = 0, bound = 1;
-    }
-    s->got += (long)n;
-    if (bound || (s->has_hi && !more && pg->is_truncated == 1))
-        record(p, s);           /* it ran to its bound (its listing trims pages to it) */
-    if (n > 0) {
-        local_model(p, s, pg);
-        if (kvs_ks_sample_page(&s->dens, &s->model, pg) != 0 || remember(p, &s->dens) != 0
-            || (!p->started && kvs_buf_set(&p->first, pg->bytes.data + pg->items[0].key_off,
-                                           pg->items[0].key_len) != 0))
-            return (void)kvs_plan_oom(p);
-        s->npages++;
-        s->fed = 1;
-    }
-    if (n == 0 && s->has_hi)        /* an empty range: what the ranges after it inherited */
-        unfed_are_probes(p, s);     /* about density is wrong there */
-    if (!more)
-        kvs_shard_stop(p, s);
-    else if (kvs_buf_set(&s->cursor, pg->next.data, pg->next.len) != 0)
-        return (void)kvs_plan_oom(p);
-    else
-        s->has_cursor = 1;
-    if (!p->started) {
-        p->started = 1;
-        if (more) first_split(p, s, n);
-    }
+    local_model(p, s, pg);
+    if (kvs_ks_sample_page(&s->dens, &s->model, pg) != 0) return -1;
+    return remember(p, &s->dens);
 }

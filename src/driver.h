@@ -132,6 +132,40 @@ double   kvs_par_timeout(kvs_par *p);
 /* As kvs_async_sockets: the sockets of every transfer in flight. */
 size_t   kvs_par_sockets(const kvs_par *p, const kvs_socket **sockets);
 
+/* --- one interface over the drivers a listing object runs on -------------------- */
+
+/* What the binding asks of a driver (store:keys, store:job): it never asks which driver
+ * it has.  `d` is the driver's own state. */
+typedef struct kvs_driver_ops {
+    void   (*poll)(void *d);                    /* the work that is ready, no waiting */
+    /* The next page, without waiting: 1 (swapped into *mine), 0 (none for now) or -1
+     * (failed: error says why). */
+    int    (*next)(void *d, kvs_page *mine);
+    /* The next page, blocking until it comes: 1, 0 (finished) or -1 (failed). */
+    int    (*take)(void *d, kvs_page *mine);
+    int    (*finished)(void *d);                /* no page left to hand out */
+    const kvs_error *(*error)(void *d);         /* the failure, NULL while none */
+    double (*timeout)(void *d);                 /* seconds until poll has work; < 0: never */
+    size_t (*sockets)(void *d, const kvs_socket **sockets);   /* as kvs_async_sockets */
+    void   (*free)(void *d);                    /* cancels what is in flight */
+} kvs_driver_ops;
+
+typedef struct kvs_driver {
+    const kvs_driver_ops *ops;                  /* NULL: none (never made, or released) */
+    void                 *d;
+} kvs_driver;
+
+/* The drivers.  Each fills `out` and returns 0, or -1 when out of memory; none makes a
+ * request yet.  `cfg` is copied, its strings too.
+ *   sequential (driver_sequential.c): one range, page after page, on the multi driver;
+ *     `prefetch` asks for the next page as soon as one is taken; `budget`: seconds of
+ *     decoding a poll may do (0: no limit), for frame loops.
+ *   parallel (driver_parallel.c): key ranges side by side, as kvs_par_new. */
+int kvs_driver_sequential(kvs_driver *out, const kvs_settings *s, const kvs_listing_config *cfg,
+                          int prefetch, double budget);
+int kvs_driver_parallel(kvs_driver *out, const kvs_settings *s, const kvs_listing_config *cfg,
+                        int parallel, double rate, int ordered);
+
 #pragma GCC visibility pop
 
 #endif

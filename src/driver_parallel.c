@@ -312,3 +312,26 @@ size_t kvs_par_sockets(const kvs_par *p, const kvs_socket **sockets)
     *sockets = p->sockets.s;
     return p->running > 0 ? p->sockets.n : 0;
 }
+
+/* --- behind kvs_driver_ops (driver.h) ------------------------------------------------------ */
+
+static void par_poll(void *d) { kvs_par_poll(d); }
+static int par_next(void *d, kvs_page *mine) { return kvs_par_next(d, mine); }
+static int par_take(void *d, kvs_page *mine) { return kvs_par_take(d, mine); }
+static int par_finished(void *d) { return kvs_par_finished(d); }
+static const kvs_error *par_error(void *d) { return kvs_par_error(d); }
+static double par_timeout(void *d) { return kvs_par_timeout(d); }
+static size_t par_sockets(void *d, const kvs_socket **s) { return kvs_par_sockets(d, s); }
+static void par_free(void *d) { kvs_par_free(d); }
+
+static const kvs_driver_ops parallel_ops = {
+    par_poll, par_next, par_take, par_finished, par_error, par_timeout, par_sockets, par_free
+};
+
+int kvs_driver_parallel(kvs_driver *out, const kvs_settings *s, const kvs_listing_config *cfg,
+                        int parallel, double rate, int ordered)
+{
+    if (!(out->d = kvs_par_new(s, cfg, parallel, rate, ordered))) return -1;
+    out->ops = &parallel_ops;
+    return 0;
+}

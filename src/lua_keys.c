@@ -125,31 +125,11 @@ static int next_page(lua_State *L, listing_ud *u)
         }
         if (u->run != L_RUNNING || !u->client)
             return 0;
-        if (u->par) {                   /* parallel: the driver blocks until a page */
-            int rc = kvs_par_take(u->par, &u->page);
-            if (rc > 0) {
-                kvs_view_page(u);
-                if (u->view.count > 0) return 1;
-                continue;
-            }
-            if (rc < 0) {
-                u->err = *kvs_par_error(u->par);
-                u->run = L_FAILED;
-            } else {
-                u->run = L_DONE;
-            }
-            kvs_listing_release(L, u);
-            continue;
-        }
-        kvs_listing_drive(L, u);
-        kvs_async_poll(u->async);
-        if (kvs_async_take(u->async, &u->page)) {
+        if (u->drv.ops->take(u->drv.d, &u->page) > 0) {    /* blocks until a page comes */
             kvs_view_page(u);
             if (u->view.count > 0) return 1;
-        } else if (kvs_async_finished(u->async)) {
-            kvs_listing_settle(L, u);
         } else {
-            kvs_async_wait(u->async, 1.0);
+            kvs_listing_settle(L, u);                       /* finished, or failed */
         }
     }
 }
@@ -160,8 +140,7 @@ static int next_page(lua_State *L, listing_ud *u)
 static void poll_transfer(lua_State *L, listing_ud *u)
 {
     u->hook.L = L;
-    if (u->async) kvs_async_poll(u->async);
-    else if (u->par) kvs_par_poll(u->par);
+    if (u->drv.ops) u->drv.ops->poll(u->drv.d);
 }
 
 static int keys_next(lua_State *L)
@@ -193,7 +172,7 @@ static int store_keys(lua_State *L)
     kvs_listing_config cfg;
     kvs_opts o;
     listing_ud *u = kvs_new_listing(L, KVS_CALL_KEYS, KVS_KEYS_MT, &o, &cfg, 0);
-    if (!kvs_listing_start_parallel(L, u, &o, &cfg)) kvs_listing_start(L, u, &cfg);
+    kvs_listing_start_driver(L, u, &o, &cfg, (int)o.prefetch.i, 0);
     if (!kvs_ffi_iterator(L, -1, "keys", u->view.urls)) {
         lua_pushvalue(L, -1);
         lua_pushcclosure(L, keys_next, 1);
@@ -207,8 +186,7 @@ static int store_keys(lua_State *L)
 /* Nothing is left to hand out: closing now cancels nothing. */
 static int keys_used_up(const listing_ud *u)
 {
-    if (!u->core || u->view.pos < u->view.count) return 0;   /* parallel: never */
-    return u->async && kvs_async_finished(u->async);
+    return u->drv.ops && u->view.pos >= u->view.count && u->drv.ops->finished(u->drv.d);
 }
 
 static int keys_close(lua_State *L)

@@ -101,7 +101,6 @@ listing_ud *kvs_new_listing(lua_State *L, unsigned call, const char *mt, kvs_opt
     }
     kvs_read_config(L, c, id, o, cfg, &u->hook);
     u->view.urls = (int32_t)o->urls.i;
-    u->prefetch = (int)o->prefetch.i;
     u->client = c;
     c->refs++;
     u->run = L_RUNNING;
@@ -114,16 +113,14 @@ void kvs_listing_start(lua_State *L, listing_ud *u, const kvs_listing_config *cf
         luaL_error(L, "apify.kvs: out of memory");
 }
 
-int kvs_listing_start_parallel(lua_State *L, listing_ud *u, const kvs_opts *o,
-                               const kvs_listing_config *cfg)
+void kvs_listing_start_driver(lua_State *L, listing_ud *u, const kvs_opts *o,
+                              const kvs_listing_config *cfg, int prefetch, double budget)
 {
-    int parallel = (int)o->parallel.i, ordered = (int)o->ordered.i;
-    double rate = o->rate_limit.n;
-    if (parallel <= 1 && rate <= 0) return 0;
-    /* the ranges' driver runs cores of its own */
-    if (!(u->par = kvs_par_new(&u->client->settings, cfg, parallel, rate, ordered)))
-        luaL_error(L, "apify.kvs: out of memory");
-    return 1;
+    const kvs_settings *s = &u->client->settings;
+    int rc = o->parallel.i > 1 || o->rate_limit.n > 0
+        ? kvs_driver_parallel(&u->drv, s, cfg, (int)o->parallel.i, o->rate_limit.n, (int)o->ordered.i)
+        : kvs_driver_sequential(&u->drv, s, cfg, prefetch, budget);
+    if (rc != 0) luaL_error(L, "apify.kvs: out of memory");
 }
 
 void kvs_keep_iterator(lua_State *L, int idx)
@@ -168,16 +165,12 @@ int kvs_push_item(lua_State *L, listing_ud *u)
 
 void kvs_listing_release(lua_State *L, listing_ud *u)
 {
-    if (u->core && u->run == L_FAILED && kvs_listing_error(u->core))
-        u->err = *kvs_listing_error(u->core);
-    kvs_async_free(u->async);           /* first: it drives the core */
-    kvs_par_free(u->par);               /* cancels every range's transfer */
+    if (u->drv.ops) u->drv.ops->free(u->drv.d);     /* cancels what is in flight */
     kvs_listing_free(u->core);
     kvs_http_reader_free(u->http);
     kvs_page_free(&u->page);
     kvs_client_release(L, u->client);
-    u->async = NULL;
-    u->par = NULL;
+    u->drv.ops = NULL;
     u->core = NULL;
     u->http = NULL;
     u->client = NULL;
@@ -186,16 +179,15 @@ void kvs_listing_release(lua_State *L, listing_ud *u)
     u->view.pos = u->view.count = 0;
 }
 
-void kvs_listing_drive(lua_State *L, listing_ud *u)
-{
-    if (!u->async && !(u->async = kvs_async_new(&u->client->settings, u->core, u->prefetch)))
-        luaL_error(L, "apify.kvs: out of memory");
-}
-
 void kvs_listing_settle(lua_State *L, listing_ud *u)
 {
-    if (u->run == L_RUNNING)
-        u->run = kvs_listing_failed(u->core) ? L_FAILED : L_DONE;
+    if (u->run == L_RUNNING) {
+        const kvs_error *e = u->drv.ops ? u->drv.ops->error(u->drv.d)
+                           : u->core && kvs_listing_failed(u->core) ? kvs_listing_error(u->core)
+                           : NULL;
+        if (e) u->err = *e;
+        u->run = e ? L_FAILED : L_DONE;
+    }
     kvs_listing_release(L, u);
 }
 

@@ -40,13 +40,11 @@ typedef struct kvs_view {
 typedef struct listing_ud {
     kvs_view     view;        /* first: the FFI iterators get the userdata's address */
     kvs_client  *client;      /* NULL once released */
-    kvs_listing *core;        /* the paging core; NULL once released, and for parallel */
-    kvs_async   *async;       /* keys, job: the libcurl multi driver; NULL: not started */
-    kvs_par     *par;         /* keys{ parallel = n }: key ranges side by side */
+    kvs_listing *core;        /* listing (sans-I/O): the paging core its caller drives */
+    kvs_driver   drv;         /* keys, job: the driver (driver.h) that moves the bytes */
     kvs_page     page;        /* the page being handed out */
     run_t        run;
     kvs_error    err;         /* when run == L_FAILED */
-    int          prefetch;
     kvs_retry_hook hook;      /* hook.L: set by every call that may drive the listing */
     kvs_http_reader *http;    /* listing: the reply of http_request() read from raw bytes */
 } listing_ud;
@@ -66,8 +64,13 @@ void kvs_read_config(lua_State *L, kvs_client *c, const char *id, const kvs_opts
  * value (the listing's iterator, kvs_keep_iterator). */
 listing_ud *kvs_new_listing(lua_State *L, unsigned call, const char *mt, kvs_opts *o,
                             kvs_listing_config *cfg, int iterator_slot);
-/* Makes the paging core of `u` from `cfg`; raises on OOM. */
+/* Makes the paging core of `u` from `cfg`, for a caller that drives it; raises on OOM. */
 void kvs_listing_start(lua_State *L, listing_ud *u, const kvs_listing_config *cfg);
+/* Makes the driver of `u`: key ranges side by side when options parallel or rate_limit ask
+ * for them, else one range page after page (prefetch, budget: see kvs_driver_sequential);
+ * raises on OOM. */
+void kvs_listing_start_driver(lua_State *L, listing_ud *u, const kvs_opts *o,
+                              const kvs_listing_config *cfg, int prefetch, double budget);
 /* The iterator kept with the listing at idx: sets it from the top (popped), or pushes it. */
 void kvs_keep_iterator(lua_State *L, int idx);
 void kvs_push_kept_iterator(lua_State *L, int idx);
@@ -78,13 +81,8 @@ void kvs_view_page(listing_ud *u);
 int  kvs_push_item(lua_State *L, listing_ud *u);
 /* Lets go of drivers, core and buffers, keeping a failure's error. */
 void kvs_listing_release(lua_State *L, listing_ud *u);
-/* Options parallel, rate_limit, ordered: when they ask for key ranges side by
- * side, makes the parallel driver of `u` (u->par, no core) and returns 1. */
-int  kvs_listing_start_parallel(lua_State *L, listing_ud *u, const kvs_opts *o,
-                                const kvs_listing_config *cfg);
-/* Starts the libcurl multi driver of `u` if it has none; raises on OOM. */
-void kvs_listing_drive(lua_State *L, listing_ud *u);
-/* Records how the driver ended: done, or failed with the core's error. */
+/* Records how the driver (or the caller-driven core) ended: done, or failed with its
+ * error; then releases. */
 void kvs_listing_settle(lua_State *L, listing_ud *u);
 /* Closes: a listing with keys still to come is cancelled; idempotent. */
 void kvs_listing_close(lua_State *L, listing_ud *u, int used_up);
