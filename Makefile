@@ -238,7 +238,7 @@ bench-smoke: build | test-deps
 # The list INSTALL_LIST names what the install wrote ("file PATH") and each directory it had to
 # create ("dir PATH"), without DESTDIR, for make uninstall; a second install of the same LUA
 # keeps the directories of the first.
-INSTALL_DIRS  = $(INSTALL_CMOD)/apify $(INSTALL_LMOD)/apify/kvs $(INSTALL_BIN) $(INSTALL_TYPES)/apify \
+INSTALL_DIRS  = $(INSTALL_CMOD)/apify $(INSTALL_LMOD)/apify/kvs $(INSTALL_BIN) $(INSTALL_TYPES)/apify/kvs \
                 $(INSTALL_DATA)
 install: build/$(LUA)/apify/kvs.so
 	@set -e; d='$(DESTDIR)'; list="$${d}$(INSTALL_LIST)"; made=; \
@@ -253,8 +253,10 @@ install: build/$(LUA)/apify/kvs.so
 	sed '1s|^#!.*|#!/usr/bin/env $(BIN_$(LUA))|' bin/apify-kvs >"$${d}$(INSTALL_BIN)/apify-kvs"; \
 	chmod 755 "$${d}$(INSTALL_BIN)/apify-kvs"; \
 	install -m 644 types/apify/kvs.lua "$${d}$(INSTALL_TYPES)/apify/kvs.lua"; \
+	install -m 644 types/apify/kvs/openresty.lua "$${d}$(INSTALL_TYPES)/apify/kvs/openresty.lua"; \
 	{ for f in $(INSTALL_CMOD)/apify/kvs.so $(INSTALL_LMOD)/apify/kvs/openresty.lua \
-	           $(INSTALL_BIN)/apify-kvs $(INSTALL_TYPES)/apify/kvs.lua; do echo "file $$f"; done; \
+	           $(INSTALL_BIN)/apify-kvs $(INSTALL_TYPES)/apify/kvs.lua \
+	           $(INSTALL_TYPES)/apify/kvs/openresty.lua; do echo "file $$f"; done; \
 	  for p in $$made; do echo "dir $$p"; done | sort -u; } >"$$list"; \
 	echo "install:  apify.kvs for $(BIN_$(LUA)) under $${d}$(PREFIX) (list: $$list)"
 

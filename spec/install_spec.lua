@@ -85,6 +85,7 @@ if rocks_lua then
         "./lib/lua/" .. rocks_lua .. "/apify/kvs.so",
         "./share/apify-kvs/installed-" .. T.target,
         "./share/apify-kvs/types/apify/kvs.lua",
+        "./share/apify-kvs/types/apify/kvs/openresty.lua",
         "./share/lua/" .. rocks_lua .. "/apify/kvs/openresty.lua",
       }, "\n") .. "\n", files)
 

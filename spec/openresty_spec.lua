@@ -104,7 +104,7 @@ Host.__index = Host
 local function start_host(conf, names, vars, rundir)
   rundir = rundir or T.tmpdir()
   assert(sh("mkdir -p " .. sh_quote(rundir .. "/tmp")))
-  vars.RUNDIR, vars.ROOT, vars.OWNER_PID, vars.USER = rundir, ROOT, OWNER_PID, T.launch.user_directive()
+  vars.RUNDIR, vars.ROOT, vars.USER = rundir, ROOT, T.launch.user_directive()
   local ok, proc = pcall(T.launch.start_nginx, {
     name = conf, rundir = rundir, nports = #names, timeout = 30 * SLOW,
     env = { APIFY_TOKEN = TOKEN },
@@ -117,6 +117,7 @@ local function start_host(conf, names, vars, rundir)
     end,
   })
   if not ok then T.rmrf(rundir) error(proc) end
+  T.launch.watch(rundir, OWNER_PID, proc.pid)   -- stops it once this process is gone
   local host = setmetatable({ rundir = rundir, master_pid = proc.pid }, Host)
   for i, name in ipairs(names) do host[name:lower()] = proc.ports[i] end
   host.worker_pid = tonumber(get(proc.ports[1], "/lua-ping").body)
@@ -170,6 +171,7 @@ local function start_example(emu)
     end,
   })
   if not ok then T.rmrf(prefix) error(proc) end
+  T.launch.watch(prefix, OWNER_PID, proc.pid)
   return setmetatable({ rundir = prefix, master_pid = proc.pid, port = proc.ports[1] }, Host)
 end
 

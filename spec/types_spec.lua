@@ -151,6 +151,9 @@ describe("type definitions (types/apify/kvs.lua)", function()
     keys_listing:close()
     same(objects, union(defs_methods["apify.kvs.Listing"] or {}, defs_methods["apify.kvs.Job"] or {}),
          "listing and job methods")
+    local plan = store:listing{ parallel = 2 }
+    same(method_names(plan), defs_methods["apify.kvs.Plan"] or {}, "plan methods")
+    plan:close()
   end)
 
   -- For each call: the options the module takes (asked: an unknown name raises "unknown
@@ -231,6 +234,32 @@ end)
 
 -- docs/reference.md's "Editor support": the .luarc.json that points lua-language-server at the definitions
 -- (Debian 12 packages no lua-language-server to run on them: its settings are checked here).
+describe("type definitions of apify.kvs.openresty (types/apify/kvs/openresty.lua)", function()
+  it("declare the module's functions and the methods of what open returns", function()
+    local defs = parse_defs(slurp("types/apify/kvs/openresty.lua"))
+    -- loaded where nginx would say "content" (it reads ngx when it loads); open makes no
+    -- request, so a store of a client of port 1 does
+    local saved = rawget(_G, "ngx")
+    _G.ngx = { get_phase = function() return "content" end }
+    local ok, ngx_kvs = pcall(assert(loadfile("lua/apify/kvs/openresty.lua")))
+    local pages
+    if ok then
+      local store = kvs.new{ base_url = "http://127.0.0.1:1", token = false }:store("s")
+      ok, pages = pcall(ngx_kvs.open, store, { parallel = 2 })
+    end
+    _G.ngx = saved
+    assert(ok, pages or ngx_kvs)
+    local fns, fields = {}, {}
+    for k, v in pairs(ngx_kvs) do
+      if type(v) == "function" then fns[k] = true else fields[k] = true end
+    end
+    same(fns, defs["apify.kvs.openresty"] or {}, "apify.kvs.openresty functions")
+    assert.are.same({}, fields)
+    same(method_names(pages), defs["apify.kvs.openresty.Pages"] or {}, "the methods of ngx_kvs.open's object")
+    pages:close()
+  end)
+end)
+
 describe("the manual's .luarc.json for lua-language-server", function()
   local cjson = require "cjson"
   local section, config

@@ -6,7 +6,6 @@ local kvs = require "apify.kvs"
 local ngx_kvs = require "apify.kvs.openresty"
 local cjson = require "cjson"
 local semaphore = require "ngx.semaphore"
-local process = require "ngx.process"
 local ffi = require "ffi"
 
 local M = {}
@@ -140,19 +139,6 @@ function M.blocking()
   local n = 0
   for _ in client:store("s"):keys{ page_size = 500 } do n = n + 1 end
   ngx.print(n)
-end
-
--- Stops this nginx once the spec's process is gone (a crashed run leaves nothing behind).
-function M.watch_owner(pid)
-  assert(ngx.timer.every(0.5, function(premature)
-    if premature then return end
-    local f = io.open("/proc/" .. pid .. "/stat", "rb")
-    local stat = f and f:read("*a") or ""
-    if f then f:close() end
-    if stat == "" or stat:match("^%d+ %b() [ZX]") then
-      os.execute("kill -TERM " .. process.get_master_pid())
-    end
-  end))
 end
 
 ffi.cdef [[

@@ -21,21 +21,18 @@
 --
 -- TLS: sslhandshake with the host name (SNI) and certificate verification always on, against
 -- nginx's lua_ssl_trusted_certificate; the client's ca_file / ca_path do not apply here.
--- Connections go back to a keep-alive pool per origin (setkeepalive). Timeouts: the client's
--- `timeout` bounds each attempt (connect, TLS, request, reply).
+-- Connections go back to a keep-alive pool per origin (setkeepalive: lua_socket_keepalive_timeout
+-- and lua_socket_pool_size). The client's `timeout` bounds each attempt (connect, TLS, request,
+-- reply).
 --
 -- Do not call store:keys{} or store:list_keys{} in nginx: they do their I/O with libcurl and
 -- block the whole worker (every request it serves) until the listing ends. No C function is on
 -- the stack when this code yields; the client's on_retry hook runs inside C and must not yield.
 
 local ngx = ngx
+require "apify.kvs"      -- registers the error class
 
 local M = {}
-
--- Seconds an idle connection stays in its pool, and connections a pool keeps per worker
--- (nil: lua_socket_pool_size, 30 unless set).
-M.keepalive_timeout = 60
-M.pool_size = nil
 
 local ERROR_MT = debug.getregistry()["apify.kvs.error"]
 local unpack = table.unpack or unpack
@@ -144,7 +141,7 @@ local function exchange(req, feed)
       local keep = feed(data)
       if keep ~= nil then
         if keep and data then
-          sock:setkeepalive(M.keepalive_timeout * 1000, M.pool_size)
+          sock:setkeepalive()     -- lua_socket_keepalive_timeout, lua_socket_pool_size
         else
           sock:close()
         end
