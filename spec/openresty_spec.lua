@@ -144,8 +144,8 @@ local function get_h2(port, path)
 end
 
 -- The example's nginx.conf as shipped, from a scratch prefix linking the checkout's lua/,
--- build/jit/ and examples/; only its port, its run files' places and (as root) its user
--- differ, and it runs two workers, each connection going to either (reuseport).
+-- build/jit/ and examples/; only its port, its run files' places, (as root) its user and its
+-- retries' pace differ, and it runs two workers, each connection going to either (reuseport).
 local function start_example(emu)
   local prefix = T.tmpdir()
   assert(sh("mkdir -p " .. sh_quote(prefix .. "/build")
@@ -161,6 +161,8 @@ local function start_example(emu)
         { "build/openresty%-example/", "", 8 },
         { "listen 127%.0%.0%.1:8080;", "listen 127.0.0.1:" .. ports[1] .. " reuseport;", 1 },
         { "worker_processes auto;", "worker_processes 2;\n" .. T.launch.user_directive(), 1 },
+        { '(require%("keys_handler"%)%.stores = [^\n]*)', "%1\n        require(\"keys_handler\")"
+          .. ".client_options = { min_delay = 0.01, max_retries = 3 }   -- quick retries", 1 },
       }
       for _, e in ipairs(edits) do
         local n
@@ -538,6 +540,18 @@ describe("apify.kvs.openresty on cosockets in a real nginx", function()
       local hit = 0
       for _, q in ipairs(emu:requests()) do if q.fault then hit = hit + 1 end end
       assert.are.equal(2, hit)
+    end)
+
+    it("writes the error as the last line when a later page fails for good", function()
+      emu:config({ delay = 0.1 })
+      local res = run(example.port, { { path = "/stores/demo/keys", on_body = function()
+        emu:faults({ { kind = "status", status = 500, times = 40 } })
+      end } })[1]
+      assert.are.equal(200, res.status)
+      local keys, err = lines_of(res.body)
+      assert.is_true(#keys >= 1000 and #keys < 2500, "#keys " .. #keys)
+      same_keys(T.numbered(#keys, "img-"), keys)
+      assert.are.same({ "internal-server-error", 500, 3 }, { err.type, err.status, err.retries })
     end)
 
     it("keeps the keys in a shared dict, and any worker can ask for a listing now", function()
