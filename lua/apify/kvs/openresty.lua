@@ -111,10 +111,13 @@ local function connect(req, deadline)
     -- 0.1.25 fails an assertion (asked for a session) or answers true (asked for none): caught
     -- here, with the words nginx logs it under.
     local caught, session, herr = pcall(sock.sslhandshake, sock, nil, req.host, true)
-    if not caught and not tostring(session):find("assertion failed", 1, true) then error(session, 0) end
-    if not caught or not session then
+    if not caught then
+      if not tostring(session):find("assertion failed", 1, true) then error(session, 0) end
       sock:close()
-      if not caught then return nil, refused(req, "nginx's error log says why: \"lua ssl certificate ...\"") end
+      return nil, refused(req, "nginx's error log says why: \"lua ssl certificate ...\"")
+    end
+    if not session then
+      sock:close()
       return nil, connect_fault(req, "TLS handshake with", herr)
     end
   end
@@ -130,7 +133,7 @@ local function exchange(req, feed)
   for _ = 1, 2 do
     local sock, fault, msg = connect(req, deadline)
     if not sock then return fault, msg end
-    local reused, got = sock:getreusedtimes() > 0, false
+    local reused, got = (sock:getreusedtimes() or 0) > 0, false
     local ok, err = sock:send(req.request)
     while ok do
       sock:settimeout(ms_left(deadline))
