@@ -105,9 +105,9 @@ static void out_of_range(lua_State *L, int arg, const option_row *r)
     char lo[32], hi[32];
     if (r->kind == KVS_OPT_INTEGER) {       /* whole numbers, written out: 0..9007199254740991 */
         snprintf(lo, sizeof lo, "%lld", (long long)r->lo);
-        snprintf(hi, sizeof hi, "%lld", (long long)r->hi);
-        if (r->hi >= KVS_INT_MAX_LL)
+        if (r->hi >= KVS_INT_MAX_LL)         /* no upper bound (and no long long holds it) */
             luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be an integer >= %s", r->name, lo));
+        snprintf(hi, sizeof hi, "%lld", (long long)r->hi);
         luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be an integer in %s..%s", r->name,
                       lo, hi));
     }
