@@ -96,11 +96,10 @@ static void cancel_aborted(kvs_par *p)
     }
 }
 
-/* Sends what the planner says may go now. */
+/* Adds what the planner says may go now to the multi handle (sent by the next turn). */
 static void start_requests(kvs_par *p)
 {
     kvs_plan_request req;
-    int sent = 0;
     while (kvs_plan_next_request(p->plan, kvs_monotonic(), &req)) {
         transfer *t = by_id(p, 0);
         CURL *easy;
@@ -125,17 +124,15 @@ static void start_requests(kvs_par *p)
             continue;
         }
         p->running++;
-        sent = 1;
     }
     cancel_aborted(p);
-    if (sent) kvs_sockets_drive(p->multi, &p->sockets);
 }
 
-/* Hands the finished transfers to the planner. */
-static void harvest(kvs_par *p)
+/* Hands the finished transfers to the planner; returns how many. */
+static int harvest(kvs_par *p)
 {
     CURLMsg *m;
-    int left, i;
+    int left, i, n = 0;
     while ((m = curl_multi_info_read(p->multi, &left)) != NULL) {
         CURL *easy = m->easy_handle;
         CURLcode rc = m->data.result;   /* m is gone once the handle is removed */
@@ -161,18 +158,26 @@ static void harvest(kvs_par *p)
         release(p, t);              /* msg lives in the conn, which stays */
         kvs_plan_reply_end(p->plan, id, fault, msg, kvs_monotonic());
         cancel_aborted(p);
+        n++;
     }
+    return n;
 }
 
-/* The work that is ready, without waiting. */
+/* The work that is ready, without waiting.  A turn can finish the transfers it
+ * sends (a reused connection, a reply already there): they are handed to the
+ * planner before returning, never left for after a wait, which nothing would
+ * end (no socket to wake it, no timer: libcurl is done with them).  Their
+ * replies may let the next requests go: a few more turns do that at once. */
 void kvs_par_poll(kvs_par *p)
 {
-    if (kvs_plan_error(p->plan) || kvs_plan_finished(p->plan)) return;
-    if (p->running > 0) {
+    int round;
+    for (round = 0; round < 3; round++) {
+        if (kvs_plan_error(p->plan) || kvs_plan_finished(p->plan)) return;
+        start_requests(p);
+        if (p->running == 0) return;
         kvs_sockets_drive(p->multi, &p->sockets);
-        harvest(p);
+        if (!harvest(p)) return;
     }
-    start_requests(p);
 }
 
 /* Blocks until a transfer moves, a retry is due or the bucket has a token. */
