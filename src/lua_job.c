@@ -48,7 +48,7 @@ static int take_page(lua_State *L, listing_ud *u)
             settle_if_finished(L, u);
             return 0;
         }
-        kvs_view_page(u);
+        kvs_view_page(L, u);
     }
     return 1;
 }
@@ -77,6 +77,7 @@ static int job_poll(lua_State *L)
     u->hook.L = L;
     if (u->core) kvs_async_poll(u->async);
     else if (u->par) kvs_par_poll(u->par);
+    kvs_listing_account(L, u);
     u->view.budget = (double)max;
     kvs_push_kept_iterator(L, 1);
     return 1;

@@ -127,8 +127,12 @@ static int next_page(lua_State *L, listing_ud *u)
             return 0;
         if (u->par) {                   /* parallel: the driver blocks until a page */
             int rc = kvs_par_take(u->par, &u->page);
+            if (rc == 2) {
+                kvs_listing_account(L, u);  /* descriptors are short: collect the dropped */
+                continue;
+            }
             if (rc > 0) {
-                kvs_view_page(u);
+                kvs_view_page(L, u);
                 if (u->view.count > 0) return 1;
                 continue;
             }
@@ -144,12 +148,13 @@ static int next_page(lua_State *L, listing_ud *u)
         kvs_listing_drive(L, u);
         kvs_async_poll(u->async);
         if (kvs_async_take(u->async, &u->page)) {
-            kvs_view_page(u);
+            kvs_view_page(L, u);
             if (u->view.count > 0) return 1;
         } else if (kvs_async_finished(u->async)) {
             kvs_listing_settle(L, u);
         } else {
-            kvs_async_wait(u->async, 1.0);
+            kvs_listing_account(L, u);      /* a retry may wait for descriptors */
+            if (u->async) kvs_async_wait(u->async, 1.0);   /* unless a collection closed u */
         }
     }
 }
