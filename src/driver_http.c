@@ -149,6 +149,7 @@ void kvs_http_detach(kvs_http *h)
     curl_multi_cleanup(h->multi);       /* its drivers removed their transfers */
     h->multi = NULL;
     h->sockets.n = 0;
+    h->sockets.untracked = 0;
 }
 
 int kvs_http_add(kvs_http *h, void *easy)
