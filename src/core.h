@@ -140,6 +140,11 @@ void kvs_page_reset(kvs_page *p);
 void kvs_page_free(kvs_page *p);
 void kvs_page_swap(kvs_page *a, kvs_page *b);   /* contents and buffers trade places */
 
+/* Bytes of memory held (buffers as allocated; yajl's and zlib's state as an
+ * estimate), for a binding to tell its garbage collector what an object costs. */
+size_t kvs_page_memory(const kvs_page *p);
+size_t kvs_reply_memory(const kvs_reply *r);
+
 /* --- gzip bodies (core_inflate.c) --------------------------------------- */
 
 typedef struct kvs_inflate kvs_inflate;
@@ -155,6 +160,7 @@ enum {
 
 kvs_inflate *kvs_inflate_new(void);
 void         kvs_inflate_free(kvs_inflate *z);
+size_t       kvs_inflate_memory(const kvs_inflate *z);   /* as kvs_page_memory */
 /* Starts a body; at most about max_out decoded bytes are ever made.  0, or -1 (no memory). */
 int          kvs_inflate_begin(kvs_inflate *z, size_t max_out);
 /* Inflates `n` bytes, handing the decoded bytes to sink (nonzero: stop).  KVS_INFLATE_*.
@@ -232,6 +238,7 @@ typedef struct kvs_listing kvs_listing;
 
 kvs_listing *kvs_listing_new(const kvs_listing_config *cfg);
 void         kvs_listing_free(kvs_listing *l);
+size_t       kvs_listing_memory(const kvs_listing *l);   /* as kvs_page_memory */
 
 /* Fills `req` with the next request to send; 0 when there is none (done or failed). */
 int  kvs_listing_next_request(kvs_listing *l, kvs_request *req);
@@ -382,6 +389,7 @@ typedef struct kvs_plan_request {
  * the rate.  `ordered`: pages come out in key order; else as they arrive. */
 kvs_plan *kvs_plan_new(const kvs_listing_config *cfg, int parallel, double rate, int ordered);
 void      kvs_plan_free(kvs_plan *p);
+size_t    kvs_plan_memory(const kvs_plan *p);      /* as kvs_page_memory */
 /* 1: send `req` now (the bucket's token is spent); 0: nothing may go now. */
 int       kvs_plan_next_request(kvs_plan *p, double now, kvs_plan_request *req);
 /* 1: abort transfer *id; 0: none to abort. */

@@ -40,6 +40,12 @@ void kvs_inflate_free(kvs_inflate *z)
     free(z);
 }
 
+size_t kvs_inflate_memory(const kvs_inflate *z)
+{
+    /* zlib's inflate state (7 KiB) and its 32 KiB window */
+    return sizeof *z + (z->ready ? 40960 : 0);
+}
+
 int kvs_inflate_begin(kvs_inflate *z, size_t max_out)
 {
     z->out_total = 0;

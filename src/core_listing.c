@@ -129,6 +129,13 @@ kvs_listing *kvs_listing_new(const kvs_listing_config *cfg)
     return l;
 }
 
+size_t kvs_listing_memory(const kvs_listing *l)
+{
+    return sizeof *l + l->url_base.cap + l->url.cap + l->cursor.cap + l->upper.cap
+         + l->secret_len + (l->reply ? kvs_reply_memory(l->reply) : 0)
+         + (l->gz ? kvs_inflate_memory(l->gz) : 0) + kvs_page_memory(&l->page);
+}
+
 void kvs_listing_free(kvs_listing *l)
 {
     if (!l) return;

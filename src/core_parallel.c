@@ -264,6 +264,18 @@ void kvs_plan_free(kvs_plan *p)
     free(p);
 }
 
+size_t kvs_plan_memory(const kvs_plan *p)
+{
+    size_t n = sizeof *p + p->cancels_cap * sizeof *p->cancels + p->first.cap + p->proof.cap;
+    int i, j;
+    for (i = 0; i < p->n; i++) {
+        const kvs_shard *s = p->s[i];
+        n += sizeof *s + s->cursor.cap + s->hi.cap + (s->l ? kvs_listing_memory(s->l) : 0);
+        for (j = 0; j < K; j++) n += kvs_page_memory(&s->pages[j]);
+    }
+    return n;
+}
+
 const kvs_error *kvs_plan_error(const kvs_plan *p)
 {
     return p->failed ? &p->err : NULL;

@@ -88,6 +88,11 @@ void kvs_page_swap(kvs_page *a, kvs_page *b)
     *b = t;
 }
 
+size_t kvs_page_memory(const kvs_page *p)
+{
+    return p->cap * sizeof *p->items + p->bytes.cap + p->next.cap + p->start.cap;
+}
+
 void kvs_page_free(kvs_page *p)
 {
     free(p->items);
@@ -356,6 +361,12 @@ void kvs_reply_free(kvs_reply *r)
     kvs_buf_free(&r->err_message);
     kvs_buf_free(&r->raw);
     free(r);
+}
+
+size_t kvs_reply_memory(const kvs_reply *r)
+{
+    /* yajl's handle, lexer and buffers: a few KiB */
+    return sizeof *r + 4096 + r->err_type.cap + r->err_message.cap + r->raw.cap;
 }
 
 int kvs_reply_begin(kvs_reply *r, int status, kvs_page *page, size_t max_items)

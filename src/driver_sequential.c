@@ -64,13 +64,12 @@ static int seq_next(void *d, kvs_page *mine)
 
 static int seq_take(void *d, kvs_page *mine)
 {
-    for (;;) {
-        kvs_async *a = driven(d);
-        int rc;
-        if (a) kvs_async_poll(a);
-        if ((rc = seq_next(d, mine)) != 0 || seq_finished(d)) return rc;
-        kvs_async_wait(a, 1.0);
-    }
+    kvs_async *a = driven(d);
+    int rc;
+    if (a) kvs_async_poll(a);
+    if ((rc = seq_next(d, mine)) != 0 || seq_finished(d)) return rc;
+    kvs_async_wait(a, 1.0);
+    return KVS_DRIVER_AGAIN;
 }
 
 static double seq_timeout(void *d)
@@ -86,6 +85,12 @@ static size_t seq_sockets(void *d, const kvs_socket **sockets)
     return q->async ? kvs_async_sockets(q->async, sockets) : 0;
 }
 
+static size_t seq_memory(void *d)
+{
+    sequential *q = d;
+    return sizeof *q + kvs_listing_memory(q->core) + (q->async ? kvs_async_memory(q->async) : 0);
+}
+
 static void seq_free(void *d)
 {
     sequential *q = d;
@@ -95,7 +100,8 @@ static void seq_free(void *d)
 }
 
 static const kvs_driver_ops sequential_ops = {
-    seq_poll, seq_next, seq_take, seq_finished, seq_error, seq_timeout, seq_sockets, seq_free
+    seq_poll, seq_next, seq_take, seq_finished, seq_error, seq_timeout, seq_sockets, seq_memory,
+    seq_free
 };
 
 int kvs_driver_sequential(kvs_driver *out, const kvs_settings *s, const kvs_listing_config *cfg,

@@ -37,7 +37,7 @@ static int take_page(lua_State *L, listing_ud *u)
             settle_if_finished(L, u);
             return 0;
         }
-        kvs_view_page(u);
+        kvs_view_page(L, u);
     }
     return 1;
 }
@@ -65,6 +65,7 @@ static int job_poll(lua_State *L)
         luaL_argerror(L, 2, "max_keys must be an integer >= 1");
     u->hook.L = L;
     if (u->drv.ops) u->drv.ops->poll(u->drv.d);
+    kvs_listing_account(L, u);
     u->view.budget = (double)max;
     kvs_push_kept_iterator(L, 1);
     return 1;

@@ -125,8 +125,11 @@ static int next_page(lua_State *L, listing_ud *u)
         }
         if (u->run != L_RUNNING || !u->client)
             return 0;
-        if (u->drv.ops->take(u->drv.d, &u->page) > 0) {    /* blocks until a page comes */
-            kvs_view_page(u);
+        int rc = u->drv.ops->take(u->drv.d, &u->page);    /* blocks until a page comes */
+        if (rc == KVS_DRIVER_AGAIN) {
+            kvs_listing_account(L, u);  /* a retry may wait for descriptors: collect the dropped */
+        } else if (rc > 0) {
+            kvs_view_page(L, u);
             if (u->view.count > 0) return 1;
         } else {
             kvs_listing_settle(L, u);                       /* finished, or failed */

@@ -141,12 +141,57 @@ void kvs_push_kept_iterator(lua_State *L, int idx)
 
 /* --- handing out ------------------------------------------------------------------------- */
 
-void kvs_view_page(listing_ud *u)
+void kvs_view_page(lua_State *L, listing_ud *u)
 {
     u->view.items = u->page.items;
     u->view.bytes = u->page.bytes.data;
     u->view.count = (int32_t)u->page.count;
     u->view.pos = 0;
+    kvs_listing_account(L, u);
+}
+
+/* --- what the garbage collector cannot see ---------------------------------------------- */
+
+/* A listing's pages, buffers and libcurl handles live in C memory, about 20 KiB to a few
+ * MiB of it, under a userdata of a few hundred bytes: a program that drops listings
+ * without close() (a break before Lua 5.4, an error in the loop) would pile them up
+ * while its collector, pacing itself on what Lua allocated, saw no reason to run.  So
+ * each growth of it is charged once, as if Lua had allocated it (LUA_GCSTEP with the
+ * KiB): dropped listings are collected at the pace of the program's own garbage, whatever
+ * the size of its heap.  A stopped collector is left stopped (Lua 5.1 cannot tell: a
+ * charge restarts it there).
+ * Descriptors are not left to that pace: a listing dropped with a request in flight
+ * gives its connection back at the next turn of the client's transfers (driver_http.c),
+ * and when a socket could not be had (EMFILE, ENFILE), a full collection closes the
+ * listings and clients the program dropped before the request is tried again. */
+static size_t held_memory(const listing_ud *u)
+{
+    return (u->core ? kvs_listing_memory(u->core) : 0)
+         + (u->drv.ops ? u->drv.ops->memory(u->drv.d) : 0) + kvs_page_memory(&u->page);
+}
+
+static int collector_running(lua_State *L)
+{
+#ifdef LUA_GCISRUNNING                  /* 5.2+, LuaJIT 2.1 */
+    return lua_gc(L, LUA_GCISRUNNING, 0);
+#else
+    (void)L;
+    return 1;
+#endif
+}
+
+void kvs_listing_account(lua_State *L, listing_ud *u)
+{
+    size_t now;
+    if (!u->client) return;
+    if (kvs_http_take_shortages(u->client->settings.http) > 0 && collector_running(L))
+        lua_gc(L, LUA_GCCOLLECT, 0);    /* may close listings, this one too: look again */
+    now = held_memory(u);
+    if (now >= u->charged + 1024) {
+        size_t kb = (now - u->charged) >> 10;
+        u->charged = now;
+        if (collector_running(L)) lua_gc(L, LUA_GCSTEP, kb > 0x7fffffff ? 0x7fffffff : (int)kb);
+    }
 }
 
 int kvs_push_item(lua_State *L, listing_ud *u)

@@ -45,6 +45,7 @@ typedef struct listing_ud {
     kvs_page     page;        /* the page being handed out */
     run_t        run;
     kvs_error    err;         /* when run == L_FAILED */
+    size_t       charged;     /* bytes of C memory the garbage collector was told of */
     kvs_retry_hook hook;      /* hook.L: set by every call that may drive the listing */
     kvs_http_reader *http;    /* listing: the reply of http_request() read from raw bytes */
 } listing_ud;
@@ -75,8 +76,13 @@ void kvs_listing_start_driver(lua_State *L, listing_ud *u, const kvs_opts *o,
 void kvs_keep_iterator(lua_State *L, int idx);
 void kvs_push_kept_iterator(lua_State *L, int idx);
 
-/* After a page was swapped into u->page: the view shows it from its start. */
-void kvs_view_page(listing_ud *u);
+/* After a page was swapped into u->page: the view shows it from its start (and
+ * kvs_listing_account runs). */
+void kvs_view_page(lua_State *L, listing_ud *u);
+/* Tells the garbage collector what it cannot see: the growth of the C memory `u` holds
+ * (as if Lua had allocated it), and, after a transfer of the client found no descriptor
+ * left, that a full collection is due (it closes what the program dropped). */
+void kvs_listing_account(lua_State *L, listing_ud *u);
 /* Pushes key, size, url (nil when absent or urls = false) of the next item; returns 3. */
 int  kvs_push_item(lua_State *L, listing_ud *u);
 /* Lets go of drivers, core and buffers, keeping a failure's error. */

@@ -72,7 +72,7 @@ static int push_step(lua_State *L, listing_ud *u, kvs_step step, double wait)
     switch (step) {
     case KVS_STEP_PAGE:
         kvs_listing_take_page(u->core, &u->page);
-        kvs_view_page(u);
+        kvs_view_page(L, u);
         lua_pushliteral(L, "page");
         lua_pushinteger(L, (lua_Integer)u->page.count);
         return 2;
