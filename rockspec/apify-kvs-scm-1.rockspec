@@ -44,6 +44,6 @@ build = {
       lua = { ["apify.kvs.openresty"] = "lua/apify/kvs/openresty.lua" },
       bin = { ["apify-kvs"] = "bin/apify-kvs" },
    },
-   -- lua-language-server definitions (types/apify/kvs.lua), see README
-   copy_directories = { "types" },
+   -- lua-language-server definitions (types/), see docs/reference.md, "Editor support"; the manual
+   copy_directories = { "types", "docs" },
 }

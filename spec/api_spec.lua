@@ -10,7 +10,7 @@ end
 
 describe("apify.kvs module", function()
   it("has a version and names its transport", function()
-    assert.are.equal("apify.kvs 0.3.0", kvs._VERSION)
+    assert.are.equal("apify.kvs 0.4.0", kvs._VERSION)
     assert.matches("^libcurl/%d+%.%d+", kvs._TRANSPORT)
   end)
 

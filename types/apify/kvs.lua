@@ -6,7 +6,7 @@
 -- below exists in the module, and the other way round.
 
 ---@class apify.kvs
----@field _VERSION string "apify.kvs 0.3.0"
+---@field _VERSION string "apify.kvs 0.4.0"
 ---@field _TRANSPORT string the libcurl version string the module runs on
 ---@field _FFI boolean true when the iterators read pages through LuaJIT's FFI (LuaJIT only; APIFY_KVS_FFI=0 turns it off)
 local kvs = {}
