@@ -1,24 +1,31 @@
 # apify.kvs — build, demo and tests.
 #
-#   make demo    build, start the local API emulator, list a store through the module
-#   make test    the busted suite under Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT, then `make check`
+#   make demo    build, start the local API emulator, list a store through the module; it prints
+#                each command and the environment (an export line) they need
+#   make emulator  an emulator over examples/storage that keeps running (make emulator-stop),
+#                for running make demo's commands by hand; make demo then uses it
+#   make test    the busted suite under Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT, the hosted specs
+#                (emulator, nginx, C host, LÖVE), ASan/UBSan and valgrind (what `make check`
+#                runs), the fuzz and bench smoke runs: all at once
 #   make check   the suite again against an ASan/UBSan build, and a valgrind run
 #   make check-layers  the core, the platform helpers and the drivers compile without Lua
 #   make test-timing  the speed claims (frame times, prefetch overlap, parallel speed-up,
 #                rate caps, OpenResty concurrency): on a quiet machine only, never in make test
-#   make bench   bench/run.sh: apify.kvs against the alternatives (bench/README.md)
+#   make bench   bench/run.sh: apify.kvs against the alternatives (docs/performance.md)
 #   make fuzz    libFuzzer targets of the sans-I/O core (fuzz/), FUZZ_SECONDS (180) each
 #   make fuzz-smoke  those targets over their seeds and regressions, a few seconds each
 #   make         the module for every Lua: build/<5.1|5.2|5.3|5.4|jit>/apify/kvs.so
 #   make install the module, its Lua files, bin/apify-kvs and the type definitions for one
 #                Lua (LUA=5.1|5.2|5.3|5.4|jit, default 5.4) under PREFIX (/usr/local), DESTDIR
-#   make rock    build/rock/apify-kvs-<version>-1.src.rock from this checkout, offline
+#   make rock    build/rock/apify-kvs-<version>-1.src.rock at the tag v<version>, otherwise
+#                apify-kvs-scm-1.src.rock of the tree as it is; offline
 #
-# `make` needs only the build dependencies (BUILD_DEBS: cc, pkg-config, libcurl, yajl, zlib, Lua
-# headers); test, demo and bench install their tools (TEST_DEBS) when they need them.
+# `make` needs only the build dependencies (BUILD_DEBS: cc, pkg-config, libcurl, yajl, zlib,
+# http-parser, Lua headers); test, demo and bench install their tools (TEST_DEBS) when they need them.
 # Missing Debian packages are installed with apt-get when run as root; otherwise the build
 # stops with the exact command to run. Without dpkg-query (not Debian) the Makefile prints
-# what it needs and goes on when pkg-config finds libcurl, yajl and zlib.
+# what it needs and goes on when pkg-config finds libcurl, yajl and zlib (http-parser has no
+# pkg-config file: -lhttp_parser must find it).
 
 SHELL      := /bin/bash
 CC         ?= cc
@@ -42,23 +49,27 @@ CFLAGS_ALL  = -std=c99 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -fPIC -g $(OP
               -fvisibility=hidden -Wall -Wextra -Wshadow -Wstrict-prototypes \
               -Wmissing-prototypes $(WERROR)
 DEPS_CFLAGS = $(shell pkg-config --cflags libcurl yajl zlib)
-DEPS_LIBS   = $(shell pkg-config --libs libcurl yajl zlib)
+DEPS_LIBS   = $(shell pkg-config --libs libcurl yajl zlib) -lhttp_parser
 SANITIZE   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-# Debian packages. Building: a C compiler, pkg-config, libcurl, yajl, zlib, the Lua headers.
-BUILD_DEBS := build-essential pkg-config libcurl4-openssl-dev libyajl-dev zlib1g-dev \
+# Debian packages. Building: a C compiler, pkg-config, libcurl, yajl, zlib, http-parser (the
+# core reads raw HTTP/1.1 replies with it), the Lua headers.
+BUILD_DEBS := build-essential pkg-config libcurl4-openssl-dev libyajl-dev zlib1g-dev libhttp-parser-dev \
         liblua5.1-0-dev liblua5.2-dev liblua5.3-dev liblua5.4-dev libluajit2-5.1-dev
 # Tests, demo, bench: interpreters, busted, lua-cjson, luasocket, the emulator (nginx + Lua
 # module, luaossl for the emulator's URL signatures), LuaRocks and zip (packaging specs), valgrind,
-# LÖVE, zlib (bench/gen.c). nodejs and npm (JS_DEPS) only when npm is missing.
+# the openssl tool (the TLS specs' CAs and certificates), LÖVE, zlib (bench/gen.c). nodejs and
+# npm (JS_DEPS) only when npm is missing.
 TEST_DEBS := lua5.1 lua5.2 lua5.3 lua5.4 luajit2 lua-busted lua-cjson lua-socket lua-filesystem \
-        nginx libnginx-mod-http-lua lua-luaossl luarocks zip valgrind curl ca-certificates time love zlib1g-dev \
+        nginx libnginx-mod-http-lua lua-luaossl luarocks zip valgrind curl ca-certificates openssl time love zlib1g-dev \
         clang libclang-rt-14-dev
 DEMO_DEBS := lua5.4 lua-socket lua-cjson lua-filesystem nginx libnginx-mod-http-lua
 
 # Installation (make install / uninstall): LUA picks the interpreter. With PREFIX equal to
 # the prefix of that Lua's pkg-config file (/usr on Debian) its INSTALL_CMOD / INSTALL_LMOD
-# are used, otherwise the usual PREFIX/lib/lua/5.x and PREFIX/share/lua/5.x.
+# are used, otherwise the usual PREFIX/lib/lua/5.x and PREFIX/share/lua/5.x. LuaJIT has no
+# directory of its own (its package.cpath is Lua 5.1's): LUA=jit and LUA=5.1 install the same
+# paths, each build loading in both interpreters (src/compat.h).
 LUA        ?= 5.4
 PREFIX     ?= /usr/local
 DESTDIR    ?=
@@ -68,13 +79,15 @@ PC_OR       = $(or $(if $(filter $(PREFIX),$(LUA_PC_PREFIX)),$(shell pkg-config 
 INSTALL_CMOD ?= $(call PC_OR,INSTALL_CMOD,$(PREFIX)/lib/lua/$(LUA_ABI))
 INSTALL_LMOD ?= $(call PC_OR,INSTALL_LMOD,$(PREFIX)/share/lua/$(LUA_ABI))
 INSTALL_BIN  ?= $(PREFIX)/bin
-INSTALL_TYPES ?= $(PREFIX)/share/apify-kvs/types
+INSTALL_DATA ?= $(PREFIX)/share/apify-kvs
+INSTALL_TYPES ?= $(INSTALL_DATA)/types
+INSTALL_LIST  = $(INSTALL_DATA)/installed-$(LUA)
 
 VERSION    := $(shell sed -n 's/^\#define KVS_VERSION "\(.*\)"/\1/p' src/kvs.h)
 ROCK_REV   := 1
-ROCK_FILES := src lua bin types rockspec LICENSE CHANGELOG.md README.md
+ROCK_FILES := src lua bin types docs rockspec LICENSE CHANGELOG.md README.md
 
-.PHONY: all deps test-deps demo-deps js-deps build demo test test-timing check check-layers asan valgrind bench bench-smoke \
+.PHONY: all deps test-deps demo-deps js-deps build demo emulator emulator-stop test test-timing check check-layers asan valgrind bench bench-smoke \
         fuzz fuzz-smoke clean \
         install uninstall rock
 
@@ -99,8 +112,8 @@ APT_ENSURE = missing=$$(for p in $$pkgs; do \
 deps:
 	@pkgs="$(BUILD_DEBS)"; \
 	if command -v dpkg-query >/dev/null 2>&1; then $(APT_ENSURE); else \
-	  echo "deps: no dpkg-query (not Debian); building needs a C compiler, pkg-config, libcurl, yajl, zlib"; \
-	  echo "  and the Lua headers (Debian: $$pkgs; README.md names Alpine, Fedora, Homebrew packages)"; \
+	  echo "deps: no dpkg-query (not Debian); building needs a C compiler, pkg-config, libcurl, yajl, zlib, http-parser"; \
+	  echo "  and the Lua headers (Debian: $$pkgs; docs/install.md names Alpine, Fedora, Homebrew packages)"; \
 	  pkg-config --exists libcurl yajl zlib \
 	    || { echo "deps: pkg-config finds no libcurl, yajl or zlib (set PKG_CONFIG_PATH?)"; exit 1; }; \
 	  echo "deps: pkg-config finds libcurl, yajl and zlib: going on"; \
@@ -140,10 +153,17 @@ build/asan/apify/kvs.so: $(SRCS) $(HDRS) | deps
 	$(CC) $(CFLAGS_ALL) -O1 $(SANITIZE) $(CFLAGS) $(shell pkg-config --cflags lua5.4) $(DEPS_CFLAGS) \
 	  -shared -o $@ $(SRCS) $(DEPS_LIBS) $(LDFLAGS)
 
-demo: build/5.4/apify/kvs.so | demo-deps
-	@bash examples/demo.sh
+# (LUA, as for make install, picks the interpreter: 5.4 by default)
+demo: build/$(LUA)/apify/kvs.so | demo-deps
+	@LUA=$(BIN_$(LUA)) bash examples/demo.sh
 
-# Every target of the suite in one run, six at a time (spec/run), the longest first
+# An emulator that outlives make demo, for running its commands by hand (examples/demo.sh).
+emulator: build/$(LUA)/apify/kvs.so | demo-deps
+	@LUA=$(BIN_$(LUA)) bash examples/demo.sh start
+emulator-stop:
+	@LUA=$(BIN_$(LUA)) bash examples/demo.sh stop
+
+# Every target of the suite in one run, twelve at a time (spec/run), the longest first
 # (valgrind and ASan in two halves each); the fuzz and bench smoke runs go beside the specs, which
 # mostly wait on sockets, and report after them.
 test: build build/asan/apify/kvs.so | test-deps js-deps
@@ -165,7 +185,7 @@ check: asan valgrind
 # yajl's, none with a Lua one; the headers each one read (-MD) must name no Lua
 # or binding header, which would also catch one found in a default include
 # directory.  And core_*.c include nothing but core.h, the planner's private
-# core_plan_internal.h, libc, yajl and zlib; no other file includes that one;
+# core_plan_internal.h, libc, yajl, zlib and http-parser; no other file includes that one;
 # and no two core files call each other, directly or around a circle (the
 # objects' symbols, sorted with tsort).
 CORE_LIBC := assert|ctype|errno|float|inttypes|limits|math|stdarg|stdbool|stddef|stdint|stdio|stdlib|string|strings
@@ -182,8 +202,8 @@ check-layers: | deps
 	  fi; \
 	done; \
 	bad=$$(grep -HnE '^[[:space:]]*#[[:space:]]*include' src/core_*.c \
-	  | grep -vE '#[[:space:]]*include[[:space:]]*("core(_plan_internal)?\.h"|<($(CORE_LIBC))\.h>|<yajl/[a-z_]+\.h>|<zlib\.h>)'); \
-	if [ -n "$$bad" ]; then echo "check-layers: core files include more than core.h, core_plan_internal.h, libc, yajl, zlib:"; \
+	  | grep -vE '#[[:space:]]*include[[:space:]]*("core(_plan_internal)?\.h"|<($(CORE_LIBC))\.h>|<yajl/[a-z_]+\.h>|<zlib\.h>|<http_parser\.h>)'); \
+	if [ -n "$$bad" ]; then echo "check-layers: core files include more than core.h, core_plan_internal.h, libc, yajl, zlib, http-parser:"; \
 	  echo "$$bad"; fail=1; fi; \
 	bad=$$(grep -lE '#[[:space:]]*include[[:space:]]*"core_plan_internal\.h"' src/*.c src/*.h | grep -v '^src/core_'); \
 	if [ -n "$$bad" ]; then echo "check-layers: the planner's internals are the core's own, but these include them:"; \
@@ -195,7 +215,7 @@ check-layers: | deps
 	if ! tsort build/layers/calls.txt >/dev/null 2>build/layers/circle.txt; then \
 	  echo "check-layers: core files call each other around a circle:"; cat build/layers/circle.txt; fail=1; fi; \
 	[ $$fail = 0 ] && echo "layers:   core_*.c, platform.c and driver_*.c compile without Lua; core_*.c include only core.h," \
-	  "core_plan_internal.h, libc, yajl, zlib, and call each other in no circle"
+	  "core_plan_internal.h, libc, yajl, zlib, http-parser, and call each other in no circle"
 
 asan: build/asan/apify/kvs.so | test-deps
 	@bash spec/run asan
@@ -203,7 +223,7 @@ asan: build/asan/apify/kvs.so | test-deps
 valgrind: build/5.4/apify/kvs.so | test-deps
 	@bash spec/run valgrind
 
-# The benchmark (see bench/README.md); N, R, DELAY, WORK, PEERS pass through.
+# The benchmark (see docs/performance.md); N, R, DELAY, WORK, PEERS pass through.
 bench: build | test-deps
 	@bash bench/run.sh
 
@@ -215,35 +235,81 @@ bench-smoke: build | test-deps
 	@echo "bench:    bench/run.sh ran at N=2000 (table in build/bench-smoke.md)"
 
 # One Lua's module, Lua files, command-line tool and type definitions (see LUA, PREFIX above).
+# The list INSTALL_LIST names what the install wrote ("file PATH") and each directory it had to
+# create ("dir PATH"), without DESTDIR, for make uninstall; a second install of the same LUA
+# keeps the directories of the first.
+INSTALL_DIRS  = $(INSTALL_CMOD)/apify $(INSTALL_LMOD)/apify/kvs $(INSTALL_BIN) $(INSTALL_TYPES)/apify/kvs \
+                $(INSTALL_DATA)
 install: build/$(LUA)/apify/kvs.so
-	install -d $(DESTDIR)$(INSTALL_CMOD)/apify $(DESTDIR)$(INSTALL_LMOD)/apify/kvs \
-	  $(DESTDIR)$(INSTALL_BIN) $(DESTDIR)$(INSTALL_TYPES)/apify
-	install -m 755 build/$(LUA)/apify/kvs.so $(DESTDIR)$(INSTALL_CMOD)/apify/kvs.so
-	install -m 644 lua/apify/kvs/openresty.lua $(DESTDIR)$(INSTALL_LMOD)/apify/kvs/openresty.lua
-	sed '1s|^#!.*|#!/usr/bin/env $(BIN_$(LUA))|' bin/apify-kvs >$(DESTDIR)$(INSTALL_BIN)/apify-kvs
-	chmod 755 $(DESTDIR)$(INSTALL_BIN)/apify-kvs
-	install -m 644 types/apify/kvs.lua $(DESTDIR)$(INSTALL_TYPES)/apify/kvs.lua
+	@set -e; d='$(DESTDIR)'; list="$${d}$(INSTALL_LIST)"; made=; \
+	if [ -f "$$list" ]; then made=$$(sed -n 's/^dir //p' "$$list"); fi; \
+	for dir in $(INSTALL_DIRS); do \
+	  p=$$dir; while [ -n "$$p" ] && [ ! -d "$${d}$$p" ]; do \
+	    made="$$made $$p"; case $$p in */*) p=$${p%/*};; *) p=;; esac; done; \
+	  install -d "$${d}$$dir"; \
+	done; \
+	install -m 755 build/$(LUA)/apify/kvs.so "$${d}$(INSTALL_CMOD)/apify/kvs.so"; \
+	install -m 644 lua/apify/kvs/openresty.lua "$${d}$(INSTALL_LMOD)/apify/kvs/openresty.lua"; \
+	sed '1s|^#!.*|#!/usr/bin/env $(BIN_$(LUA))|' bin/apify-kvs >"$${d}$(INSTALL_BIN)/apify-kvs"; \
+	chmod 755 "$${d}$(INSTALL_BIN)/apify-kvs"; \
+	install -m 644 types/apify/kvs.lua "$${d}$(INSTALL_TYPES)/apify/kvs.lua"; \
+	install -m 644 types/apify/kvs/openresty.lua "$${d}$(INSTALL_TYPES)/apify/kvs/openresty.lua"; \
+	{ for f in $(INSTALL_CMOD)/apify/kvs.so $(INSTALL_LMOD)/apify/kvs/openresty.lua \
+	           $(INSTALL_BIN)/apify-kvs $(INSTALL_TYPES)/apify/kvs.lua \
+	           $(INSTALL_TYPES)/apify/kvs/openresty.lua; do echo "file $$f"; done; \
+	  for p in $$made; do echo "dir $$p"; done | sort -u; } >"$$list"; \
+	echo "install:  apify.kvs for $(BIN_$(LUA)) under $${d}$(PREFIX) (list: $$list)"
 
+# Removes the files INSTALL_LIST names, except those the list of another LUA also names (5.1 and
+# jit share the module; every LUA the tool, which then runs with that other Lua), then the
+# directories it names once they are empty, deepest first. One that still holds something is
+# handed on to another list, whose uninstall removes it; never a directory no install created.
 uninstall:
-	rm -f $(DESTDIR)$(INSTALL_CMOD)/apify/kvs.so $(DESTDIR)$(INSTALL_LMOD)/apify/kvs/openresty.lua \
-	  $(DESTDIR)$(INSTALL_BIN)/apify-kvs $(DESTDIR)$(INSTALL_TYPES)/apify/kvs.lua
-	@for d in $(DESTDIR)$(INSTALL_CMOD)/apify $(DESTDIR)$(INSTALL_LMOD)/apify/kvs \
-	  $(DESTDIR)$(INSTALL_LMOD)/apify $(DESTDIR)$(INSTALL_TYPES)/apify $(DESTDIR)$(INSTALL_TYPES); do \
-	  rmdir "$$d" 2>/dev/null || true; done
+	@set -e; d='$(DESTDIR)'; list="$${d}$(INSTALL_LIST)"; \
+	if [ ! -f "$$list" ]; then \
+	  echo "uninstall: nothing to uninstall for LUA=$(LUA) (no $$list)"; exit 0; fi; \
+	others=$$(ls "$${d}$(INSTALL_DATA)"/installed-* 2>/dev/null | grep -vxF "$$list" || true); \
+	heir=$$(echo "$$others" | head -1); \
+	for f in $$(sed -n 's/^file //p' "$$list"); do \
+	  if [ -n "$$others" ] && grep -qxF "file $$f" $$others; then \
+	    case $$f in */bin/apify-kvs) \
+	      lua=$${heir##*/installed-}; lua=$$([ "$$lua" = jit ] && echo luajit || echo lua$$lua); \
+	      sed -i "1s|^#!.*|#!/usr/bin/env $$lua|" "$${d}$$f";; esac; \
+	  else rm -f "$${d}$$f"; fi; \
+	done; \
+	dirs=$$(sed -n 's/^dir //p' "$$list" | awk '{ print gsub("/", "/"), $$0 }' | sort -rn | cut -d' ' -f2-); \
+	rm -f "$$list"; \
+	for dir in $$dirs; do \
+	  rmdir "$${d}$$dir" 2>/dev/null || { [ -n "$$heir" ] && echo "dir $$dir" >>"$$heir"; } || true; \
+	done; \
+	echo "uninstall: apify.kvs for $(BIN_$(LUA)) from $${d}$(PREFIX)"
 
-# The source rock of this checkout's version, without the network: the rockspec plus the
-# tarball its source.url names (what GitHub serves for the tag), both from the working tree.
-ROCK_NAME := apify-kvs-$(VERSION)-$(ROCK_REV)
+# The source rock, offline. At the release tag (HEAD is exactly v$(VERSION)): the release's,
+# apify-kvs-$(VERSION)-1.src.rock, its rockspec plus the tarball its source.url names (what
+# GitHub serves for the tag), both taken from the tag by git. Anywhere else (commits after
+# the tag, or no git): what the tree is, apify-kvs-scm-1.src.rock, the scm rockspec plus the
+# working tree's files (uncommitted changes included) in the directory its git URL implies.
+# A release: KVS_VERSION in src/kvs.h, rockspec/apify-kvs-<v>-1.rockspec, CHANGELOG.md, tag v<v>.
 rock:
-	@test -f rockspec/$(ROCK_NAME).rockspec || { echo "no rockspec/$(ROCK_NAME).rockspec"; exit 1; }
-	rm -rf build/rock && mkdir -p build/rock/apify-kvs-$(VERSION)
-	cp -R $(ROCK_FILES) build/rock/apify-kvs-$(VERSION)/
-	tar -C build/rock -czf build/rock/v$(VERSION).tar.gz apify-kvs-$(VERSION)
-	cp rockspec/$(ROCK_NAME).rockspec build/rock/
-	cd build/rock && rm -rf apify-kvs-$(VERSION) && \
-	  if command -v zip >/dev/null; then zip -q $(ROCK_NAME).src.rock $(ROCK_NAME).rockspec v$(VERSION).tar.gz; \
-	  else python3 -m zipfile -c $(ROCK_NAME).src.rock $(ROCK_NAME).rockspec v$(VERSION).tar.gz; fi
-	@echo "rock:     build/rock/$(ROCK_NAME).src.rock"
+	@set -e; rm -rf build/rock; mkdir -p build/rock; \
+	tags=$$(git tag --points-at HEAD 2>/dev/null | grep '^v[0-9]' || true); \
+	if echo "$$tags" | grep -qxF v$(VERSION); then \
+	  name=apify-kvs-$(VERSION)-$(ROCK_REV) src=v$(VERSION).tar.gz; \
+	  git show v$(VERSION):rockspec/$$name.rockspec >build/rock/$$name.rockspec 2>/dev/null \
+	    || { echo "rock: the tag v$(VERSION) has no rockspec/$$name.rockspec"; exit 1; }; \
+	  git archive --format=tar.gz --prefix=apify-kvs-$(VERSION)/ -o build/rock/$$src v$(VERSION); \
+	elif [ -n "$$tags" ]; then \
+	  echo "rock: HEAD is tagged" $$tags "but src/kvs.h says $(VERSION)"; exit 1; \
+	else \
+	  name=apify-kvs-scm-$(ROCK_REV) src=apify-kvs; \
+	  cp rockspec/$$name.rockspec build/rock/; \
+	  mkdir build/rock/$$src && cp -R $(ROCK_FILES) build/rock/$$src/; \
+	fi; \
+	cd build/rock; \
+	if command -v zip >/dev/null; then zip -qr $$name.src.rock $$name.rockspec $$src; \
+	else python3 -m zipfile -c $$name.src.rock $$name.rockspec $$src; fi; \
+	rm -rf $$name.rockspec $$src; \
+	echo "rock:     build/rock/$$name.src.rock"
 
 # Fuzzing the sans-I/O core with libFuzzer (fuzz/*.c says what each target
 # checks).  The core is built without any Lua include path: it needs none.
@@ -251,7 +317,7 @@ rock:
 # and sanitizer runtimes) is only a Recommends of clang, so it is listed too.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 180
-FUZZ_TARGETS := fuzz_reply fuzz_listing fuzz_keyspace fuzz_escape fuzz_plan
+FUZZ_TARGETS := fuzz_reply fuzz_listing fuzz_keyspace fuzz_escape fuzz_plan fuzz_http
 FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/%)
 CORE_SRCS    := $(wildcard src/core_*.c)
 FUZZ_CFLAGS   = -std=c99 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -g -O1 \
@@ -260,6 +326,7 @@ FUZZ_CFLAGS   = -std=c99 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -g -O1 \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_OPTS_fuzz_reply    := -dict=fuzz/json.dict
 FUZZ_OPTS_fuzz_listing  := -dict=fuzz/json.dict
+FUZZ_OPTS_fuzz_http     := -dict=fuzz/http.dict
 FUZZ_OPTS_fuzz_keyspace := -max_len=800
 rparen := )
 # sets $opts in a recipe's shell to FUZZ_OPTS_<target> of target $t
@@ -268,7 +335,7 @@ FUZZ_OPTS_OF = case $$t in $(foreach x,$(FUZZ_TARGETS),$(x)$(rparen) opts="$(FUZ
 build/fuzz/%: fuzz/%.c fuzz/fuzz_util.h $(CORE_SRCS) src/core.h src/core_plan_internal.h | test-deps
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -Isrc $(shell pkg-config --cflags yajl zlib) -o $@ $< $(CORE_SRCS) \
-	  $(shell pkg-config --libs yajl zlib)
+	  $(shell pkg-config --libs yajl zlib) -lhttp_parser
 
 # Each target in turn, from a working corpus under build/ (the committed seeds
 # copied in, what it finds added there); a broken invariant leaves its input

@@ -1,5 +1,5 @@
 -- iterate.lua — the per-key cost of handing keys to Lua, without HTTP: saved
--- pages fed through the sans-I/O listing (store:listing{} + listing:reply), each
+-- pages fed through the sans-I/O listing (store:listing{ parallel = 1 } + listing:reply), each
 -- page's keys taken with listing:page_keys().  Prints ns a key for decoding
 -- alone (pages replied, no key taken) and for decoding + iterating, with and
 -- without urls, medians of R runs; the difference is the iteration's cost.
@@ -27,7 +27,7 @@ local headers = { ["Content-Type"] = "application/json" }
 
 -- one pass over the pages; take: nil (no keys taken), "all" or "nourl"
 local function pass(take)
-  local listing = store:listing{ urls = take ~= "nourl" }
+  local listing = store:listing{ parallel = 1, urls = take ~= "nourl" }
   local n, sum = 0, 0
   local t0 = os.clock()
   for i = 1, #bodies do

@@ -1,31 +1,34 @@
 -- bench/openresty-load.lua — apify.kvs.openresty under load in a real nginx (2 workers):
 -- C concurrent listings of a K-key store, L listings in all, against the local emulator, and
 -- meanwhile an unrelated location asked every 10 ms. Reports throughput, p50/p99/max of the
--- listings and of the unrelated requests, errors, and the workers' RSS before and after.
+-- listings and of the unrelated requests, errors, the workers' RSS before and after, then the
+-- workers' CPU while one listing waits on pages that take 1 s each.
 -- Run by bench/openresty-load.sh (which builds what it needs); from the repository root:
 --
---   lua5.4 bench/openresty-load.lua [MODE]      MODE: subrequest (content_by_lua, default)
+--   lua5.4 bench/openresty-load.lua [MODE]      MODE: content (content_by_lua, default)
 --                                               or timer (each listing in ngx.timer.at)
--- Settings (environment): C=50 L=3000 K=2000 PAGE=1000 WORKERS=2, POOL=1 (0: the subrequests
--- open a connection per page instead of using an upstream{} keepalive pool), KEEPALIVE=64 (the
--- pool's idle connections per worker), LOG=1 (keep a log of every subrequest: its upstream
--- connect/header/response times, in the run directory kept with KEEP=1)
+-- Settings (environment): C=50 L=3000 K=2000 PAGE=1000 WORKERS=2, PARALLEL (parallel = n for
+-- each listing; default none), KEEP=1 (keep the run directory).
 package.path = "./?.lua;./spec/support/?.lua;" .. package.path
 local socket = require "socket"
 local launch = require "emulator.launch"
 local http = require "spec.support.http"
 
-local MODE = arg[1] or "subrequest"
+local MODE = arg[1] or "content"
 local C = tonumber(os.getenv("C") or 50)
 local L = tonumber(os.getenv("L") or 3000)
 local K = tonumber(os.getenv("K") or 2000)
 local PAGE = tonumber(os.getenv("PAGE") or 1000)
 local WORKERS = tonumber(os.getenv("WORKERS") or 2)
+local PARALLEL = os.getenv("PARALLEL") or "nil"
 local ROOT = (launch.capture("pwd"):gsub("%s+$", ""))
-assert(MODE == "subrequest" or MODE == "timer", "MODE: subrequest or timer")
+assert(MODE == "content" or MODE == "timer", "MODE: content or timer")
 
+-- scratch directories the workers (nobody, when run as root) can enter
 local function tmpdir()
-  return (launch.capture("mktemp -d /tmp/apify-kvs-bench.XXXXXX"):gsub("%s+$", ""))
+  local dir = assert(launch.mktemp_dir("apify-kvs-bench"))
+  assert(launch.run("chmod 755 " .. launch.sh_quote(dir)))
+  return dir
 end
 
 -- the store
@@ -35,6 +38,7 @@ assert(launch.run("mkdir -p " .. launch.sh_quote(dir)))
 for i = 1, K do launch.write_file(string.format("%s/k%06d.txt", dir, i), "x") end
 local emu = launch.start{ storage = storage, token = "bench-token" }
 
+-- Every module is loaded by the master (init_by_lua): the workers read nothing of the checkout.
 local CONF = [[
 load_module /usr/lib/nginx/modules/ndk_http_module.so;
 load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
@@ -47,10 +51,7 @@ env APIFY_TOKEN;
 env APIFY_API_BASE_URL;
 events { worker_connections 4096; }
 http {
-    log_format sub '$msec $request_time up=$upstream_addr uct=$upstream_connect_time '
-                   'uht=$upstream_header_time urt=$upstream_response_time st=$status '
-                   'conn=$connection/$connection_requests';
-    @LOG@
+    access_log off;
     client_body_temp_path "@RUNDIR@/tmp/client_body";
     proxy_temp_path "@RUNDIR@/tmp/proxy";
     fastcgi_temp_path "@RUNDIR@/tmp/fastcgi";
@@ -58,12 +59,12 @@ http {
     scgi_temp_path "@RUNDIR@/tmp/scgi";
     lua_package_path "@ROOT@/lua/?.lua;/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua;;";
     lua_package_cpath "@ROOT@/build/jit/?.so;/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;;";
-    proxy_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;
-    init_worker_by_lua_block {
-        local ngx_kvs = require "apify.kvs.openresty"
-        if "@POOL@" == "1" then ngx_kvs.upstreams[os.getenv("APIFY_API_BASE_URL")] = "emulator_pool" end
+    lua_socket_pool_size 64;
+    init_by_lua_block {
+        require "apify.kvs"
+        require "apify.kvs.openresty"
+        require "ngx.semaphore"
     }
-    upstream emulator_pool { server 127.0.0.1:@EMU_PORT@; keepalive @KEEPALIVE@; }
     server {
         listen 127.0.0.1:@PORT@ backlog=4096;
         location = /ping { content_by_lua_block { ngx.print("pong") } }
@@ -78,7 +79,9 @@ http {
                 local function count()
                     local n = 0
                     local ok, err = pcall(function()
-                        for _ in ngx_kvs.keys(client:store("s"), { page_size = @PAGE@ }) do n = n + 1 end
+                        for _ in ngx_kvs.keys(client:store("s"), { page_size = @PAGE@, parallel = @PARALLEL@ }) do
+                            n = n + 1
+                        end
                     end)
                     return ok and tostring(n) or ("error " .. tostring(err))
                 end
@@ -92,7 +95,6 @@ http {
                 end
             }
         }
-        include "@ROOT@/examples/openresty/apify_kvs.conf";
     }
 }
 ]]
@@ -104,10 +106,8 @@ local proc = launch.start_nginx{
   env = { APIFY_TOKEN = "bench-token", APIFY_API_BASE_URL = emu.base_url },
   render = function(ports)
     return (CONF:gsub("@([%u_]+)@", {
-      USER = launch.is_root() and "user root;" or "access_log off;", WORKERS = tostring(WORKERS), RUNDIR = rundir,
-      ROOT = ROOT, EMU_PORT = tostring(emu.port), PORT = tostring(ports[1]), PAGE = tostring(PAGE),
-      MODE = MODE, POOL = os.getenv("POOL") or "1", KEEPALIVE = os.getenv("KEEPALIVE") or "64",
-      LOG = os.getenv("LOG") == "1" and ('log_subrequest on; access_log "' .. rundir .. '/sub.log" sub;') or "access_log off;",
+      USER = launch.user_directive(), WORKERS = tostring(WORKERS), RUNDIR = rundir, ROOT = ROOT,
+      PORT = tostring(ports[1]), PAGE = tostring(PAGE), MODE = MODE, PARALLEL = PARALLEL,
     }))
   end,
 }
@@ -197,6 +197,23 @@ end
 local wall = socket.gettime() - t0
 local rss_after = rss_kb()
 
+-- CPU seconds the workers have run (/proc/PID/schedstat: nanoseconds on a CPU)
+local function cpu()
+  local total = 0
+  for _, pid in ipairs(workers()) do
+    total = total + tonumber((launch.read_file("/proc/" .. pid .. "/schedstat") or "0"):match("%d+")) / 1e9
+  end
+  return total
+end
+
+-- one listing waiting on pages of 1 s each: the workers' CPU meanwhile
+emu:config{ delay = 1 }
+socket.sleep(1)
+local cpu0, t_idle = cpu(), socket.gettime()
+local idle = http.run(port, { { path = "/list" } }, { timeout = 60 })[1]
+local idle_wall, idle_cpu = socket.gettime() - t_idle, cpu() - cpu0
+assert(idle.body == tostring(K), "the slow listing: " .. tostring(idle.body))
+
 local function pct(list, p)
   table.sort(list)
   return list[math.max(1, math.ceil(#list * p))] * 1000
@@ -208,7 +225,8 @@ local function kb(list)
 end
 
 print(string.format("apify.kvs.openresty load, mode %s: %d workers, %d concurrent listings, %d "
-  .. "listings of %d keys (%d pages of %d)", MODE, WORKERS, C, L, K, math.ceil(K / PAGE), PAGE))
+  .. "listings of %d keys (%d pages of %d), parallel = %s", MODE, WORKERS, C, L, K, math.ceil(K / PAGE),
+  PAGE, PARALLEL))
 print(string.format("  wall %.2f s: %.1f listings/s, %.0f keys/s, %d errors", wall, L / wall,
   L * K / wall, errors))
 print(string.format("  listing latency: p50 %.1f ms, p99 %.1f ms, max %.1f ms", pct(lat, 0.5),
@@ -216,6 +234,8 @@ print(string.format("  listing latency: p50 %.1f ms, p99 %.1f ms, max %.1f ms", 
 print(string.format("  unrelated /ping (%d): p50 %.1f ms, p99 %.1f ms, max %.1f ms", #ping_lat,
   pct(ping_lat, 0.5), pct(ping_lat, 0.99), pct(ping_lat, 1)))
 print(string.format("  worker RSS before: %s; after: %s", kb(rss_before), kb(rss_after)))
+print(string.format("  one listing waiting on %d pages of 1 s: %.2f s, workers' CPU %.1f ms (%.2f%% of a core)",
+  math.ceil(K / PAGE), idle_wall, idle_cpu * 1000, 100 * idle_cpu / idle_wall))
 print("  load average at the end: " .. (launch.read_file("/proc/loadavg") or "?"):match("^(%S+ %S+ %S+)"))
 
 launch.stop_nginx(rundir, workers())

@@ -2,7 +2,7 @@
 # bench/realworld.sh — listing a big store the way the real API serves it: the emulator
 # (emulator/) with per-page latency plus jitter and the API's per-store rate limit (a token
 # bucket answering 429), over stores with the key shapes real actors write; apify.kvs
-# sequential and with `parallel`, and the official JavaScript client. See bench/README.md
+# sequential and with `parallel`, and the official JavaScript client. See docs/performance.md
 # ("Real-world mode").
 #
 #   bench/realworld.sh                          N=300000, every shape and run, R=1

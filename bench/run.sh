@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh — list every key of a synthetic N-key store with apify.kvs and
 # with other clients, side by side, in one interleaved run.  See
-# bench/README.md.
+# docs/performance.md.
 #
 #   bench/run.sh                         N=1000000 keys, R=5 rounds
 #   N=20000 R=3 bench/run.sh             small
@@ -174,6 +174,7 @@ load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;"
     fi
     cat > "$RUN/nginx.conf" <<EOF
 $lua_modules
+$USER_LINE
 worker_processes 1;
 pid $RUN/nginx.pid;
 error_log $RUN/error.log warn;
@@ -208,7 +209,7 @@ http {
     }
     server {
         listen 127.0.0.1:$1;
-        root $STORE;
+        root $STORE_ROOT;
         location = /v2/key-value-stores/bench/keys {
             $lua_delay
             try_files /pages/\$kvs_page.json =404;
@@ -245,6 +246,14 @@ nginx_alive() {
     [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
 }
 
+# Started as root, nginx runs its workers as nobody, who may not enter a checkout under a
+# private (0700) directory. nginx gets the store as descriptor 3, opened here, and its workers
+# reach it as /proc/self/fd/3 without passing through the parents (the store itself is 0755).
+USER_LINE=$(lua5.4 -e 'package.path = "./?.lua;" .. package.path
+                       print(require("emulator.launch").user_directive())') || die "cannot run lua5.4"
+STORE_ROOT=/proc/self/fd/3
+[ -d /proc/self/fd ] || STORE_ROOT=$STORE
+
 start_nginx() {
     local port
     for _ in 1 2 3 4 5 6 7 8; do
@@ -252,7 +261,7 @@ start_nginx() {
         write_conf "$port"
         rm -f "$RUN/nginx.pid"
         : > "$RUN/error.log"
-        nginx -p "$RUN/" -c "$RUN/nginx.conf" -e "$RUN/error.log" -g 'daemon off;' &
+        nginx -p "$RUN/" -c "$RUN/nginx.conf" -e "$RUN/error.log" -g 'daemon off;' 3<"$STORE" &
         NGINX_PID=$!
         for _ in $(seq 300); do     # up to ~30 s: a loaded machine starts nginx slowly
             nginx_alive || break

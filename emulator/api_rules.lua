@@ -8,7 +8,7 @@
 --   - collections from the store's schema in <store>/__metadata__.json;
 --   - URL signatures (keys-list signatures checked, record URLs signed) when the store's
 --     metadata holds a urlSigningSecretKey.
--- Used by kvs_emulator.lua inside nginx (LuaJIT); HMAC-SHA256 comes from luaossl (Debian's
+-- Used by the emulator (kvs_emulator.lua and its parts) inside nginx (LuaJIT); HMAC-SHA256 comes from luaossl (Debian's
 -- lua-luaossl), loaded only when a store has a signing key.
 
 local cjson = require "cjson.safe"

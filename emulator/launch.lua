@@ -15,7 +15,7 @@
 --   emu:config{ delay = 0.2, rate_limit = 60 }; emu:requests(); emu:clear_requests()
 --   emu:write_file(name, bytes) -> the absolute path of <rundir>/files/<name> (for raw faults)
 --   emu:config{ latency = 0.15, jitter = 0.03, seed = 1, rate_limit = 60, enforce = true, burst = 60 }
---   (the API's rules, see emulator/README.md; enforce = 30 with rate_limit = 60: a header that lies)
+--   (the API's rules, see docs/emulator.md; enforce = 30 with rate_limit = 60: a header that lies)
 --   emu:stop()
 --   launch.stop_rundir(dir)     -- stop the nginx of a run directory and clean it up
 --
@@ -364,7 +364,7 @@ function Emu:control(method, path, body)
   return decoded
 end
 
--- Appends faults (a list of fault objects, see kvs_emulator.lua) to the pending queue.
+-- Appends faults (a list of fault objects, see emu_faults.lua) to the pending queue.
 function Emu:faults(list)
   return self:control("POST", "/_emulator/faults", list)
 end
@@ -465,7 +465,9 @@ if [ "$cleanup" = 1 ]; then
 fi
 ]=]
 
-local function start_watchdog(rundir, owner_pid, master_pid, cleanup)
+-- Starts the watchdog of the nginx `master_pid` running in `rundir` for the process
+-- `owner_pid`; with `cleanup`, it also removes the launcher's files there at the end.
+function M.watch(rundir, owner_pid, master_pid, cleanup)
   local script = WATCHDOG:gsub("@FILES@", table.concat(RUNDIR_FILES, " "))
   local args = { rundir, owner_pid, start_time(owner_pid) or "gone", master_pid,
                  start_time(master_pid) or "gone", cleanup and "1" or "0" }
@@ -566,7 +568,7 @@ function M.start(opts)
     local port = proc.ports[1]
     local base_url = "http://127.0.0.1:" .. port
     write_file(rundir .. "/base_url", base_url .. "\n")
-    if owner_pid then start_watchdog(rundir, owner_pid, proc.pid, not opts.rundir) end
+    if owner_pid then M.watch(rundir, owner_pid, proc.pid, not opts.rundir) end
     return setmetatable({
       base_url = base_url, port = port, rundir = rundir, control_secret = secret,
       storage = storage, token = opts.token, keep_rundir = opts.keep_rundir,

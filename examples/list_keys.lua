@@ -18,9 +18,14 @@ local function usage_error(problem)
 end
 local store_id, prefix = arg[1], arg[2]
 if not store_id then usage_error("missing <store-id>") end
+if store_id == "" then usage_error("<store-id> must not be empty") end
 if arg[3] then usage_error("too many arguments") end
 
-local client = kvs.new()            -- token from APIFY_TOKEN, base URL from APIFY_API_BASE_URL
+-- token from APIFY_TOKEN, base URL from APIFY_API_BASE_URL; a bad base URL raises here
+local ok_new, client = pcall(kvs.new)
+if not ok_new then
+  usage_error("bad APIFY_API_BASE_URL or APIFY_TOKEN: " .. tostring(client):gsub("^.-%((.*)%)$", "%1"))
+end
 local store = client:store(store_id)
 
 local count, bytes = 0, 0

@@ -15,6 +15,7 @@ local function usage_error(problem)
   os.exit(2)
 end
 if not arg[1] then usage_error("missing <store-id>") end
+if arg[1] == "" then usage_error("<store-id> must not be empty") end
 if arg[3] then usage_error("too many arguments") end
 local limit = 5
 if arg[2] then
@@ -24,7 +25,12 @@ if arg[2] then
   end
 end
 
-local store = kvs.new():store(arg[1])
+-- token from APIFY_TOKEN, base URL from APIFY_API_BASE_URL; a bad base URL raises here
+local ok_new, client = pcall(kvs.new)
+if not ok_new then
+  usage_error("bad APIFY_API_BASE_URL or APIFY_TOKEN: " .. tostring(client):gsub("^.-%((.*)%)$", "%1"))
+end
+local store = client:store(arg[1])
 local page, err = store:list_keys{ limit = limit }
 if not page then
   -- err.type is the API's error type (or the client's own: network-error, timeout, ...)

@@ -4,11 +4,13 @@
  * of RFC 3986 unreserved bytes and %XX, keeping what the buffer held;
  * kvs_store_id_problem refuses exactly the empty id, "." and ".." and ids
  * with a NUL byte; and a listing's first request URL carries the store id,
- * prefix, collection, signature and start key the input gave, each
- * decoding back to itself, with no '/' or other reserved byte unescaped.
+ * prefix, collection, signature and start key the input gave, each whole
+ * (NUL bytes too) and decoding back to itself, with no '/' or other reserved
+ * byte unescaped.
  *
- * The input: a byte saying which parts to set, then NUL-separated strings
- * (the text to escape first, which may hold NULs: it runs to the end).
+ * The input: a byte saying which parts to set, then the text to escape (which
+ * may hold NULs: it runs to the end), read again as strings separated by NUL
+ * bytes or, with the byte's top bit, by 0xFF bytes (so the values may hold NULs).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -73,13 +75,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const uint8_t *rest = fz_bytes(&in, in.n, &n);
     kvs_buf b = { 0 };
     const char *why;
-    /* parts for the listing: NUL-separated strings out of the same bytes */
-    char *copy = malloc(n + 1), *part[5] = { 0 };
-    size_t at = 0;
-
-    if (!copy) abort();
-    memcpy(copy, rest, n);
-    copy[n] = '\0';
+    /* parts for the listing: separated strings out of the same bytes, each a
+     * NUL-terminated copy (its length in plen: it may hold NULs) */
+    char *part[5] = { 0 };
+    size_t plen[5] = { 0 }, at = 0;
+    const int sep = (which & 128) ? 0xFF : 0;
 
     /* 1. escaping, appended after what the buffer held */
     pre = which % 4;
@@ -99,12 +99,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     /* 3. a listing's URL */
-    for (i = 0; i < 5; i++) {
-        if (at > n) break;
-        part[i] = copy + at;
-        at += strlen(copy + at) + 1;
+    for (i = 0; i < 5 && at <= n; i++) {
+        const uint8_t *end = memchr(rest + at, sep, n - at);
+        plen[i] = end ? (size_t)(end - (rest + at)) : n - at;
+        if (!(part[i] = malloc(plen[i] + 1))) abort();
+        memcpy(part[i], rest + at, plen[i]);
+        part[i][plen[i]] = '\0';
+        at += plen[i] + 1;
     }
-    if (part[0] && *part[0] && !kvs_store_id_problem(part[0], strlen(part[0]))) {
+    if (part[0] && plen[0] && !kvs_store_id_problem(part[0], plen[0])) {
         kvs_listing_config cfg;
         kvs_listing *l;
         kvs_request req;
@@ -112,15 +115,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const char *v, *seg_end;
         static const char *const names[4] = { "prefix", "collection", "signature", "exclusiveStartKey" };
         const char *vals[4];
+        size_t lens[4];
         memset(&cfg, 0, sizeof cfg);
         cfg.base_url = (which & 4) ? "https://api.apify.com/" : "http://h:8/base";
         cfg.store_id = part[0];
-        cfg.prefix = vals[0] = (which & 8) ? part[1] : NULL;
-        cfg.collection = vals[1] = (which & 16) ? part[2] : NULL;
-        cfg.signature = vals[2] = (which & 32) ? part[3] : NULL;
-        vals[3] = (which & 64) ? part[4] : NULL;
-        cfg.start_key = vals[3];
-        cfg.start_key_len = vals[3] ? strlen(vals[3]) : 0;
+        for (i = 0; i < 4; i++) {
+            vals[i] = (which & (8 << i)) ? part[i + 1] : NULL;
+            lens[i] = vals[i] ? plen[i + 1] : 0;
+        }
+        cfg.prefix = vals[0], cfg.prefix_len = lens[0];
+        cfg.collection = vals[1], cfg.collection_len = lens[1];
+        cfg.signature = vals[2], cfg.signature_len = lens[2];
+        cfg.start_key = vals[3], cfg.start_key_len = lens[3];
         cfg.page_size = 1 + which % 1000;
         cfg.limit = -1;
         l = kvs_listing_new(&cfg);
@@ -134,18 +140,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             seg_end = strstr(v, "/keys?");
             CHECK(seg_end && memchr(v, '/', (size_t)(seg_end - v)) == NULL, "the store id leaves its path "
                   "segment: %s", req.url);
-            check_escaped(v, (size_t)(seg_end - v), part[0], strlen(part[0]), "store id");
+            check_escaped(v, (size_t)(seg_end - v), part[0], plen[0], "store id");
             CHECK(strchr(seg_end + 6, '/') == NULL && strchr(seg_end + 6, '?') == NULL
                   && strchr(seg_end + 6, '#') == NULL, "a reserved byte in the query: %s", req.url);
         }
         for (i = 0; i < 4; i++) {
             v = param(req.url, names[i], &vl);
             CHECK((v != NULL) == (vals[i] != NULL), "%s %s", names[i], v ? "sent, not set" : "set, not sent");
-            if (v) check_escaped(v, vl, vals[i], strlen(vals[i]), names[i]);
+            if (v) check_escaped(v, vl, vals[i], lens[i], names[i]);
         }
         kvs_listing_free(l);
     }
     kvs_buf_free(&b);
-    free(copy);
+    for (i = 0; i < 5; i++) free(part[i]);
     return 0;
 }

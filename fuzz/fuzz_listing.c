@@ -12,8 +12,9 @@
  * keys near the cursor, sorted or not, isTruncated true/false/absent,
  * nextExclusiveStartKey null/absent/a string; else an error body, raw bytes
  * or nothing), whether it travels gzip-compressed (Content-Encoding: gzip,
- * inflated by core_inflate.c: the verdict must be the plain body's), how to
- * cut it into chunks, and how far the clock moves.
+ * inflated by core_inflate.c: the verdict must be the plain body's), maybe with
+ * bytes after the gzip member, how to cut it into chunks (maybe also at the
+ * member's end), and how far the clock moves.
  *
  * Checked, besides ASan/UBSan: every request URL carries the expected cursor
  * and limit; the keys handed out (kvs_listing_take_page) are strictly
@@ -24,7 +25,9 @@
  * passed or it was a single page; the outcome (page, retry, failure and its
  * type) is the one the contract gives; a retry's wait is finite, >= 0,
  * <= max_delay and >= a Retry-After; a Retry-After above max_delay fails
- * the listing; pages a driver holds stay intact while later ones arrive;
+ * the listing; bytes after a 2xx gzip member make a retry (corrupt gzip) unless the
+ * decoder had stopped reading, wherever the chunks fall; empty (NULL, 0) chunks change
+ * nothing; pages a driver holds stay intact while later ones arrive;
  * errors (and what on_retry sees) never hold the secret.
  */
 #include <math.h>
@@ -538,7 +541,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const kvs_error *err;
         outcome expect;
         const char *expect_type = NULL, *fault_text = NULL;
-        int fault_only_text = 0, by_callback = 0;
+        int fault_only_text = 0, by_callback = 0, r2 = 0;
+        size_t member = 0;      /* bytes of the gzip member; more after them are junk */
         int ra_bug = 0;
 
         /* which request comes next, and whether one can be made at all */
@@ -615,6 +619,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         kvs_listing_decode_gzip(l, (s_hdr & 16) != 0);
         if ((s_hdr & 16) && status > 0) {
             gzip_into(&gz, &body);
+            member = gz.len;
+            if (s_hdr & 64) {       /* junk after the member: 1 to 4 bytes */
+                size_t k, nj = 1 + fz_u8(&in) % 4;
+                for (k = 0; k < nj; k++) badd(&gz, &(char){ (char)fz_u8(&in) }, 1);
+            }
             kvs_listing_reply_header(l, "Content-Encoding", 16, (s_hdr & 32) ? "GZIP" : "gzip", 4);
         }
 
@@ -622,12 +631,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (body.len > 8192 && chunk < 1024) chunk = 1024;   /* yajl re-scans a token cut
                                                                  into many chunks: keep it quick */
         if (status > 0) {
-            int r1 = 0, r2 = 0;
+            int r1 = 0;
             kvs_reply_begin(shadow, status, &raw, (size_t)want);
             const kvs_buf *wire = gz.len ? &gz : &body;
-            for (at = 0; at < wire->len && !r1; at += chunk) {
-                size_t c = chunk < wire->len - at ? chunk : wire->len - at;
-                r1 = kvs_listing_reply_body(l, wire->data + at, c);
+            /* with s_hdr & 128, a chunk ends where the gzip member does */
+            size_t cut = (s_hdr & 128) && member < gz.len ? member : wire->len;
+            for (at = 0; at < wire->len && !r1; ) {
+                size_t end = at < cut ? cut : wire->len;
+                size_t c = chunk < end - at ? chunk : end - at;
+                r1 = kvs_listing_reply_body(l, NULL, 0);
+                if (!r1) r1 = kvs_listing_reply_body(l, wire->data + at, c);
+                at += c;
             }
             for (at = 0; at < body.len && !r2; at += chunk) {
                 size_t c = chunk < body.len - at ? chunk : body.len - at;
@@ -686,6 +700,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         } else {
             expect = O_FAIL;                     /* other 4xx, or a page no retry mends */
             expect_type = se.type;
+        }
+        /* bytes after the gzip member of a 2xx body the decoder read to the end (it had not
+         * stopped: its verdict comes at the end, if at all) are corrupt gzip, worth another
+         * try, whether or not they came in a chunk of their own */
+        if (!fault && status >= 200 && status < 300 && member && member < gz.len && !r2) {
+            expect = O_RETRY;
+            expect_type = KVS_ERR_RESPONSE;
         }
         /* (was a core bug: a Retry-After of 64+ bytes, or past DBL_MAX, ignored) */
         if (ra_bug && tolerate("retry-after-huge"))

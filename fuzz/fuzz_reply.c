@@ -6,8 +6,9 @@
  * the secret in the body, pad the body with leading blanks to just around
  * KVS_BODY_MAX), where to plant, how much to pad, and four chunk lengths.
  * The body is decoded three times with one kvs_reply: whole, in the chunks
- * the input chose (stopping at the first -1, as a driver may), and byte by
- * byte (going on past -1; padding but its last 64 bytes in 4 KiB pieces).  Checked: the verdict, the error type/message/
+ * the input chose, each after an empty chunk given as (NULL, 0) (stopping at
+ * the first -1, as a driver may), and byte by byte (going on past -1; padding
+ * but its last 64 bytes in 4 KiB pieces).  Checked: the verdict, the error type/message/
  * status, and for a page its items (keys, sizes, urls), flags and cursors
  * are the same all three times; count <= max_items; decoded bytes <=
  * KVS_BODY_MAX(max_items); an error has a type and a message and holds no
@@ -167,6 +168,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             while (at < len) {
                 c = chunk[k++ % 4];
                 if (c > len - at) c = len - at;
+                if (kvs_reply_body(r, NULL, 0) != 0) break;    /* core.h allows it */
                 if (kvs_reply_body(r, body + at, c) != 0) break;
                 at += c;
             }

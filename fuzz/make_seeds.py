@@ -5,6 +5,7 @@ these bytes follow."""
 import json
 import os
 import struct
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SECRET = "apify_api_7QmZk3Xr9Lw2Tn5Vb8Hc1Jd4Fg6SyP0e"   # the targets' fixed token
@@ -134,6 +135,10 @@ write("fuzz_listing", "network-then-page", cfg(retries=2)
       + step(fault=11, kind=7, tail=b"\x01") + step(pg(["a"], trunc=False)))
 write("fuzz_listing", "single-page", cfg(page_size=5, single=True) + step(pg(["a", "b", "c"])))
 write("fuzz_listing", "error-401", cfg() + step(kind=5, status=401, body=bytes([2, 2])))
+# a gzip page, its member ending a chunk, then one byte after it: corrupt, a retry; then the page
+write("fuzz_listing", "gzip-junk-after-member-split", cfg()
+      + step(pg(["a", "b"], trunc=False), hdr=16 | 64 | 128, hdr_bytes=b"\x00x")
+      + step(pg(["a", "b"], trunc=False), hdr=16))
 write("fuzz_listing", "retry-after-huge", cfg(retries=3, max_delay=3)
       + step(kind=5, status=503, hdr=1, hdr_bytes=bytes([8]), body=bytes([6, 4])) + step(pg(["a"], False)))
 
@@ -160,12 +165,14 @@ write("fuzz_keyspace", "mixed-classes", ks(["A-1", "a_2", "Z.9", "(x)"], ["A", "
 write("fuzz_keyspace", "nothing-learnt", ks([], ["", "!", "zzzzzzzzzzz"], smode=2, sbits=0x3FE0000000000000))
 write("fuzz_keyspace", "odd-bytes", ks(["img-1"], [b"\x00a", b"\xff", "img-9"], smode=3, sbits=12345))
 
-# --- fuzz_escape: which parts to set, then NUL-separated strings
+# --- fuzz_escape: which parts to set, then separated strings
 write("fuzz_escape", "plain", b"\x7f" + b"my-store\0img-\0default\0abc123\0k0042")
 write("fuzz_escape", "reserved", b"\x7e" + b"user~store/x\0a b/c?d#e&f=g\0%2F\0sig+/=\0..\0")
 write("fuzz_escape", "utf8", b"\x48" + "naïve ☃\0caf\u00e9\0".encode())
 write("fuzz_escape", "dots", b"\x01" + b"..")
 write("fuzz_escape", "nul-inside", b"\x02" + b"ab\0cd")
+# the top bit: 0xFF-separated strings, so the query values may hold NUL bytes
+write("fuzz_escape", "nul-in-values", b"\xf8" + b"my-store\xffimg-\0x\xffc\0d\xffs\0g\xffk\0")
 
 
 # --- fuzz_plan: parallel, ordered, page size, limit, key shape and count, seed, then per
@@ -214,3 +221,72 @@ regression("fuzz_listing", "retry-after-71-digits", cfg(retries=3)
 regression("fuzz_listing", "fault-message-cut-token", cfg(retries=1)
            + step(fault=12, kind=7, tail=bytes([1]))
            + step(fault=12, kind=7, tail=bytes([2 | 4, 130, 124]) + bytes([0] * 390)))
+
+# --- fuzz_http: the listing's config, then per reply: eof, raw or made (kind, frame, extra,
+# status, the body's choices, chunking), then the cuts.
+HTTP_ALPH = "-05AZ_az"
+HTTP_ST = {200: 0, 404: 4, 429: 5, 500: 6, 503: 7, 401: 8, 301: 9, 204: 10}
+
+
+def hkey(k):   # a key of the generator's alphabet: count, no cursor prefix, characters
+    return bytes([len(k), 0] + [HTTP_ALPH.index(c) for c in k])
+
+
+def hpage(keys, truncated=True):
+    return bytes([2 if truncated else 0, len(keys)]) + b"".join(hkey(k) for k in keys)
+
+
+def hbody(keys, truncated, gzip):   # the body fuzz_http's generator writes for a page
+    items = ",".join('{"key":"%s","size":3}' % k for k in keys)
+    body = ('{"data":{"items":[%s],"count":1,"limit":1000,"isTruncated":%s}}'
+            % (items, "true" if truncated else "false")).encode()
+    if gzip:
+        z = zlib.compressobj(1, zlib.DEFLATED, 31, 8)
+        body = z.compress(body) + z.flush()
+    return body
+
+
+def hreply(keys=(), status=200, gzip=False, frame=0, extra=0, eof=0, truncated=True,
+           retry_after=None, chunk=None, wrong=0, cuts=(5, 40)):
+    kind = 1 | (8 if gzip else 0) | (16 if retry_after is not None else 0)
+    out = bytes([eof, 1, kind, frame, extra, HTTP_ST[status]])
+    if status == 200:
+        out += hpage(keys, truncated)
+    if retry_after is not None:
+        out += bytes([retry_after])
+    if frame % 5 == 2:   # chunks of `chunk` bytes, with an extension every other one
+        n = len(hbody(keys, truncated, gzip)) if status == 200 else 0
+        for i in range((n + chunk - 1) // chunk if n else 0):
+            out += bytes([chunk - 1, i % 2])
+    if frame % 5 == 4:
+        out += bytes([wrong])
+    out += bytes([len(cuts) - 1]) + b"".join(struct.pack("<H", c) for c in cuts)
+    return out
+
+
+def hraw(data, eof=1, cuts=(3, 17)):
+    return (bytes([eof, 0]) + struct.pack("<H", len(data)) + data + bytes([len(cuts) - 1])
+            + b"".join(struct.pack("<H", c) for c in cuts))
+
+
+def hconf(page_size=3, retries=2, gzip=1, replies=4, limit=None):
+    lim = bytes([1]) if limit is None else bytes([0, limit])
+    return bytes([page_size]) + lim + bytes([retries, 0, gzip, replies - 1])
+
+
+write("fuzz_http", "three-pages", hconf(3) + hreply(["A", "Z", "a"]) + hreply(["a0", "az", "z"])
+      + hreply(["zz"], truncated=False))
+write("fuzz_http", "chunked-gzip", hconf(3) + hreply(["0", "5"], gzip=True, frame=2, chunk=9)
+      + hreply(["A"], frame=2 | 8, chunk=40, truncated=False))
+write("fuzz_http", "close-delimited", hconf(2) + hreply(["a", "z"], frame=3, eof=1, truncated=False))
+write("fuzz_http", "interim-and-junk", hconf(3) + hreply(["a"], extra=1 | 2 | 4, truncated=False))
+write("fuzz_http", "retry-429-then-page", hconf(3) + hreply(status=429, retry_after=1)
+      + hreply(status=503) + hreply(["_"], truncated=False))
+write("fuzz_http", "wrong-length", hconf(3, retries=1) + hreply(["a"], frame=4, wrong=0)
+      + hreply(["a"], truncated=False))
+body = page(["img-1", "img-2"], False).encode()
+write("fuzz_http", "raw-reply", hconf(2, replies=1) + hraw(
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+    + str(len(body)).encode() + b"\r\n\r\n" + body))
+write("fuzz_http", "raw-garbage", hconf(2, replies=2) + hraw(b"HTTP/1.1 2OO OK\r\n\r\n")
+      + hraw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n", eof=0))

@@ -1,4 +1,4 @@
--- LuaRocks build of apify.kvs 0.3.0, the release (see CHANGELOG.md). From a checkout, offline:
+-- LuaRocks build of apify.kvs 0.3.0, the release (see CHANGELOG.md). At the tag v0.3.0, offline:
 --   make rock && luarocks --lua-version 5.4 install build/rock/apify-kvs-0.3.0-1.src.rock
 rockspec_format = "3.0"
 package = "apify-kvs"

@@ -27,6 +27,8 @@ external_dependencies = {
    CURL = { library = "curl" },
    YAJL = { header = "yajl/yajl_parse.h", library = "yajl" },
    ZLIB = { header = "zlib.h", library = "z" },
+   -- raw HTTP/1.1 replies for drivers that move bytes themselves (Debian: libhttp-parser-dev)
+   HTTP_PARSER = { header = "http_parser.h", library = "http_parser" },
 }
 build = {
    -- One compiler call straight into the rock's lib directory: no object file and no
@@ -35,12 +37,13 @@ build = {
    type = "command",
    build_command = [[mkdir -p "$(LIBDIR)/apify" && $(CC) $(CFLAGS) -std=c99 -D_DEFAULT_SOURCE ]] ..
       [[-D_POSIX_C_SOURCE=200809L -fvisibility=hidden -I"$(LUA_INCDIR)" -I"$(CURL_INCDIR)" ]] ..
-      [[-I"$(YAJL_INCDIR)" -I"$(ZLIB_INCDIR)" $(LIBFLAG) -o "$(LIBDIR)/apify/kvs.so" src/*.c ]] ..
-      [[-L"$(CURL_LIBDIR)" -L"$(YAJL_LIBDIR)" -L"$(ZLIB_LIBDIR)" -lcurl -lyajl -lz]],
+      [[-I"$(YAJL_INCDIR)" -I"$(ZLIB_INCDIR)" -I"$(HTTP_PARSER_INCDIR)" $(LIBFLAG) -o "$(LIBDIR)/apify/kvs.so" src/*.c ]] ..
+      [[-L"$(CURL_LIBDIR)" -L"$(YAJL_LIBDIR)" -L"$(ZLIB_LIBDIR)" -L"$(HTTP_PARSER_LIBDIR)" ]] ..
+      [[-lcurl -lyajl -lz -lhttp_parser]],
    install = {
       lua = { ["apify.kvs.openresty"] = "lua/apify/kvs/openresty.lua" },
       bin = { ["apify-kvs"] = "bin/apify-kvs" },
    },
-   -- lua-language-server definitions (types/apify/kvs.lua), see README
-   copy_directories = { "types" },
+   -- lua-language-server definitions (types/), see docs/reference.md, "Editor support"; the manual
+   copy_directories = { "types", "docs" },
 }

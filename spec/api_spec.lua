@@ -10,7 +10,7 @@ end
 
 describe("apify.kvs module", function()
   it("has a version and names its transport", function()
-    assert.are.equal("apify.kvs 0.3.0", kvs._VERSION)
+    assert.are.equal("apify.kvs 0.4.0", kvs._VERSION)
     assert.matches("^libcurl/%d+%.%d+", kvs._TRANSPORT)
   end)
 
@@ -18,7 +18,7 @@ describe("apify.kvs module", function()
     local names = {}
     for k in pairs(kvs) do names[#names + 1] = k end
     table.sort(names)
-    assert.are.same({ "_FFI", "_TRANSPORT", "_VERSION", "new" }, names)
+    assert.are.same({ "_FFI", "_TRANSPORT", "_VERSION", "is_error", "new" }, names)
   end)
 
   it("says whether its iterators run through LuaJIT's FFI", function()
@@ -44,7 +44,9 @@ describe("kvs.new", function()
 
   it("rejects options of the wrong type, naming option and type", function()
     assert.matches("option 'timeout' must be a number, got string", T.raised(kvs.new, { timeout = "5" }))
-    assert.matches("option 'token' must be a string, got number", T.raised(kvs.new, { token = 42 }))
+    assert.matches("option 'token' must be a string or false, got number", T.raised(kvs.new, { token = 42 }))
+    assert.matches("option 'on_retry' must be a function, got boolean", T.raised(kvs.new, { on_retry = false }))
+    assert.matches("option 'max_retries' must be an integer, got string", T.raised(kvs.new, { max_retries = "3" }))
     assert.matches("option 'base_url' must be a string", T.raised(kvs.new, { base_url = true }))
     assert.matches("table expected, got string", T.raised(kvs.new, "token"))
     assert.matches("option 'gzip' must be a boolean, got string", T.raised(kvs.new, { gzip = "no" }))
@@ -98,11 +100,37 @@ describe("kvs.new", function()
   end)
 
   it("refuses header injection through token or user_agent", function()
-    assert.matches("'token' must not contain control characters",
+    assert.matches("'token' must be visible ASCII",
       T.raised(kvs.new, { token = "abc\r\nX-Evil: 1" }))
     assert.matches("'user_agent' must not contain control characters",
       T.raised(kvs.new, { user_agent = "a\nb" }))
     assert.matches("'token' must not be empty", T.raised(kvs.new, { token = "" }))
+  end)
+
+  it("takes a token of visible ASCII only, naming the option and never the value", function()
+    local bad = { "apify_api SECRETspace", "apify_api_SECRET\t", "apify_api_SECRET\127",
+                  "apify_api_SECRET\194\160", "apify_api_SECRETtøken", "apify_api_SECRET\255",
+                  " apify_api_SECRET", "apify_api_SECRET\0x" }
+    for _, token in ipairs(bad) do
+      local msg = T.raised(kvs.new, { token = token })
+      assert.matches("option 'token' must be visible ASCII %(0x21%-0x7E%)", msg, 1, ("%q"):format(token))
+      assert.is_nil(msg:find("SECRET", 1, true), msg)
+    end
+    -- the whole visible range, RFC 6750's b64token characters among them
+    local visible = {}
+    for b = 0x21, 0x7E do visible[#visible + 1] = string.char(b) end
+    for _, token in ipairs({ table.concat(visible), "apify_api_AbC123", "a-b.c_d~e+f/g==" }) do
+      assert.matches("token set", tostring(kvs.new({ token = token })))
+    end
+  end)
+
+  it("checks a token from APIFY_TOKEN the same way, naming the variable", function()
+    -- a child process, so the test does not depend on this process's environment
+    local script = "package.cpath = '" .. T.cpath .. ";' .. package.cpath; " ..
+      "local ok, err = pcall(require('apify.kvs').new); io.write(tostring(ok), ' ', tostring(err))"
+    local out = T.read("APIFY_TOKEN='apify_api SECRET' " .. T.lua .. " -e \"" .. script .. "\" 2>&1")
+    assert.matches("^false .*APIFY_TOKEN must be visible ASCII %(0x21%-0x7E%)", out)
+    assert.is_nil(out:find("SECRET", 1, true), out)
   end)
 
   it("never shows the token in tostring", function()
@@ -116,6 +144,26 @@ describe("kvs.new", function()
     assert.matches("no token", tostring(kvs.new({ token = false })))
     local store = c:store("abc")
     assert.is_nil(tostring(store):find("SECRET", 1, true))
+  end)
+
+  it("reads the base URL back as the client uses it, never with a token", function()
+    local token = "apify_api_SECRET1234567890"
+    for given, kept in pairs({
+      ["https://api.apify.com/v2/"] = "https://api.apify.com",
+      ["HTTP://127.0.0.1:8080/Proxy//"] = "http://127.0.0.1:8080/Proxy",
+      ["https://h.example/p/v2/v2"] = "https://h.example/p/v2",
+    }) do
+      local c = kvs.new({ base_url = given, token = token })
+      assert.are.equal(kept, c:base_url())
+      local url = c:store("s"):listing{ parallel = 1 }:request()   -- what the requests go to
+      assert.are.equal(kept .. "/v2/", url:sub(1, #kept + 4))
+      assert.is_nil(c:base_url():find("SECRET", 1, true))
+    end
+    if not os.getenv("APIFY_API_BASE_URL") then
+      assert.are.equal("https://api.apify.com", kvs.new():base_url())
+    end
+    assert.matches("apify.kvs.client expected, got apify.kvs.store",
+      T.raised(kvs.new().base_url, kvs.new():store("s")), 1, true)
   end)
 
   it("locks its metatables", function()
@@ -168,7 +216,7 @@ describe("option checks of keys and list_keys (raised before any request)", func
       assert.matches("option 'page_size' must be an integer in 1..1000",
         T.raised(store.keys, store, { page_size = bad }))
     end
-    assert.matches("option 'page_size' must be a number, got string",
+    assert.matches("option 'page_size' must be an integer, got string",
       T.raised(store.keys, store, { page_size = "10" }))
   end)
 

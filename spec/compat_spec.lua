@@ -5,7 +5,7 @@
 -- installed by `make js-deps` into build/js):
 --   - @crawlee/memory-storage lists the same storage directory: keys, sizes and paging must match
 --     where both agree on order; each known difference is pinned down here and listed in
---     emulator/README.md ("Compared with other implementations");
+--     docs/emulator.md ("Compared with other implementations");
 --   - the official JavaScript client apify-client pages through the emulator with listKeys,
 --     rides out its rate limit, reads its error bodies, and signs as the emulator checks.
 -- Runs under the "hosts" target (Lua 5.4 drives node and the emulator's nginx).

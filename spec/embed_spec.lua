@@ -55,9 +55,9 @@ describe("frame loops outside the Lua interpreter", function()
 
     local out
     -- late frames fail the host only where speed is checked (make test-timing)
-    out, code = run("KVS_MAX_SECONDS=30 KVS_LATE_FRAMES_OK=" .. (T.timing and "0" or "1") ..
-                    " timeout 60 " .. q(host) .. " " .. q(emu.base_url) .. " " ..
-                    q(TOKEN) .. " s " .. N)
+    out, code = run("APIFY_TOKEN=" .. q(TOKEN) .. " KVS_MAX_SECONDS=30 KVS_LATE_FRAMES_OK=" ..
+                    (T.timing and "0" or "1") .. " timeout 60 " .. q(host) .. " " .. q(emu.base_url) ..
+                    " s " .. N)
     report("C host, 60 Hz, " .. N .. " keys, page_size 1000, 0.05 s per page:", out)
     assert.are.equal(0, code, out)
     assert.matches("\nok\n", out)
@@ -75,6 +75,40 @@ describe("frame loops outside the Lua interpreter", function()
     assert.is_true(tonumber(median_ms) <= tonumber(p99_ms) and tonumber(p99_ms) <= tonumber(max_ms))
     -- the worst frame is the one a 1000-key page arrives in (decoded there): ~1 ms
     T.timed_claim(tonumber(max_ms) < 8, "worst frame " .. max_ms .. " ms")
+  end)
+
+  it("the C host checks its arguments and takes the token from APIFY_TOKEN only", function()
+    local host = tmp .. "/host"
+    local log, code = run("make --no-print-directory -C examples/embed HOST=" .. q(host))
+    assert.are.equal(0, code, "building the host failed:\n" .. log)
+    local usage = "\nusage: APIFY_TOKEN=%.%.%. " .. host:gsub("%p", "%%%0") .. " BASE_URL STORE %[expected_keys%]\n$"
+    local url = q(emu.base_url)
+    emu:clear_requests()
+    for _, case in ipairs({   -- environment, arguments, the complaint
+      { "", url .. " s abc", "expected_keys must be a whole number >= 0" },
+      { "", url .. " s -1", "expected_keys must be a whole number >= 0" },
+      { "KVS_KEYS_PER_FRAME=0", url .. " s", "KVS_KEYS_PER_FRAME must be a whole number from 1 to 1000000, got '0'" },
+      { "KVS_MAX_SECONDS=soon", url .. " s",
+        "KVS_MAX_SECONDS must be a number of seconds, more than 0 and at most 3600, got 'soon'" },
+      -- the token as an argument, as the host took it before: refused, and never echoed
+      { "", url .. " " .. q(TOKEN) .. " s " .. N, "too many arguments %(the token comes from APIFY_TOKEN only%)" },
+      { "", url .. " " .. q(TOKEN) .. " s", "expected_keys must be a whole number >= 0" },
+      { "", url, "missing STORE" },
+    }) do
+      local out
+      out, code = run(case[1] .. " " .. q(host) .. " " .. case[2])
+      assert.are.equal(2, code, out)
+      assert.matches("^host: " .. case[3] .. usage, out)
+      assert.is_nil(out:find(TOKEN, 1, true))
+    end
+    assert.are.equal(0, #emu:requests())   -- refused before any request
+
+    -- the token reaches the API from the environment: without it, 401
+    local out
+    out, code = run("KVS_LATE_FRAMES_OK=1 timeout 60 " .. q(host) .. " " .. url .. " s " .. N)
+    assert.are.equal(1, code, out)
+    assert.matches("error%s+apify%.kvs: [^\n]*%(token%-not%-provided, HTTP 401%)", out)
+    assert.is_nil(out:find(TOKEN, 1, true))
   end)
 
   it("a headless LÖVE 11 game lists every key from love.update", function()

@@ -1,6 +1,7 @@
 -- Failures: API errors, retries with backoff, timeouts, broken replies, cursor
 -- faults, redirects.  Every fault is a real reply from the emulator over loopback.
 local T = require "spec.support.env"
+local socket = require "socket"
 
 local TOKEN = "apify_api_errors_SECRET_51a2"
 
@@ -318,6 +319,58 @@ describe("errors and retries", function()
       assert.are.equal("token", reqs[#reqs].auth)
     end)
 
+    it("never follows an https base_url's redirect to http: request-error, nothing sent over http", function()
+      -- An https server of the spec's own (openssl s_server -HTTP, a self-signed certificate the
+      -- client trusts through ca_file) answers every listing's first request with a redirect
+      -- to the emulator over plain http.
+      local dir = T.tmpdir()
+      local path = "v2/key-value-stores/s/keys?limit=1000"
+      assert(T.sh("cd '" .. dir .. "' && openssl req -x509 -newkey rsa:2048 -nodes -days 1"
+        .. " -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 -keyout key.pem -out cert.pem"
+        .. " >/dev/null 2>&1 && mkdir -p v2/key-value-stores/s"))
+      -- a path of its own, told apart in the emulator's log from a late request of another test
+      T.write_file(dir .. "/" .. path, "HTTP/1.1 302 Found\r\nLocation: " .. emu.base_url
+        .. "/v2/key-value-stores/redirected/keys\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+      local port = T.free_port()
+      local pid = tonumber(T.read("cd '" .. dir .. "' && { openssl s_server -accept 127.0.0.1:" .. port
+        .. " -cert cert.pem -key key.pem -HTTP -quiet </dev/null >/dev/null 2>&1 & echo $!; }"):match("%d+"))
+      local ok, failure = pcall(function()
+        local socket = require "socket"
+        T.wait_listening(port)
+        local https = T.kvs.new{ base_url = "https://127.0.0.1:" .. port, token = TOKEN, max_retries = 2,
+                                 min_delay = 0.01, ca_file = dir .. "/cert.pem" }:store("s")
+        local function job(opts)
+          local j = https:job(opts)
+          for _ = 1, 100000 do
+            for _ in j:poll() do end
+            if j:status() ~= "running" then break end
+            socket.sleep(0.005)
+          end
+          local _, err = j:status()
+          error(err)
+        end
+        local kinds = {
+          keys = function() T.collect(https) end,
+          parallel = function() T.collect(https, { parallel = 2 }) end,
+          list_keys = function() local _, e = https:list_keys{}; error(e) end,
+          job = function() job{} end,
+        }
+        for kind, list in pairs(kinds) do
+          local err = T.raised(list)
+          assert.are.equal("request-error", err.type, kind .. ": " .. tostring(err))
+          assert.are.equal(0, err.retries, kind)
+          assert.matches("redirect from https to http://127.0.0.1:" .. emu.port, err.message, 1, true)
+          no_token_in(err)
+        end
+        for _, r in ipairs(emu:requests()) do    -- nothing went over plain http
+          assert.is_nil(r.uri:find("/redirected/", 1, true), r.uri)
+        end
+      end)
+      if pid then T.sh("kill " .. pid .. " 2>/dev/null") end
+      T.rmrf(dir)
+      assert(ok, failure)
+    end)
+
     it("does not send the token to another host after a redirect", function()
       local other_storage = T.tmpdir()
       T.make_store(other_storage, "s", T.numbered(3))
@@ -333,6 +386,80 @@ describe("errors and retries", function()
       other:stop()
       T.rmrf(other_storage)
       assert(ok, err)
+    end)
+  end)
+
+  describe("kvs.is_error tells runtime failures from programmer mistakes", function()
+    local kvs = T.kvs
+
+    local function job_error(job)
+      local deadline = T.now() + 10 * T.slow
+      while job:status() == "running" do
+        for _ in job:poll() do end
+        assert(T.now() < deadline, "the job did not finish")
+        socket.sleep(0.005)
+      end
+      return select(2, job:status())
+    end
+
+    it("is true for the error tables of every kind of listing, and on_retry's", function()
+      local missing = client:store("nope")
+      local errs = {}
+      errs["store:keys"] = T.raised(T.collect, missing)
+      errs["store:keys{parallel=2}"] = T.raised(T.collect, missing, { parallel = 2 })
+      errs["store:list_keys"] = select(2, missing:list_keys())
+      errs["store:job"] = job_error(missing:job{})
+      local listing = missing:listing{ parallel = 1 }
+      listing:request()
+      errs["store:listing"] = select(2, listing:reply(404, {},
+        '{"error":{"type":"record-not-found","message":"Key-value store was not found"}}'))
+      local seen
+      emu:faults({ { kind = "status", status = 503 } })
+      local watched = T.client(emu, { token = TOKEN, on_retry = function(e) seen = e end })
+      assert.are.equal(30, #T.collect(watched:store("s")))
+      errs.on_retry = seen
+      for where, err in pairs(errs) do
+        assert.are.equal("table", type(err), where)
+        assert.is_true(kvs.is_error(err), where)
+      end
+    end)
+
+    it("is false for the strings of programmer mistakes and for anything else", function()
+      local mistakes = {
+        T.raised(store.keys, store, { page_size = 0 }),
+        T.raised(kvs.new, { tokne = "x" }),
+        T.raised(client.store, client, ""),
+        T.raised(store.list_keys, store, { limit = 1001 }),
+      }
+      for _, m in ipairs(mistakes) do
+        assert.is_string(m)
+        assert.is_false(kvs.is_error(m), m)
+      end
+      local real = T.raised(T.collect, client:store("nope"))
+      local lookalike = {}
+      for k, v in pairs(real) do lookalike[k] = v end
+      for _, v in ipairs({ lookalike, { type = "network-error", message = "m", retries = 0 },
+                           setmetatable({}, { __name = "apify.kvs.error" }), tostring(real),
+                           "apify.kvs.error", 42, true, client, store, kvs.is_error }) do
+        assert.is_false(kvs.is_error(v), tostring(v))
+      end
+      assert.is_false(kvs.is_error(nil))
+      assert.is_false(kvs.is_error())
+    end)
+
+    it("lets a handler around a listing loop tell them apart (as the README and docs/reference.md show)", function()
+      local function handle(s, opts)
+        local ok, err = pcall(function()
+          for _ in s:keys(opts) do end
+        end)
+        if ok then return "listed" end
+        if kvs.is_error(err) then return "failed: " .. err.type end
+        error(err, 0)
+      end
+      assert.are.equal("listed", handle(store))
+      assert.are.equal("failed: record-not-found", handle(client:store("nope")))
+      assert.matches("option 'page_size' must be an integer in 1..1000",
+                     T.raised(handle, store, { page_size = 0 }), 1, true)
     end)
   end)
 end)

@@ -116,6 +116,29 @@ describe("gzip reply bodies (sans-I/O)", function()
     assert.matches("not valid gzip", err.message)
   end)
 
+  it("takes bytes after the gzip member as corrupt, however the body is cut", function()
+    local z = gzip(page_json({ "a", "b" }, false))
+    for _, tail in ipairs({ "x", "\0", "\n", z }) do
+      local whole = listing()
+      assert(whole:request())
+      assert.are.equal("retry", (whole:reply(200, GZ, z .. tail, 0)), "fed whole")
+      -- the member in one chunk, the byte after it in the next: the member's end must not
+      -- make body() say the rest cannot matter, nor the next chunk go unread
+      local split = listing()
+      assert(split:request())
+      split:begin(200)
+      split:header("Content-Encoding", "gzip")
+      local more = split:body(z)
+      split:body(tail)
+      local step, wait = split:finish("none", nil, 0)
+      assert.are.equal("retry", step, "fed split at the member's end")
+      assert.is_number(wait)
+      assert.is_true(more, "body() said stop at the member's end")
+      assert(split:request())
+      assert.are.same({ "page", 2 }, { split:reply(200, GZ, z, 1) })
+    end
+  end)
+
   it("takes a body that is not gzip at all, under a gzip header, as corrupt", function()
     local l = listing()
     assert(l:request())

@@ -70,14 +70,22 @@ if rocks_lua then
 
     it("installs into DESTDIR where this Lua looks, and make uninstall removes it all", function()
       local make = "make -s --no-print-directory LUA=" .. T.target .. " DESTDIR=" .. tmp .. "/root"
+      local root = tmp .. "/root"
+      -- directories that were there before: uninstall keeps them, empty or not
+      assert(T.sh("mkdir -p " .. root .. "/usr/local/lib " .. root .. "/usr/local/bin && " ..
+                  "echo other >" .. root .. "/usr/local/bin/other-tool"))
+      local before = T.read("cd " .. root .. " && find . | sort")
       local log = T.read(make .. " install 2>&1; echo \"exit=$?\"")
       assert.matches("exit=0%s*$", log)
-      local prefix = tmp .. "/root/usr/local"
+      local prefix = root .. "/usr/local"
       local files = T.read("cd " .. prefix .. " && find . -type f | sort")
       assert.are.equal(table.concat({
         "./bin/apify-kvs",
+        "./bin/other-tool",
         "./lib/lua/" .. rocks_lua .. "/apify/kvs.so",
+        "./share/apify-kvs/installed-" .. T.target,
         "./share/apify-kvs/types/apify/kvs.lua",
+        "./share/apify-kvs/types/apify/kvs/openresty.lua",
         "./share/lua/" .. rocks_lua .. "/apify/kvs/openresty.lua",
       }, "\n") .. "\n", files)
 
@@ -100,9 +108,56 @@ if rocks_lua then
         assert.matches(cmod:gsub("%p", "%%%0") .. "/apify/kvs.so", T.read(make .. " -n install PREFIX=/usr"))
       end
 
+      -- everything it made goes, directories included; what was there before stays
       log = T.read(make .. " uninstall 2>&1; echo \"exit=$?\"")
       assert.matches("exit=0%s*$", log)
-      assert.are.equal("", T.read("find " .. tmp .. "/root -type f"))
+      assert.are.equal(before, T.read("cd " .. root .. " && find . | sort"))
+      log = T.read(make .. " uninstall 2>&1; echo \"exit=$?\"")
+      assert.matches("nothing to uninstall.*exit=0%s*$", log)
+    end)
+  end)
+end
+
+-- LuaJIT has no directory of its own for C modules (Debian: its package.cpath is Lua 5.1's),
+-- so LUA=jit and LUA=5.1 install the same paths: each build must load in both interpreters,
+-- and uninstalling one must leave the other working.
+if T.target == "jit" then
+  describe("make install LUA=5.1 and LUA=jit", function()
+    local tmp
+
+    lazy_setup(function() tmp = T.tmpdir() end)
+    lazy_teardown(function() T.rmrf(tmp) end)
+
+    local function loads_in(lua, prefix)
+      return T.read("LUA_CPATH='" .. prefix .. "/lib/lua/5.1/?.so' LUA_PATH='" .. prefix ..
+        "/share/lua/5.1/?.lua' " .. lua .. " -e \"local k = require('apify.kvs'); " ..
+        "require('apify.kvs.openresty'); io.write(k._VERSION)\" 2>&1")
+    end
+
+    it("install side by side, both load in lua5.1 and luajit, uninstall one by one", function()
+      local root = tmp .. "/root"
+      local prefix = root .. "/usr/local"
+      local make = "make -s --no-print-directory DESTDIR=" .. root
+      local expected = "apify.kvs " .. version()
+      for _, order in ipairs({ { "5.1", "jit" }, { "jit", "5.1" } }) do
+        for _, lua in ipairs(order) do
+          assert.matches("exit=0%s*$", T.read(make .. " install LUA=" .. lua .. " 2>&1; echo \"exit=$?\""))
+        end
+        -- whichever came last, its kvs.so loads in both
+        assert.are.equal(expected, loads_in("lua5.1", prefix), order[2] .. " installed last")
+        assert.are.equal(expected, loads_in("luajit", prefix), order[2] .. " installed last")
+
+        -- the first one's uninstall keeps what the second one needs, the tool running with it
+        assert.matches("exit=0%s*$", T.read(make .. " uninstall LUA=" .. order[1] .. " 2>&1; echo \"exit=$?\""))
+        assert.are.equal(expected, loads_in(order[2] == "jit" and "luajit" or "lua5.1", prefix))
+        assert.are.equal("#!/usr/bin/env " .. (order[2] == "jit" and "luajit" or "lua5.1") .. "\n",
+                         T.read("head -1 " .. prefix .. "/bin/apify-kvs"))
+        assert.are.equal(expected .. "\n", T.read("LUA_CPATH='" .. prefix .. "/lib/lua/5.1/?.so' " ..
+                         prefix .. "/bin/apify-kvs --version 2>&1"))
+
+        assert.matches("exit=0%s*$", T.read(make .. " uninstall LUA=" .. order[2] .. " 2>&1; echo \"exit=$?\""))
+        assert.are.equal("", T.read("find " .. root .. " -mindepth 1 2>&1"))
+      end
     end)
   end)
 end
@@ -123,7 +178,8 @@ if T.target == "5.4" then
       end
       return names
     end
-    local OWN = { ["apify.kvs"] = true, api_rules = true, ["emulator.launch"] = true }
+    local OWN = { ["apify.kvs"] = true, api_rules = true, ["emulator.launch"] = true, emu_common = true,
+                  emu_store = true, emu_faults = true, emu_control = true }
 
     it("provide every module the demo and the emulator require", function()
       local debs = T.read("make -s --no-print-directory -f Makefile -f - print-demo-debs <<'MK'\n" ..
@@ -136,7 +192,8 @@ if T.target == "5.4" then
       local sides = {
         { lua = "lua5.4", names = required { "emulator/launch.lua", "examples/list_keys.lua",
           "examples/resume.lua", "examples/one_page.lua", "bin/apify-kvs" } },
-        { lua = "luajit", names = required { "emulator/kvs_emulator.lua", "emulator/api_rules.lua" } },
+        { lua = "luajit", names = required { "emulator/kvs_emulator.lua", "emulator/api_rules.lua",
+          "emulator/emu_common.lua", "emulator/emu_store.lua", "emulator/emu_faults.lua", "emulator/emu_control.lua" } },
       }
       local checked = 0
       for _, side in ipairs(sides) do

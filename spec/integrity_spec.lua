@@ -1,9 +1,8 @@
 -- The listing integrity contract (R1-R8): whatever a server or proxy sends, a listing hands out
 -- every key once, in byte order, or fails with the documented error, quickly and with bounded
--- memory. Each case is a real reply from the emulator (emulator/kvs_emulator.lua, "Fault kinds").
+-- memory. Each case is a real reply from the emulator (emulator/emu_faults.lua, "Fault kinds").
 -- The paging rules (R1, R2) hold on every driver: store:keys, store:job, store:keys{parallel}.
 local T = require "spec.support.env"
-local socket = require "socket"
 
 -- distinctive, so that an echo of it in any error text cannot be missed (R5)
 local TOKEN = "apify_api_INTEGRITY_tok_Zq7Xw42Lm9"
@@ -36,31 +35,7 @@ end
 
 -- Each driver lists a store and returns the keys it handed out and the error it ended with
 -- (nil when it finished).
-local function by_keys(store, opts)
-  local keys = {}
-  local ok, err = pcall(function()
-    for k in store:keys(opts) do keys[#keys + 1] = k end
-  end)
-  return keys, (not ok) and err or nil
-end
-
-local function by_job(store, opts)
-  local job = store:job(opts)
-  local keys = {}
-  local deadline = T.now() + 30 * T.slow
-  while job:status() == "running" do
-    for k in job:poll() do keys[#keys + 1] = k end
-    if T.now() > deadline then
-      job:close()
-      return keys, "the job did not finish within 30 s"
-    end
-    local wait = job:timeout()
-    socket.sleep(math.max(0.001, math.min(wait or 0, 0.01)))
-  end
-  for k in job:poll() do keys[#keys + 1] = k end
-  local status, err = job:status()
-  return keys, status == "failed" and (err or "failed without an error") or nil
-end
+local by_keys, by_job = T.keys_via_keys, T.keys_via_job
 
 local function by_parallel(store, opts)
   return by_keys(store, merge(opts, { parallel = 4, rate_limit = 2000 }))
@@ -487,15 +462,7 @@ describe("listing integrity", function()
       local pid = tonumber(T.read("cd '" .. dir .. "' && { openssl s_server -accept 127.0.0.1:" .. port
         .. " -cert cert.pem -key key.pem -www -quiet </dev/null >/dev/null 2>&1 & echo $!; }"):match("%d+"))
       local ok, failure = pcall(function()
-        local deadline = T.now() + 10
-        repeat
-          local probe = socket.tcp()
-          probe:settimeout(0.2)
-          local up = probe:connect("127.0.0.1", port)
-          probe:close()
-          if up then break end
-          socket.sleep(0.05)
-        until T.now() > deadline
+        T.wait_listening(port)
         local c = T.kvs.new({ base_url = "https://127.0.0.1:" .. port, token = TOKEN,
                               max_retries = 8, min_delay = 0.01 })
         local t0 = T.now()

@@ -23,6 +23,7 @@ describe("store:job{ parallel = n }", function()
   local ctx = T.emulated({
     long = fmt("item-%07d", 3000),
     small = { "a", "b", "c" },
+    thirty = fmt("k%02d", 30),
   }, TOKEN)
   local emu, client, store
   lazy_setup(function() emu, client = ctx.emu, ctx.client; store = client:store("long") end)
@@ -133,6 +134,27 @@ describe("store:job{ parallel = n }", function()
     assert.are.same({}, w2)
     assert.is_nil(job:timeout())
     assert.are.equal(1, select("#", job:timeout()))
+  end)
+
+  -- On a kept-alive connection a reply can be in before the turn that sent its request is
+  -- over: poll must hand it to the ranges then. Left for later, the job waits on nothing (no
+  -- socket, no libcurl timer: timeout() fell back to 0.05 s) and store:keys on it for 1 s.
+  it("while running, always has a socket to watch or a due time (no reply left unseen)", function()
+    local thirty, lost = T.client(emu):store("thirty"), 0   -- one client: kept-alive connections
+    for _ = 1, 200 do
+      local job, n = thirty:job({ page_size = 10, parallel = 2, rate_limit = 1e6 }), 0
+      while true do
+        for _ in job:poll() do n = n + 1 end
+        if job:status() ~= "running" then break end
+        local t, r, w = job:timeout(), job:sockets()
+        -- at 1e6 requests/s, a wait for the pace is a few microseconds
+        if t and t > 0.001 and #r + #w == 0 then lost = lost + 1 end
+        socket.sleep(math.min(t or 0, 0.001))
+      end
+      assert.are.equal("done", job:status())
+      assert.are.equal(30, n)
+    end
+    assert.are.equal(0, lost)
   end)
 
   it("retries a range's 503 and cut-off bodies: still every key once", function()

@@ -60,6 +60,40 @@ describe("sans-I/O listing driven by luasocket", function()
     assert.are.equal("token", reqs[1].auth)
   end)
 
+  -- the planner driven one request at a time: every key with its url (nil with urls = false)
+  local function drive_plan(plan)
+    local keys, urls = {}, {}
+    while not plan:finished() do
+      while plan:take() do
+        for k, _, url in plan:page_keys() do keys[#keys + 1] = k; urls[#urls + 1] = url or false end
+      end
+      local err = plan:error(); if err then error(err) end
+      for _, r in ipairs(plan:requests()) do
+        local status, resp_headers, body = fetch(r.url, r.headers)
+        if status then plan:reply(r.id, status, resp_headers, body) else plan:finish(r.id, "network", resp_headers) end
+      end
+    end
+    while plan:take() do
+      for k, _, url in plan:page_keys() do keys[#keys + 1] = k; urls[#urls + 1] = url or false end
+    end
+    plan:close()
+    return keys, urls
+  end
+
+  it("takes urls = false with parallel too: the planner's pages then hand out no url", function()
+    for _, urls_opt in ipairs({ true, false }) do
+      local keys, urls = drive_plan(store:listing({ parallel = 4, page_size = 50, urls = urls_opt }))
+      assert.are.same(T.numbered(250), keys)
+      for i, url in ipairs(urls) do
+        if urls_opt then
+          assert.are.equal(emu.base_url .. "/v2/key-value-stores/s/records/" .. keys[i], url)
+        else
+          assert.is_false(url)
+        end
+      end
+    end
+  end)
+
   it("hands out the request headers a driver must send", function()
     local url, headers = store:listing({ parallel = 1, limit = 5, prefix = "k0" }):request()
     assert.are.equal(emu.base_url .. "/v2/key-value-stores/s/keys?prefix=k0&limit=5", url)

@@ -165,6 +165,61 @@ describe("listing keys", function()
     assert.matches("prefix=a%%20b%%26c%%3Dd%%2F%%C3%%A9%%3F%%23%%25%%2B", req.uri)
   end)
 
+  it("sends prefix, collection and signature whole, a NUL byte as %00, in every kind of listing", function()
+    -- cut at the NUL, "img-\0x" would be "img-" and list three keys; whole, it is no key's prefix
+    local opts = { prefix = "img-\0x", collection = "c\0d", signature = "s\0g" }
+    local function with(extra)
+      local o = {}
+      for k, v in pairs(opts) do o[k] = v end
+      for k, v in pairs(extra or {}) do o[k] = v end
+      return o
+    end
+    local function sent_whole(url, what)
+      for _, param in ipairs({ "prefix=img-%00x", "collection=c%00d", "signature=s%00g" }) do
+        assert(url:find(param, 1, true), what .. " sent " .. url .. ", not " .. param)
+      end
+    end
+    local function logged(what)
+      local reqs = emu:requests()
+      assert.is_true(#reqs > 0, what .. " made no request")
+      for _, r in ipairs(reqs) do sent_whole(r.uri, what) end
+      emu:clear_requests()
+    end
+    local prefixed = client:store("prefixed")
+    local function job_keys(o)
+      local job, got = prefixed:job(o), {}
+      for _ = 1, 100000 do
+        for k in job:poll() do got[#got + 1] = k end
+        if job:status() ~= "running" then break end
+        require("socket").sleep(0.001)
+      end
+      assert.are.equal("done", job:status())
+      return got
+    end
+
+    emu:clear_requests()
+    assert.are.same({}, T.collect(prefixed, with()))
+    logged("keys")
+    assert.are.same({}, T.collect(prefixed, with({ prefetch = false })))
+    logged("keys without prefetch")
+    assert.are.same({}, T.collect(prefixed, with({ parallel = 2 })))
+    logged("keys with parallel")
+    assert.are.same({}, assert(prefixed:list_keys(with())).items)
+    logged("list_keys")
+    assert.are.same({}, job_keys(with()))
+    logged("job")
+    assert.are.same({}, job_keys(with({ parallel = 2 })))
+    logged("job with parallel")
+    local listing = prefixed:listing(with({ parallel = 1 }))
+    sent_whole(assert(listing:request()), "listing")
+    listing:close()
+    local plan = prefixed:listing(with({ parallel = 2 }))
+    local reqs = plan:requests(0)
+    assert.is_true(#reqs > 0)
+    for _, r in ipairs(reqs) do sent_whole(r.url, "the parallel plan") end
+    plan:close()
+  end)
+
   it("maps username~name and ~name ids like the API", function()
     assert.are.equal(2345, #T.collect(client:store("someone~big")))
     assert.matches("/v2/key%-value%-stores/someone~big/keys", emu:requests()[1].uri)

@@ -11,8 +11,9 @@
 #include "core.h"   /* KVS_2POW53 */
 
 #if LUA_VERSION_NUM < 502
-/* 5.1 and LuaJIT */
-#  ifndef luaL_newlib
+/* 5.1 and LuaJIT.  LuaJIT 2.1's lauxlib.h has luaL_setfuncs (and a luaL_newlib over it), which
+ * Lua 5.1 lacks: the module uses its own, so that a build against LuaJIT's headers loads in
+ * Lua 5.1 too (both look in lib/lua/5.1: make install LUA=jit and LUA=5.1 share it). */
 static inline void kvs_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
 {
     luaL_checkstack(L, nup + 1, "too many upvalues");
@@ -24,9 +25,9 @@ static inline void kvs_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
     }
     lua_pop(L, nup);
 }
-#    define luaL_setfuncs kvs_setfuncs
-#    define luaL_newlib(L, l) (lua_newtable(L), luaL_setfuncs(L, l, 0))
-#  endif
+#  undef luaL_newlib
+#  define luaL_setfuncs kvs_setfuncs
+#  define luaL_newlib(L, l) (lua_newtable(L), luaL_setfuncs(L, l, 0))
 #  define lua_rawlen lua_objlen
 static inline void *kvs_testudata(lua_State *L, int i, const char *tname)
 {

@@ -6,7 +6,8 @@
  * (core_listing.c), byte buffers (core_buf.c), URL and query building
  * (core_request.c), streaming decoding of reply bodies with yajl
  * (core_reply.c), gzip bodies (core_inflate.c), keeping the token out of
- * server text (core_redact.c), the retry policy (core_listing.c), and the
+ * server text (core_redact.c), raw HTTP/1.1 requests and replies for drivers
+ * that move bytes themselves (core_http.c), the retry policy (core_listing.c), and the
  * planner of a listing fetched as key ranges side by side (core_parallel.c;
  * its internals are core_plan_internal.h's, for core files only).  A driver
  * (blocking libcurl, libcurl multi, an OpenResty cosocket, a game loop's
@@ -118,9 +119,9 @@ void       kvs_reply_secret(kvs_reply *r, const char *secret, size_t n);
  * a page of more than `max_items` items, or a body of more than
  * KVS_BODY_MAX(max_items) bytes, is not a page. */
 int        kvs_reply_begin(kvs_reply *r, int status, kvs_page *page, size_t max_items);
-/* Feeds a body chunk.  0: go on; -1: the rest of the body cannot change the
- * verdict (the driver may stop reading).  The verdict does not depend on how
- * the body was cut into chunks. */
+/* Feeds a body chunk; an empty one may be given as (NULL, 0).  0: go on; -1: the
+ * rest of the body cannot change the verdict (the driver may stop reading).  The
+ * verdict does not depend on how the body was cut into chunks. */
 int        kvs_reply_body(kvs_reply *r, const char *data, size_t len);
 
 typedef enum kvs_verdict {
@@ -139,13 +140,18 @@ void kvs_page_reset(kvs_page *p);
 void kvs_page_free(kvs_page *p);
 void kvs_page_swap(kvs_page *a, kvs_page *b);   /* contents and buffers trade places */
 
+/* Bytes of memory held (buffers as allocated; yajl's and zlib's state as an
+ * estimate), for a binding to tell its garbage collector what an object costs. */
+size_t kvs_page_memory(const kvs_page *p);
+size_t kvs_reply_memory(const kvs_reply *r);
+
 /* --- gzip bodies (core_inflate.c) --------------------------------------- */
 
 typedef struct kvs_inflate kvs_inflate;
 
 enum {
     KVS_INFLATE_MORE = 0,       /* fed; the stream goes on */
-    KVS_INFLATE_DONE = 1,       /* the gzip member ended */
+    KVS_INFLATE_DONE = 1,       /* the gzip member ended (a byte more would be junk) */
     KVS_INFLATE_STOPPED = 2,    /* the sink said stop (its verdict is made) */
     KVS_INFLATE_CORRUPT = -1,   /* not gzip, corrupt, cut short, or junk after it */
     KVS_INFLATE_TOO_BIG = -2,   /* more than max_out decoded bytes */
@@ -154,10 +160,13 @@ enum {
 
 kvs_inflate *kvs_inflate_new(void);
 void         kvs_inflate_free(kvs_inflate *z);
+size_t       kvs_inflate_memory(const kvs_inflate *z);   /* as kvs_page_memory */
 /* Starts a body; at most about max_out decoded bytes are ever made.  0, or -1 (no memory). */
 int          kvs_inflate_begin(kvs_inflate *z, size_t max_out);
-/* Inflates `n` bytes, handing the decoded bytes to sink (nonzero: stop).  KVS_INFLATE_*;
- * once not KVS_INFLATE_MORE, later calls return the same and do nothing. */
+/* Inflates `n` bytes, handing the decoded bytes to sink (nonzero: stop).  KVS_INFLATE_*.
+ * After KVS_INFLATE_DONE, bytes in a later call make it KVS_INFLATE_CORRUPT, as they
+ * would in the same call: the verdict does not depend on the chunks.  Otherwise, once
+ * not KVS_INFLATE_MORE, later calls return the same and do nothing. */
 int          kvs_inflate_feed(kvs_inflate *z, const char *in, size_t n,
                               int (*sink)(void *ud, const char *data, size_t len), void *ud);
 /* The body ended: KVS_INFLATE_CORRUPT if the gzip stream did not. */
@@ -177,7 +186,10 @@ const char *kvs_store_id_problem(const char *id, size_t n);
 typedef struct kvs_listing_config {
     const char *base_url;       /* "http(s)://host[:port][/path]", no trailing '/' needed */
     const char *store_id;
-    const char *prefix, *collection, *signature;    /* NULL: not sent */
+    /* Query values, sent whole (percent-encoded, a NUL byte too); NULL: not sent */
+    const char *prefix;     size_t prefix_len;
+    const char *collection; size_t collection_len;
+    const char *signature;  size_t signature_len;
     const char *start_key;  size_t start_key_len;   /* NULL: from the first key */
     const char *upper_key;  size_t upper_key_len;   /* NULL: to the end; else the
                                                        last key wanted is <= it */
@@ -226,6 +238,7 @@ typedef struct kvs_listing kvs_listing;
 
 kvs_listing *kvs_listing_new(const kvs_listing_config *cfg);
 void         kvs_listing_free(kvs_listing *l);
+size_t       kvs_listing_memory(const kvs_listing *l);   /* as kvs_page_memory */
 
 /* Fills `req` with the next request to send; 0 when there is none (done or failed). */
 int  kvs_listing_next_request(kvs_listing *l, kvs_request *req);
@@ -255,6 +268,78 @@ int  kvs_listing_failed(const kvs_listing *l);
 /* 1: the driver hands over bodies as they came, and a gzip one (Content-Encoding: gzip) is
  * inflated here (core_inflate.c); 0, the default: the transport decodes bodies (libcurl). */
 void kvs_listing_decode_gzip(kvs_listing *l, int on);
+
+/* --- raw HTTP/1.1 (core_http.c) ---------------------------------------------------
+ *
+ * For drivers that move bytes themselves: the request of a URL the listing
+ * (or the plan) made, as bytes, and its reply read as it arrives, cut
+ * anywhere, into a sink (kvs_listing_reply_* or kvs_plan_reply_* of the
+ * request):
+ *
+ *     kvs_http_request(&bytes, &target, req.url, req.url_len, &fields);
+ *     connect to target (TLS when target.tls), send bytes;
+ *     kvs_http_reader_begin(r, the listing);
+ *     while ((st = kvs_http_reader_feed(r, chunk, n)) == KVS_HTTP_MORE) read more;
+ *         (the connection closed: st = kvs_http_reader_eof(r))
+ *     KVS_HTTP_DONE: kvs_listing_reply_end(l, KVS_FAULT_NONE, ...); keep the
+ *                    connection alive when kvs_http_reader_reusable(r), else close it;
+ *     KVS_HTTP_BROKEN: kvs_listing_reply_end(l, KVS_FAULT_NETWORK,
+ *                      kvs_http_reader_message(r), ...); close it.
+ *
+ * Bodies reach the sink as they came (chunked ones decoded): let the listing
+ * inflate gzip ones (kvs_listing_decode_gzip).
+ */
+
+/* Where a request goes. */
+typedef struct kvs_http_target {
+    const char *host;  size_t host_len;   /* points into the URL; an IPv6 address without [] */
+    unsigned    port;                     /* the URL's, else 80 or 443 */
+    int         tls;                      /* https */
+} kvs_http_target;
+
+/* The request's header values (NUL-terminated; NULL: not sent). */
+typedef struct kvs_http_fields {
+    const char *user_agent;
+    const char *token;          /* sent as Authorization: Bearer <token> */
+    int         gzip;           /* Accept-Encoding: gzip */
+} kvs_http_fields;
+
+/* Writes the GET request of `url` into `out` (its old contents replaced) and
+ * where it goes into *t.  NULL when done; else why it cannot be sent (a
+ * KVS_FAULT_REQUEST), words that never hold the token. */
+const char *kvs_http_request(kvs_buf *out, kvs_http_target *t, const char *url, size_t url_len,
+                             const kvs_http_fields *f);
+
+/* Where the reply's parts go. */
+typedef struct kvs_http_sink {
+    void (*begin)(void *ud, int status);
+    void (*header)(void *ud, const char *name, size_t nlen, const char *value, size_t vlen);
+    int  (*body)(void *ud, const char *data, size_t len);   /* nonzero: the rest cannot matter */
+} kvs_http_sink;
+
+enum {
+    KVS_HTTP_MORE = 0,      /* the reply goes on: feed what comes next */
+    KVS_HTTP_DONE = 1,      /* the reply ended, or the sink needs no more of it */
+    KVS_HTTP_BROKEN = -1    /* not an HTTP/1.x reply, or cut short: a network fault */
+};
+
+typedef struct kvs_http_reader kvs_http_reader;
+
+kvs_http_reader *kvs_http_reader_new(const kvs_http_sink *sink);   /* NULL: out of memory */
+void kvs_http_reader_free(kvs_http_reader *r);
+/* Starts reading a reply for `ud`, the sink's first argument. */
+void kvs_http_reader_begin(kvs_http_reader *r, void *ud);
+/* Feeds the next bytes of the connection: KVS_HTTP_*.  Once not KVS_HTTP_MORE,
+ * later calls return the same and do nothing.  How the bytes are cut into
+ * calls does not change what the sink gets, nor the end. */
+int  kvs_http_reader_feed(kvs_http_reader *r, const char *data, size_t len);
+/* The connection closed: the end of a body read to the close (KVS_HTTP_DONE),
+ * or a reply cut short (KVS_HTTP_BROKEN). */
+int  kvs_http_reader_eof(kvs_http_reader *r);
+/* After KVS_HTTP_DONE: 1 when the connection may carry the next request. */
+int  kvs_http_reader_reusable(const kvs_http_reader *r);
+/* After KVS_HTTP_BROKEN: what was wrong (the parser's words, never the server's). */
+const char *kvs_http_reader_message(const kvs_http_reader *r);
 
 /* --- byte order (core_keyspace.c) --------------------------------------------- */
 
@@ -309,6 +394,7 @@ typedef struct kvs_plan_request {
  * the rate.  `ordered`: pages come out in key order; else as they arrive. */
 kvs_plan *kvs_plan_new(const kvs_listing_config *cfg, int parallel, double rate, int ordered);
 void      kvs_plan_free(kvs_plan *p);
+size_t    kvs_plan_memory(const kvs_plan *p);      /* as kvs_page_memory */
 /* 1: send `req` now (the bucket's token is spent); 0: nothing may go now. */
 int       kvs_plan_next_request(kvs_plan *p, double now, kvs_plan_request *req);
 /* 1: abort transfer *id; 0: none to abort. */

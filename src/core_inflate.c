@@ -40,6 +40,12 @@ void kvs_inflate_free(kvs_inflate *z)
     free(z);
 }
 
+size_t kvs_inflate_memory(const kvs_inflate *z)
+{
+    /* zlib's inflate state (7 KiB) and its 32 KiB window */
+    return sizeof *z + (z->ready ? 40960 : 0);
+}
+
 int kvs_inflate_begin(kvs_inflate *z, size_t max_out)
 {
     z->out_total = 0;
@@ -75,6 +81,8 @@ static int set_state(kvs_inflate *z, int state, const char *what)
 int kvs_inflate_feed(kvs_inflate *z, const char *in, size_t n,
                      int (*sink)(void *ud, const char *data, size_t len), void *ud)
 {
+    if (z->state == KVS_INFLATE_DONE && n > 0)   /* bytes after the member, in a later feed */
+        return set_state(z, KVS_INFLATE_CORRUPT, "bytes after the end of the gzip body");
     if (z->state != KVS_INFLATE_MORE) return z->state;
     /* input is never kept across calls (nor across bodies: a stopped one leaves some) */
     z->zs.next_in = (unsigned char *)(uintptr_t)in;

@@ -6,7 +6,7 @@
  * after a computed delay, or a failure.  Drivers call it; it never calls out
  * (but for the optional on_retry hook).
  *
- * Integrity (README "Every key exactly once"): the cursor is the last key
+ * Integrity (docs/integrity.md, "Every key exactly once"): the cursor is the last key
  * handed out, so a page's keys at or below it are dropped (a repeat, never a
  * loss), keys out of byte order fail the page, and where the listing goes on
  * is decided by the keys themselves: after a page's last key, or, for a page
@@ -84,12 +84,9 @@ kvs_listing *kvs_listing_new(const kvs_listing_config *cfg)
         || kvs_buf_append(&l->url_base, LIT("/v2/key-value-stores/")) != 0
         || kvs_url_escape(&l->url_base, cfg->store_id, strlen(cfg->store_id)) != 0
         || kvs_buf_append(&l->url_base, LIT("/keys?")) != 0
-        || add_param(&l->url_base, "collection", cfg->collection,
-                     cfg->collection ? strlen(cfg->collection) : 0) != 0
-        || add_param(&l->url_base, "prefix", cfg->prefix,
-                     cfg->prefix ? strlen(cfg->prefix) : 0) != 0
-        || add_param(&l->url_base, "signature", cfg->signature,
-                     cfg->signature ? strlen(cfg->signature) : 0) != 0) {
+        || add_param(&l->url_base, "collection", cfg->collection, cfg->collection_len) != 0
+        || add_param(&l->url_base, "prefix", cfg->prefix, cfg->prefix_len) != 0
+        || add_param(&l->url_base, "signature", cfg->signature, cfg->signature_len) != 0) {
         kvs_listing_free(l);
         return NULL;
     }
@@ -130,6 +127,13 @@ kvs_listing *kvs_listing_new(const kvs_listing_config *cfg)
     l->on_retry_ud = cfg->on_retry_ud;
     l->state = l->remaining == 0 ? S_FINISHED : S_IDLE;
     return l;
+}
+
+size_t kvs_listing_memory(const kvs_listing *l)
+{
+    return sizeof *l + l->url_base.cap + l->url.cap + l->cursor.cap + l->upper.cap
+         + l->secret_len + (l->reply ? kvs_reply_memory(l->reply) : 0)
+         + (l->gz ? kvs_inflate_memory(l->gz) : 0) + kvs_page_memory(&l->page);
 }
 
 void kvs_listing_free(kvs_listing *l)
@@ -296,8 +300,10 @@ static int reply_sink(void *ud, const char *data, size_t len)
 int kvs_listing_reply_body(kvs_listing *l, const char *data, size_t len)
 {
     if (l->state != S_REPLY || l->status <= 0) return -1;
-    if (l->gzip)
-        return kvs_inflate_feed(l->gz, data, len, reply_sink, l->reply) == KVS_INFLATE_MORE ? 0 : -1;
+    if (l->gzip) {   /* after the member's end, read on: a byte more is junk */
+        int st = kvs_inflate_feed(l->gz, data, len, reply_sink, l->reply);
+        return st == KVS_INFLATE_MORE || st == KVS_INFLATE_DONE ? 0 : -1;
+    }
     return kvs_reply_body(l->reply, data, len);
 }
 

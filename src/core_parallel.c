@@ -216,17 +216,21 @@ kvs_plan *kvs_plan_new(const kvs_listing_config *cfg, int parallel, double rate,
 {
     kvs_plan *p = calloc(1, sizeof *p);
     const char **str[6];
+    size_t len[6];
     kvs_buf first;
     int i, bad = 0;
     if (!p) return NULL;
     p->cfg = *cfg;
-    str[0] = &p->cfg.base_url, str[1] = &p->cfg.store_id, str[2] = &p->cfg.prefix;
-    str[3] = &p->cfg.collection, str[4] = &p->cfg.signature, str[5] = &p->cfg.start_key;
+    str[0] = &p->cfg.base_url, len[0] = strlen(cfg->base_url);
+    str[1] = &p->cfg.store_id, len[1] = strlen(cfg->store_id);
+    str[2] = &p->cfg.prefix, len[2] = cfg->prefix_len;
+    str[3] = &p->cfg.collection, len[3] = cfg->collection_len;
+    str[4] = &p->cfg.signature, len[4] = cfg->signature_len;
+    str[5] = &p->cfg.start_key, len[5] = cfg->start_key_len;
     for (i = 0; i < 6; i++) {           /* own copies: the caller's may go away */
-        size_t n = i == 5 ? cfg->start_key_len : *str[i] ? strlen(*str[i]) : 0;
-        if (*str[i] && (p->strs[i] = malloc(n + 1)) != NULL) {
-            memcpy(p->strs[i], *str[i], n);
-            p->strs[i][n] = '\0';
+        if (*str[i] && (p->strs[i] = malloc(len[i] + 1)) != NULL) {
+            memcpy(p->strs[i], *str[i], len[i]);
+            p->strs[i][len[i]] = '\0';
         } else if (*str[i]) {
             bad = 1;
         }
@@ -245,7 +249,6 @@ kvs_plan *kvs_plan_new(const kvs_listing_config *cfg, int parallel, double rate,
     p->first_ok = -1;
     p->disp = -1;
     p->seed = cfg->seed;
-    p->prefix_len = p->cfg.prefix ? strlen(p->cfg.prefix) : 0;
     first.data = p->strs[5], first.len = cfg->start_key_len;
     if (bad || !(p->s[0] = kvs_shard_new(p, p->cfg.start_key ? &first : NULL, NULL, NULL))) {
         kvs_plan_free(p);
@@ -267,6 +270,18 @@ void kvs_plan_free(kvs_plan *p)
     kvs_buf_free(&p->proof);
     for (i = 0; i < KVS_PLAN_POOL; i++) kvs_ks_sample_free(&p->pool[i]);
     free(p);
+}
+
+size_t kvs_plan_memory(const kvs_plan *p)
+{
+    size_t n = sizeof *p + p->cancels_cap * sizeof *p->cancels + p->first.cap + p->proof.cap;
+    int i, j;
+    for (i = 0; i < p->n; i++) {
+        const kvs_shard *s = p->s[i];
+        n += sizeof *s + s->cursor.cap + s->hi.cap + (s->l ? kvs_listing_memory(s->l) : 0);
+        for (j = 0; j < KVS_PLAN_PAGES; j++) n += kvs_page_memory(&s->pages[j]);
+    }
+    return n;
 }
 
 const kvs_error *kvs_plan_error(const kvs_plan *p)

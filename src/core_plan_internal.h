@@ -157,7 +157,6 @@ struct kvs_plan {
                                                    decaying sums */
     double             err_chance;     /* ... and the variance chance alone gives it */
     double             disp;           /* the pages' kvs_ks_sample.disp, decaying; < 0 none */
-    size_t             prefix_len;
     uint64_t           seed;
     kvs_plan_stats     st;
     kvs_error          err;

@@ -88,6 +88,11 @@ void kvs_page_swap(kvs_page *a, kvs_page *b)
     *b = t;
 }
 
+size_t kvs_page_memory(const kvs_page *p)
+{
+    return p->cap * sizeof *p->items + p->bytes.cap + p->next.cap + p->start.cap;
+}
+
 void kvs_page_free(kvs_page *p)
 {
     free(p->items);
@@ -358,6 +363,12 @@ void kvs_reply_free(kvs_reply *r)
     free(r);
 }
 
+size_t kvs_reply_memory(const kvs_reply *r)
+{
+    /* yajl's handle, lexer and buffers: a few KiB */
+    return sizeof *r + 4096 + r->err_type.cap + r->err_message.cap + r->raw.cap;
+}
+
 int kvs_reply_begin(kvs_reply *r, int status, kvs_page *page, size_t max_items)
 {
     if (r->h) yajl_free(r->h);
@@ -458,6 +469,8 @@ int kvs_reply_body(kvs_reply *r, const char *data, size_t len)
 {
     size_t take;
     yajl_status st;
+    if (len == 0)               /* an empty chunk, maybe (NULL, 0): nothing to decode */
+        return body_verdict(r);
     if (!r->is_page && r->raw.len < ERR_BODY_CAP) {
         size_t n = ERR_BODY_CAP - r->raw.len;
         if (kvs_buf_append(&r->raw, data, len < n ? len : n) != 0)

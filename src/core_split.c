@@ -206,7 +206,7 @@ void kvs_split_first(kvs_plan *p, const kvs_shard *s, size_t got, kvs_first_spli
     it->mult = 1;
     it->need = p->remaining >= 0 ? p->remaining - (long long)got : -1;
     num_of(s, &s->cursor, &it->cur);
-    kvs_ks_top(&s->model, &it->top, p->cfg.prefix, p->prefix_len);
+    kvs_ks_top(&s->model, &it->top, p->cfg.prefix, p->cfg.prefix_len);
     it->step = (long double)p->cfg.page_size * slack(p, s) / dens;
 }
 
@@ -239,7 +239,7 @@ static long double estimate(const kvs_plan *p, const kvs_shard *s, const kvs_ks_
         long double again;
         num_of(s, &p->first, &n);
         again = kvs_ks_span(&s->model, &n, cur);
-        kvs_ks_top(&s->model, &n, p->cfg.prefix, p->prefix_len);
+        kvs_ks_top(&s->model, &n, p->cfg.prefix, p->cfg.prefix_len);
         span = kvs_ks_span(&s->model, cur, &n);
         if (again < span) span = again;
     }
@@ -391,7 +391,7 @@ static void open_top(const kvs_plan *p, kvs_shard *s)
 {
     static const char every[] = "!0AG_ag";     /* a character of each class */
     char key[KVS_KS_KEY_MAX + 1];
-    size_t pl = p->prefix_len, i;
+    size_t pl = p->cfg.prefix_len, i;
     s->model.cls[0] = p->model.cls[0];
     if (pl >= KVS_KS_KEY_MAX) return;
     if (pl) memcpy(key, p->cfg.prefix, pl);

@@ -1,18 +1,19 @@
 /*
- * driver_parallel.c — store:keys{ parallel = n } on one libcurl multi handle:
+ * driver_parallel.c — store:keys{ parallel = n } on the client's libcurl multi handle:
  * plumbing under the planner of core_parallel.c, which decides what to send,
  * when, what to abort and which page comes next.  Here: one easy handle per
  * request in flight (all share the client's connection cache), replies fed
  * to the planner by request id, and the waiting: blocking under store:keys
  * (kvs_par_take), or none under the job (kvs_par_next, kvs_par_timeout,
- * kvs_par_sockets).  Transfers are driven through curl_multi_socket_action,
- * which keeps the table of sockets they wait on (driver_multi.c) current.
+ * kvs_par_sockets).  The transfers run on the client's multi handle
+ * (driver_http.c), whose turns, from any listing, may finish them: each poll
+ * takes those first.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <curl/curl.h>
+#include <curl/curl.h>       /* the easy handle's callbacks and CURLcodes */
 
 #include "driver.h"
 #include "platform.h"
@@ -29,10 +30,8 @@ typedef struct transfer {
 struct kvs_par {
     const kvs_settings *settings;
     kvs_plan         *plan;
-    CURLM            *multi;
     transfer          t[KVS_PLAN_MAX];
     int               running;  /* transfers with an id */
-    kvs_sockets       sockets;  /* what libcurl waits on (driver_multi.c keeps the table) */
     kvs_page          ready;    /* the job's next page, taken from the plan (kvs_par_next) */
     int               has_ready;
     char              msg[128];
@@ -82,7 +81,7 @@ static transfer *by_id(kvs_par *p, unsigned id)
 
 static void release(kvs_par *p, transfer *t)
 {
-    curl_multi_remove_handle(p->multi, kvs_conn_handle(t->conn));
+    kvs_conn_remove(t->conn);           /* cancels it if still in flight */
     t->id = 0;
     p->running--;
 }
@@ -96,11 +95,10 @@ static void cancel_aborted(kvs_par *p)
     }
 }
 
-/* Sends what the planner says may go now. */
+/* Adds what the planner says may go now to the multi handle (sent by the next turn). */
 static void start_requests(kvs_par *p)
 {
     kvs_plan_request req;
-    int sent = 0;
     while (kvs_plan_next_request(p->plan, kvs_monotonic(), &req)) {
         transfer *t = by_id(p, 0);
         CURL *easy;
@@ -118,35 +116,29 @@ static void start_requests(kvs_par *p)
         curl_easy_setopt(easy, CURLOPT_HEADERDATA, t);
         curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body);
         curl_easy_setopt(easy, CURLOPT_WRITEDATA, t);
-        if (curl_multi_add_handle(p->multi, easy) != CURLM_OK) {
+        if (kvs_conn_add(t->conn) != 0) {
             t->id = 0;
             kvs_plan_reply_end(p->plan, req.id, KVS_FAULT_NETWORK,
                                "libcurl could not start the request", kvs_monotonic());
             continue;
         }
         p->running++;
-        sent = 1;
     }
     cancel_aborted(p);
-    if (sent) kvs_sockets_drive(p->multi, &p->sockets);
 }
 
-/* Hands the finished transfers to the planner. */
-static void harvest(kvs_par *p)
+/* Hands the finished transfers to the planner; returns how many. */
+static int harvest(kvs_par *p)
 {
-    CURLMsg *m;
-    int left, i;
-    while ((m = curl_multi_info_read(p->multi, &left)) != NULL) {
-        CURL *easy = m->easy_handle;
-        CURLcode rc = m->data.result;   /* m is gone once the handle is removed */
-        transfer *t = NULL;
+    int i, n = 0;
+    for (i = 0; i < KVS_PLAN_MAX; i++) {
+        transfer *t = &p->t[i];
         const char *msg = NULL;
         kvs_fault fault;
         unsigned id;
-        if (m->msg != CURLMSG_DONE) continue;
-        for (i = 0; i < KVS_PLAN_MAX && !t; i++)
-            if (p->t[i].id && kvs_conn_handle(p->t[i].conn) == easy) t = &p->t[i];
-        if (!t) continue;
+        CURLcode rc;
+        if (!t->id || !kvs_conn_done(t->conn)) continue;
+        rc = (CURLcode)kvs_conn_result(t->conn);
         if (rc == CURLE_WRITE_ERROR && t->timed_out) {
             snprintf(p->msg, sizeof p->msg, "the reply took more than %g s to arrive and decode",
                      p->settings->timeout);
@@ -161,18 +153,27 @@ static void harvest(kvs_par *p)
         release(p, t);              /* msg lives in the conn, which stays */
         kvs_plan_reply_end(p->plan, id, fault, msg, kvs_monotonic());
         cancel_aborted(p);
+        n++;
     }
+    return n;
 }
 
-/* The work that is ready, without waiting. */
+/* The work that is ready, without waiting.  A turn can finish the transfers it
+ * sends (a reused connection, a reply already there): they are handed to the
+ * planner before returning, never left for after a wait, which nothing would
+ * end (no socket to wake it, no timer: libcurl is done with them).  Their
+ * replies may let the next requests go: a few more turns do that at once. */
 void kvs_par_poll(kvs_par *p)
 {
-    if (kvs_plan_error(p->plan) || kvs_plan_finished(p->plan)) return;
-    if (p->running > 0) {
-        kvs_sockets_drive(p->multi, &p->sockets);
-        harvest(p);
+    int round;
+    harvest(p);                         /* what other listings' turns finished */
+    for (round = 0; round < 3; round++) {
+        if (kvs_plan_error(p->plan) || kvs_plan_finished(p->plan)) return;
+        start_requests(p);
+        if (p->running == 0) return;
+        kvs_http_drive(p->settings->http);
+        if (!harvest(p)) return;
     }
-    start_requests(p);
 }
 
 /* Blocks until a transfer moves, a retry is due or the bucket has a token. */
@@ -182,13 +183,13 @@ static void wait_some(kvs_par *p)
     int ms;
     if (t < 0 || t > 1.0) t = 1.0;
     if (p->running > 0) {
-        long cms = -1;
-        curl_multi_timeout(p->multi, &cms);
+        long cms = kvs_http_timeout(p->settings->http);
         if (cms >= 0 && (double)cms / 1000.0 < t) t = (double)cms / 1000.0;
     }
     ms = (int)(t * 1000.0);
     if ((double)ms < t * 1000.0) ms++;
-    curl_multi_poll(p->multi, NULL, 0, ms, NULL);
+    if (p->running > 0) kvs_http_wait(p->settings->http, ms);
+    else kvs_sleep((double)ms / 1000.0);
 }
 
 /* --- the API ----------------------------------------------------------------------------- */
@@ -200,15 +201,14 @@ kvs_par *kvs_par_new(const kvs_settings *c, const kvs_listing_config *cfg,
     int i;
     if (!p) return NULL;
     p->settings = c;
+    kvs_http_attach(c->http);
     for (i = 0; i < KVS_PLAN_MAX; i++) p->t[i].par = p;
     kvs_page_init(&p->ready);
     p->plan = kvs_plan_new(cfg, parallel, rate, ordered);
-    p->multi = curl_multi_init();
-    if (!p->plan || !p->multi) {
+    if (!p->plan) {
         kvs_par_free(p);
         return NULL;
     }
-    kvs_sockets_track(p->multi, &p->sockets);
     return p;
 }
 
@@ -220,11 +220,18 @@ void kvs_par_free(kvs_par *p)
         if (p->t[i].id) release(p, &p->t[i]);
         kvs_conn_free(p->t[i].conn);
     }
-    if (p->multi) curl_multi_cleanup(p->multi);
-    kvs_sockets_free(&p->sockets);      /* after: removing a handle reports to it */
+    kvs_http_detach(p->settings->http);
     kvs_plan_free(p->plan);
     kvs_page_free(&p->ready);
     free(p);
+}
+
+size_t kvs_par_memory(const kvs_par *p)
+{
+    size_t n = sizeof *p + kvs_plan_memory(p->plan) + kvs_page_memory(&p->ready);
+    int i;
+    for (i = 0; i < KVS_PLAN_MAX; i++) n += kvs_conn_memory(p->t[i].conn);
+    return n;
 }
 
 const kvs_error *kvs_par_error(const kvs_par *p)
@@ -256,8 +263,9 @@ int kvs_par_take(kvs_par *p, kvs_page *mine)
         if (try_take(p, mine)) return 1;
         if (kvs_plan_error(p->plan)) break;
         if (kvs_plan_finished(p->plan)) return 0;
-        if (round % 2) wait_some(p);    /* nothing ready after a poll: wait */
-        else kvs_par_poll(p);
+        if (round % 2 == 0) kvs_par_poll(p);
+        else if (kvs_http_shortages(p->settings->http)) return KVS_DRIVER_AGAIN;   /* before the retry's wait */
+        else wait_some(p);              /* nothing ready after a poll: wait */
     }
     cancel_all(p);                      /* failed: every transfer goes */
     return -1;
@@ -298,10 +306,11 @@ double kvs_par_timeout(kvs_par *p)
     if (kvs_plan_finished(p->plan) || kvs_plan_error(p->plan)) return -1;
     t = kvs_plan_timeout(p->plan, kvs_monotonic());   /* < 0: not before a reply */
     if (p->running > 0) {
-        long ms = -1;
-        double c;
-        curl_multi_timeout(p->multi, &ms);
-        c = ms < 0 ? 0.05 : (double)ms / 1000.0;     /* no opinion: look again soon */
+        long ms = kvs_http_timeout(p->settings->http);
+        double c = ms < 0 ? 0.05 : (double)ms / 1000.0;   /* no opinion: look again soon */
+        int i;
+        for (i = 0; i < KVS_PLAN_MAX; i++)      /* finished in another listing's turn */
+            if (p->t[i].id && kvs_conn_done(p->t[i].conn)) c = 0;
         if (t < 0 || c < t) t = c;
     }
     return t < 0 ? 0.05 : t;
@@ -309,6 +318,31 @@ double kvs_par_timeout(kvs_par *p)
 
 size_t kvs_par_sockets(const kvs_par *p, const kvs_socket **sockets)
 {
-    *sockets = p->sockets.s;
-    return p->running > 0 ? p->sockets.n : 0;
+    size_t n = kvs_http_sockets(p->settings->http, sockets);
+    return p->running > 0 ? n : 0;
+}
+
+/* --- behind kvs_driver_ops (driver.h) ------------------------------------------------------ */
+
+static void par_poll(void *d) { kvs_par_poll(d); }
+static int par_next(void *d, kvs_page *mine) { return kvs_par_next(d, mine); }
+static int par_take(void *d, kvs_page *mine) { return kvs_par_take(d, mine); }
+static int par_finished(void *d) { return kvs_par_finished(d); }
+static const kvs_error *par_error(void *d) { return kvs_par_error(d); }
+static double par_timeout(void *d) { return kvs_par_timeout(d); }
+static size_t par_sockets(void *d, const kvs_socket **s) { return kvs_par_sockets(d, s); }
+static size_t par_memory(void *d) { return kvs_par_memory(d); }
+static void par_free(void *d) { kvs_par_free(d); }
+
+static const kvs_driver_ops parallel_ops = {
+    par_poll, par_next, par_take, par_finished, par_error, par_timeout, par_sockets, par_memory,
+    par_free
+};
+
+int kvs_driver_parallel(kvs_driver *out, const kvs_settings *s, const kvs_listing_config *cfg,
+                        int parallel, double rate, int ordered)
+{
+    if (!(out->d = kvs_par_new(s, cfg, parallel, rate, ordered))) return -1;
+    out->ops = &parallel_ops;
+    return 0;
 }

@@ -15,7 +15,7 @@
  * -fvisibility=hidden (LuaRocks builds). */
 #pragma GCC visibility push(hidden)
 
-#define KVS_VERSION "0.3.0"
+#define KVS_VERSION "0.4.0"
 
 /* The only symbol the shared object exports; everything else is hidden. */
 #define KVS_EXPORT __attribute__((visibility("default")))

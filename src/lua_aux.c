@@ -59,118 +59,6 @@ void *kvs_check_class(lua_State *L, int idx, const char *name)
     return p;
 }
 
-/* --- option tables ------------------------------------------------------------ */
-
-static const char *lua_typename_of(int t)
-{
-    return t == LUA_TSTRING ? "a string" : t == LUA_TNUMBER ? "a number"
-         : t == LUA_TFUNCTION ? "a function" : "a boolean";
-}
-
-void kvs_check_options(lua_State *L, int arg, const kvs_optspec *spec, unsigned call)
-{
-    if (lua_isnoneornil(L, arg))
-        return;
-    luaL_checktype(L, arg, LUA_TTABLE);
-    lua_pushnil(L);
-    while (lua_next(L, arg)) {
-        const kvs_optspec *s;
-        if (lua_type(L, -2) != LUA_TSTRING) {
-            luaL_argerror(L, arg, "option names must be strings");
-        }
-        for (s = spec; s->name; s++)
-            if ((s->calls & call) && strcmp(s->name, lua_tostring(L, -2)) == 0) break;
-        if (!s->name)
-            luaL_argerror(L, arg, lua_pushfstring(L, "unknown option '%s'", lua_tostring(L, -2)));
-        if (lua_type(L, -1) != s->type &&
-            !(s->type == LUA_TSTRING && lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)
-              && strcmp(s->name, "token") == 0)
-            && !(lua_type(L, -1) == LUA_TSTRING && strcmp(s->name, "parallel") == 0))
-            /* (parallel = "auto": its reader checks it, kvs_opt_parallel) */
-            luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be %s, got %s", s->name,
-                          lua_typename_of(s->type), luaL_typename(L, -1)));
-        lua_pop(L, 1);
-    }
-}
-
-/* Pushes nothing; returns NULL when the option is absent (types were checked). */
-const char *kvs_opt_string(lua_State *L, int arg, const char *name, size_t *len)
-{
-    const char *s = NULL;
-    if (lua_isnoneornil(L, arg)) return NULL;
-    lua_getfield(L, arg, name);
-    if (lua_type(L, -1) == LUA_TSTRING)
-        s = lua_tolstring(L, -1, len);   /* anchored in the options table */
-    lua_pop(L, 1);
-    return s;
-}
-
-/* Range errors name the whole range: integers as lo..hi (">= lo" when there
- * is no upper bound), numbers as an interval, "(0, 1e9]". */
-long long kvs_opt_integer(lua_State *L, int arg, const char *name,
-                          long long min, long long max, long long dflt)
-{
-    long long v = dflt;
-    if (lua_isnoneornil(L, arg)) return dflt;
-    lua_getfield(L, arg, name);
-    if (!lua_isnil(L, -1)) {
-        if (!kvs_tointeger(L, -1, &v) || v < min || v > max) {
-            char range[64];
-            if (max == LLONG_MAX) snprintf(range, sizeof range, ">= %lld", min);
-            else snprintf(range, sizeof range, "in %lld..%lld", min, max);
-            luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be an integer %s",
-                          name, range));
-        }
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
-#define NUMBER_OPTION_MAX 1e9
-
-/* A bound as a person writes it: 0.5, 30, 1e9 (not printf's 1e+09). */
-static const char *format_bound(char *buf, size_t cap, double v)
-{
-    char *exponent;
-    snprintf(buf, cap, "%g", v);
-    if ((exponent = strchr(buf, 'e')) != NULL) {
-        exponent++;
-        if (*exponent == '+') memmove(exponent, exponent + 1, strlen(exponent));
-        if (*exponent == '-') exponent++;
-        while (exponent[0] == '0' && exponent[1]) memmove(exponent, exponent + 1, strlen(exponent));
-    }
-    return buf;
-}
-
-double kvs_opt_number(lua_State *L, int arg, const char *name, double min, double dflt,
-                      int min_exclusive)
-{
-    double v = dflt;
-    if (lua_isnoneornil(L, arg)) return dflt;
-    lua_getfield(L, arg, name);
-    if (!lua_isnil(L, -1)) {
-        v = (double)lua_tonumber(L, -1);
-        if (!(v == v) || v > NUMBER_OPTION_MAX || (min_exclusive ? v <= min : v < min)) {
-            char lo[32], hi[32];
-            luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be a number in %s%s, %s]",
-                          name, min_exclusive ? "(" : "[", format_bound(lo, sizeof lo, min),
-                          format_bound(hi, sizeof hi, NUMBER_OPTION_MAX)));
-        }
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
-int kvs_opt_boolean(lua_State *L, int arg, const char *name, int dflt)
-{
-    int v = dflt;
-    if (lua_isnoneornil(L, arg)) return dflt;
-    lua_getfield(L, arg, name);
-    if (!lua_isnil(L, -1)) v = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return v;
-}
-
 /* --- error objects ---------------------------------------------------------------- */
 
 static int error_tostring(lua_State *L)
@@ -248,6 +136,8 @@ void kvs_client_release(lua_State *L, kvs_client *c)
     }
     free(c->settings.base_url);
     free(c->settings.user_agent);
+    free(c->settings.ca_file);
+    free(c->settings.ca_path);
     free(c);
 }
 
@@ -258,11 +148,10 @@ void kvs_aux_open(lua_State *L)
 }
 
 /* Option `seed` (store:listing{}, store:job{}): the seed of the retry delays' jitter, a whole
- * number, so that a driver with a simulated clock gets the same run every time; without it a
- * seed that differs per call. */
-uint64_t kvs_opt_seed(lua_State *L, int arg, const void *salt)
+ * number, so that a driver with a simulated clock gets the same run every time; without it
+ * (seed < 0) a seed that differs per call. */
+uint64_t kvs_seed(long long seed, const void *salt)
 {
-    long long seed = kvs_opt_integer(L, arg, "seed", 0, 0x1fffffffffffffLL, -1);
     return seed < 0 ? kvs_random_seed(salt) : (uint64_t)seed * 2654435761u + 1;
 }
 

@@ -1,11 +1,12 @@
 /*
  * lua_aux.h — what every Lua binding file shares, and nothing of any one
  * feature: classes (one metatable per type) and checking a value's class,
- * option tables, error objects, the store userdata, the client's reference
- * count.  Every binding file includes this; it depends on no binding file.
+ * error objects, the store userdata, the client's reference count.  Options
+ * are declared in lua_options.h.  Every binding file includes this; it depends on no binding file.
  *
  * The binding files, each with its `*_open` called in turn by
  * luaopen_apify_kvs (lua_kvs.c: the module, clients, stores):
+ *   lua_options.c  the options registry (lua_options.h): checking and reading options
  *   lua_listing.c  the listing state the kinds share (not a type of its own)
  *   lua_keys.c     store:keys (type apify.kvs.keys) and store:list_keys
  *   lua_sansio.c   store:listing (type apify.kvs.listing), driven by the caller
@@ -38,22 +39,11 @@ void *kvs_check_class(lua_State *L, int idx, const char *name);
 /* Raises "bad argument #idx to 'f' (<what> expected, got <idx's type>)". */
 int   kvs_type_error(lua_State *L, int idx, const char *what);
 
-/* --- option tables -------------------------------------------------------------- */
+/* --- options (their registry is lua_options.h) ------------------------------------ */
 
-typedef struct kvs_optspec {
-    const char *name;
-    int         type;         /* LUA_TSTRING, LUA_TNUMBER, LUA_TBOOLEAN, LUA_TFUNCTION */
-    unsigned    calls;        /* which calls take it: a mask of the caller's choosing */
-} kvs_optspec;
-/* Raises on a non-table argument, on option names not in `spec` and on those
- * whose `calls` has no bit of `call`, and on values of the wrong type. */
-void        kvs_check_options(lua_State *L, int arg, const kvs_optspec *spec, unsigned call);
-/* The readers below take checked options: absent ones give the default. */
-const char *kvs_opt_string(lua_State *L, int arg, const char *name, size_t *len);
-long long   kvs_opt_integer(lua_State *L, int arg, const char *name,
-                            long long min, long long max, long long dflt);
-/* In [min, 1e9] ((min, 1e9] when min_exclusive). */
-uint64_t    kvs_opt_seed(lua_State *L, int arg, const void *salt);
+/* The retry jitter's seed: option `seed` (>= 0), or one that differs per call (seed < 0;
+ * salt: any address). */
+uint64_t    kvs_seed(long long seed, const void *salt);
 
 /* Reply headers given from Lua (a name and a value or list of values; a table of them) and
  * an HTTP status argument (100..999), for the sans-I/O bindings. */
@@ -62,9 +52,6 @@ typedef void (*kvs_header_sink)(void *ud, const char *name, size_t nlen, const c
 void        kvs_feed_header(lua_State *L, int name_idx, int value_idx, kvs_header_sink sink, void *ud);
 void        kvs_feed_headers(lua_State *L, int idx, kvs_header_sink sink, void *ud);
 int         kvs_check_status(lua_State *L, int idx);
-double      kvs_opt_number(lua_State *L, int arg, const char *name, double min, double dflt,
-                           int min_exclusive);
-int         kvs_opt_boolean(lua_State *L, int arg, const char *name, int dflt);
 
 /* --- error objects ---------------------------------------------------------------- */
 

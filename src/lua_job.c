@@ -2,8 +2,8 @@
  * lua_job.c — store:job{...}: a listing for frame loops and event loops.
  * job:poll() does only the I/O that is ready and hands out the keys that have
  * arrived, never waiting; job:timeout() and job:sockets() tell a host's own
- * loop when and on what to wait.  Driven by the libcurl multi driver, or
- * with parallel = n by the parallel one (driver_parallel.c) without waiting.
+ * loop when and on what to wait.  It runs on a driver (driver.h: one range,
+ * or with parallel = n key ranges side by side) and never asks which.
  * Type apify.kvs.job; poll() returns the same iterator every frame.
  */
 #include "lua_ffi.h"
@@ -18,24 +18,13 @@ static listing_ud *check_job(lua_State *L)
 static void settle_if_finished(lua_State *L, listing_ud *u)
 {
     if (u->run != L_RUNNING || u->view.pos < u->view.count) return;
-    if (u->core && kvs_async_finished(u->async)) {
-        kvs_listing_settle(L, u);
-    } else if (u->par && kvs_par_finished(u->par)) {
-        if (kvs_par_error(u->par)) {
-            u->err = *kvs_par_error(u->par);
-            u->run = L_FAILED;
-        } else {
-            u->run = L_DONE;
-        }
-        kvs_listing_release(L, u);
-    }
+    if (u->drv.ops->finished(u->drv.d)) kvs_listing_settle(L, u);
 }
 
 /* 1: the driver's next page is in u->page; 0: none for now (or none left). */
 static int take_next(listing_ud *u)
 {
-    if (u->par) return kvs_par_next(u->par, &u->page) > 0;
-    return u->core && kvs_async_take(u->async, &u->page);
+    return u->drv.ops && u->drv.ops->next(u->drv.d, &u->page) > 0;
 }
 
 /* The keys of this poll are used up: takes the next page that has arrived.
@@ -48,7 +37,7 @@ static int take_page(lua_State *L, listing_ud *u)
             settle_if_finished(L, u);
             return 0;
         }
-        kvs_view_page(u);
+        kvs_view_page(L, u);
     }
     return 1;
 }
@@ -75,8 +64,8 @@ static int job_poll(lua_State *L)
     if (!lua_isnoneornil(L, 2) && (!kvs_tointeger(L, 2, &max) || max < 1))
         luaL_argerror(L, 2, "max_keys must be an integer >= 1");
     u->hook.L = L;
-    if (u->core) kvs_async_poll(u->async);
-    else if (u->par) kvs_par_poll(u->par);
+    if (u->drv.ops) u->drv.ops->poll(u->drv.d);
+    kvs_listing_account(L, u);
     u->view.budget = (double)max;
     kvs_push_kept_iterator(L, 1);
     return 1;
@@ -106,8 +95,7 @@ static int push_timeout(lua_State *L)
     settle_if_finished(L, u);
     if (u->run != L_RUNNING) return 0;
     u->hook.L = L;           /* the parallel driver may take a page that has arrived */
-    t = u->view.pos < u->view.count ? 0
-      : u->par ? kvs_par_timeout(u->par) : kvs_async_timeout(u->async);
+    t = u->view.pos < u->view.count ? 0 : u->drv.ops->timeout(u->drv.d);
     if (t < 0) return 0;
     lua_pushnumber(L, t);
     return 1;
@@ -126,8 +114,7 @@ static int job_sockets(lua_State *L)
 {
     listing_ud *u = check_job(L);
     const kvs_socket *s = NULL;
-    size_t n = u->core ? kvs_async_sockets(u->async, &s)
-             : u->par ? kvs_par_sockets(u->par, &s) : 0, i;
+    size_t n = u->drv.ops ? u->drv.ops->sockets(u->drv.d, &s) : 0, i;
     int nr = 0, nw = 0;
     lua_createtable(L, (int)n, 0);
     lua_createtable(L, (int)n, 0);
@@ -141,13 +128,9 @@ static int job_sockets(lua_State *L)
 static int store_job(lua_State *L)
 {
     kvs_listing_config cfg;
-    listing_ud *u = kvs_new_listing(L, KVS_CALL_LISTING | KVS_CALL_JOB, KVS_JOB_MT, &cfg, 1);
-    if (!kvs_listing_start_parallel(L, u, &cfg)) {
-        kvs_listing_start(L, u, &cfg);
-        u->prefetch = 1;
-        kvs_listing_drive(L, u);
-        kvs_async_budget(u->async, KVS_JOB_POLL_BUDGET);
-    }
+    kvs_opts o;
+    listing_ud *u = kvs_new_listing(L, KVS_CALL_JOB, KVS_JOB_MT, &o, &cfg, 1);
+    kvs_listing_start_driver(L, u, &o, &cfg, 1, KVS_JOB_POLL_BUDGET);
     if (!kvs_ffi_iterator(L, -1, "job", u->view.urls)) {
         lua_pushvalue(L, -1);
         lua_pushcclosure(L, job_next, 1);
@@ -160,9 +143,8 @@ static int store_job(lua_State *L)
 static int job_close(lua_State *L)
 {
     listing_ud *u = check_job(L);
-    kvs_listing_close(L, u, u->view.pos >= u->view.count
-                            && ((u->core && kvs_async_finished(u->async))
-                                || (u->par && kvs_par_finished(u->par))));
+    kvs_listing_close(L, u, u->view.pos >= u->view.count && u->drv.ops
+                            && u->drv.ops->finished(u->drv.d));
     return 0;
 }
 

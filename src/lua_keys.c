@@ -79,15 +79,15 @@ static int store_list_keys(lua_State *L)
     kvs_page *page;
     kvs_error err;
     kvs_retry_hook hook;
+    kvs_opts o;
     int rc, urls;
 
-    kvs_check_options(L, 2, kvs_listing_options, KVS_CALL_LIST_KEYS);
-    kvs_read_config(L, c, id, &cfg, &hook);
-    cfg.page_size = (int)kvs_opt_integer(L, 2, "limit", 1, KVS_MAX_PAGE_SIZE, KVS_MAX_PAGE_SIZE);
+    kvs_read_options(L, 2, KVS_CALL_LIST_KEYS, &o);
+    kvs_read_config(L, c, id, &o, &cfg, &hook);
+    cfg.page_size = (int)o.page_limit.i;
     cfg.limit = -1;
     cfg.single_page = 1;
-    cfg.seed = kvs_random_seed(&cfg);
-    urls = kvs_opt_boolean(L, 2, "urls", 1);
+    urls = (int)o.urls.i;
     page = push_page_box(L);       /* first: it may raise, before anything is allocated */
 
     core = kvs_listing_new(&cfg);
@@ -125,31 +125,14 @@ static int next_page(lua_State *L, listing_ud *u)
         }
         if (u->run != L_RUNNING || !u->client)
             return 0;
-        if (u->par) {                   /* parallel: the driver blocks until a page */
-            int rc = kvs_par_take(u->par, &u->page);
-            if (rc > 0) {
-                kvs_view_page(u);
-                if (u->view.count > 0) return 1;
-                continue;
-            }
-            if (rc < 0) {
-                u->err = *kvs_par_error(u->par);
-                u->run = L_FAILED;
-            } else {
-                u->run = L_DONE;
-            }
-            kvs_listing_release(L, u);
-            continue;
-        }
-        kvs_listing_drive(L, u);
-        kvs_async_poll(u->async);
-        if (kvs_async_take(u->async, &u->page)) {
-            kvs_view_page(u);
+        int rc = u->drv.ops->take(u->drv.d, &u->page);    /* blocks until a page comes */
+        if (rc == KVS_DRIVER_AGAIN) {
+            kvs_listing_account(L, u);  /* a retry may wait for descriptors: collect the dropped */
+        } else if (rc > 0) {
+            kvs_view_page(L, u);
             if (u->view.count > 0) return 1;
-        } else if (kvs_async_finished(u->async)) {
-            kvs_listing_settle(L, u);
         } else {
-            kvs_async_wait(u->async, 1.0);
+            kvs_listing_settle(L, u);                       /* finished, or failed */
         }
     }
 }
@@ -160,8 +143,7 @@ static int next_page(lua_State *L, listing_ud *u)
 static void poll_transfer(lua_State *L, listing_ud *u)
 {
     u->hook.L = L;
-    if (u->async) kvs_async_poll(u->async);
-    else if (u->par) kvs_par_poll(u->par);
+    if (u->drv.ops) u->drv.ops->poll(u->drv.d);
 }
 
 static int keys_next(lua_State *L)
@@ -191,8 +173,9 @@ static int keys_ffi_poll(lua_State *L)
 static int store_keys(lua_State *L)
 {
     kvs_listing_config cfg;
-    listing_ud *u = kvs_new_listing(L, KVS_CALL_KEYS, KVS_KEYS_MT, &cfg, 0);
-    if (!kvs_listing_start_parallel(L, u, &cfg)) kvs_listing_start(L, u, &cfg);
+    kvs_opts o;
+    listing_ud *u = kvs_new_listing(L, KVS_CALL_KEYS, KVS_KEYS_MT, &o, &cfg, 0);
+    kvs_listing_start_driver(L, u, &o, &cfg, (int)o.prefetch.i, 0);
     if (!kvs_ffi_iterator(L, -1, "keys", u->view.urls)) {
         lua_pushvalue(L, -1);
         lua_pushcclosure(L, keys_next, 1);
@@ -206,8 +189,7 @@ static int store_keys(lua_State *L)
 /* Nothing is left to hand out: closing now cancels nothing. */
 static int keys_used_up(const listing_ud *u)
 {
-    if (!u->core || u->view.pos < u->view.count) return 0;   /* parallel: never */
-    return u->async && kvs_async_finished(u->async);
+    return u->drv.ops && u->view.pos >= u->view.count && u->drv.ops->finished(u->drv.d);
 }
 
 static int keys_close(lua_State *L)

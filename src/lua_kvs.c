@@ -4,10 +4,12 @@
  * Each kind of listing opens itself (its *_open, lua_aux.h lists them) and
  * adds its store methods.
  */
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "lua_ffi.h"
 #include "lua_listing.h"
@@ -24,6 +26,19 @@ static void check_header_safe(lua_State *L, int arg, const char *name, const cha
             luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must not contain control "
                           "characters", name));
     }
+}
+
+/* A token is sent as it is after "Bearer ": only visible ASCII (0x21-0x7E), which
+ * holds RFC 6750's b64token characters and every token the API issues; a space,
+ * a control byte or a non-ASCII one would reach the server as bytes no header
+ * should carry.  `what` names where it came from, never the value. */
+static void check_token(lua_State *L, const char *what, const char *s, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
+            luaL_argerror(L, 1, lua_pushfstring(L, "%s must be visible ASCII (0x21-0x7E): no "
+                          "spaces, control characters or non-ASCII bytes", what));
 }
 
 /* --- clients -------------------------------------------------------------------- */
@@ -86,39 +101,67 @@ static const char *check_base_url(lua_State *L, int arg, const char *u, size_t n
     return u;
 }
 
-static const kvs_optspec new_options[] = {
-    { "token", LUA_TSTRING, 1 }, { "base_url", LUA_TSTRING, 1 }, { "timeout", LUA_TNUMBER, 1 },
-    { "max_retries", LUA_TNUMBER, 1 }, { "min_delay", LUA_TNUMBER, 1 },
-    { "user_agent", LUA_TSTRING, 1 }, { "gzip", LUA_TBOOLEAN, 1 },
-    { "max_delay", LUA_TNUMBER, 1 }, { "max_elapsed", LUA_TNUMBER, 1 },
-    { "on_retry", LUA_TFUNCTION, 1 }, { NULL, 0, 0 }
-};
+/* Raises "option 'ca_file': cannot read <path> (<why>)" with errno's why. */
+static void cannot_read(lua_State *L, int arg, const char *name, const char *path)
+{
+    luaL_argerror(L, arg, lua_pushfstring(L, "option '%s': cannot read %s (%s)", name, path,
+                  strerror(errno)));
+}
+
+/* Option `name` of kvs.new, a CA file (ca_file) or a directory of them (ca_path): a path that
+ * is there now; NULL when absent.  libcurl reads it at each new connection: one gone by then,
+ * or not PEM, fails that listing as tls-error. */
+static const char *check_ca_option(lua_State *L, int arg, const char *name, const kvs_optval *v,
+                                   int want_dir)
+{
+    size_t n = v->len;
+    struct stat st;
+    const char *path = v->s;
+    if (!path) return NULL;
+    if (n == 0)
+        luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must not be empty", name));
+    if (strlen(path) != n)
+        luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must not contain a NUL byte", name));
+    if (stat(path, &st) != 0)
+        cannot_read(L, arg, name, path);
+    if (!S_ISDIR(st.st_mode) != !want_dir)
+        luaL_argerror(L, arg, want_dir
+            ? "option 'ca_path' names a file, not a directory (ca_file takes a file)"
+            : "option 'ca_file' names a directory (ca_path takes a directory of hashed certificates)");
+    if (!want_dir) {
+        FILE *f = fopen(path, "rb");
+        if (f) fclose(f);
+        else cannot_read(L, arg, name, path);
+    }
+    return path;
+}
 
 static int kvs_new(lua_State *L)
 {
     size_t tlen = 0, blen = 0, ulen = 0;
-    const char *token, *base, *ua;
+    const char *token, *base, *ua, *ca_file, *ca_path;
     char uabuf[128];
     kvs_client *c, **ud;
-    int token_off = 0;
+    kvs_opts o;
+    int token_off;
 
-    kvs_check_options(L, 1, new_options, 1);
-    if (!lua_isnoneornil(L, 1)) {
-        lua_getfield(L, 1, "token");
-        token_off = lua_type(L, -1) == LUA_TBOOLEAN;   /* token = false: send none */
-        lua_pop(L, 1);
-    }
-    token = token_off ? NULL : kvs_opt_string(L, 1, "token", &tlen);
+    kvs_read_options(L, 1, KVS_CALL_NEW, &o);
+    token_off = o.token.off;                           /* token = false: send none */
+    token = o.token.s;
+    tlen = o.token.len;
     if (token && tlen == 0)
         luaL_argerror(L, 1, "option 'token' must not be empty (use false for no token)");
-    if (!token && !token_off) {
+    if (token) {
+        check_token(L, "option 'token'", token, tlen);
+    } else if (!token_off) {
         token = getenv("APIFY_TOKEN");
         tlen = token ? strlen(token) : 0;
         if (tlen == 0) token = NULL;
+        else check_token(L, "APIFY_TOKEN", token, tlen);
     }
-    if (token) check_header_safe(L, 1, "token", token, tlen);
 
-    base = kvs_opt_string(L, 1, "base_url", &blen);
+    base = o.base_url.s;
+    blen = o.base_url.len;
     if (!base) {
         base = getenv("APIFY_API_BASE_URL");
         if (!base || !*base) base = DEFAULT_BASE_URL;
@@ -126,7 +169,8 @@ static int kvs_new(lua_State *L)
     }
     base = check_base_url(L, 1, base, blen, &blen);
 
-    ua = kvs_opt_string(L, 1, "user_agent", &ulen);
+    ua = o.user_agent.s;
+    ulen = o.user_agent.len;
     if (ua) {
         check_header_safe(L, 1, "user_agent", ua, ulen);
     } else {
@@ -135,6 +179,8 @@ static int kvs_new(lua_State *L)
         ua = uabuf;
         ulen = strlen(uabuf);
     }
+    ca_file = check_ca_option(L, 1, "ca_file", &o.ca_file, 0);
+    ca_path = check_ca_option(L, 1, "ca_path", &o.ca_path, 1);
 
     ud = kvs_newuserdata(L, sizeof *ud);
     *ud = NULL;
@@ -144,23 +190,25 @@ static int kvs_new(lua_State *L)
     *ud = c;
     c->refs = 1;
     c->on_retry_ref = LUA_NOREF;
-    c->settings.timeout = kvs_opt_number(L, 1, "timeout", 0, 30, 1);
-    c->settings.min_delay = kvs_opt_number(L, 1, "min_delay", 0, 0.5, 0);
-    c->settings.max_retries = (int)kvs_opt_integer(L, 1, "max_retries", 0, 100, 8);
-    c->settings.max_delay = kvs_opt_number(L, 1, "max_delay", 0, KVS_DEFAULT_MAX_DELAY, 1);
-    c->settings.max_elapsed = kvs_opt_number(L, 1, "max_elapsed", 0, 0, 1);
-    if (!lua_isnoneornil(L, 1)) {
+    c->settings.timeout = o.timeout.n;
+    c->settings.min_delay = o.min_delay.n;
+    c->settings.max_retries = (int)o.max_retries.i;
+    c->settings.max_delay = o.max_delay.n;
+    c->settings.max_elapsed = o.max_elapsed.n;
+    if (o.on_retry.given) {
         lua_getfield(L, 1, "on_retry");
-        if (lua_isfunction(L, -1)) c->on_retry_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        else lua_pop(L, 1);
+        c->on_retry_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
-    c->settings.gzip = kvs_opt_boolean(L, 1, "gzip", 1);
+    c->settings.gzip = (int)o.gzip.i;
     c->settings.base_url = dup_bytes(base, blen);
     if (c->settings.base_url) lower_scheme(c->settings.base_url);
     c->settings.user_agent = dup_bytes(ua, ulen);
     c->settings.token = token ? dup_bytes(token, tlen) : NULL;
+    c->settings.ca_file = ca_file ? dup_bytes(ca_file, strlen(ca_file)) : NULL;
+    c->settings.ca_path = ca_path ? dup_bytes(ca_path, strlen(ca_path)) : NULL;
     c->settings.http = kvs_http_new();
     if (!c->settings.base_url || !c->settings.user_agent || (token && !c->settings.token)
+        || (ca_file && !c->settings.ca_file) || (ca_path && !c->settings.ca_path)
         || !c->settings.http)
         return luaL_error(L, "apify.kvs: out of memory");
     return 1;
@@ -182,6 +230,15 @@ static int client_tostring(lua_State *L)
     else    /* says whether a token is set, never what it is */
         lua_pushfstring(L, "apify.kvs.client (%s, %s)", (*ud)->settings.base_url,
                         (*ud)->settings.token ? "token set" : "no token");
+    return 1;
+}
+
+/* The base URL as the client uses it (scheme in lower case, no trailing slash or /v2); it
+ * never holds a token (base_url takes no user part). */
+static int client_base_url(lua_State *L)
+{
+    kvs_client **c = check_client(L, 1);
+    lua_pushstring(L, (*c)->settings.base_url);
     return 1;
 }
 
@@ -240,17 +297,36 @@ static int store_id(lua_State *L)
 
 /* --- module ----------------------------------------------------------------------- */
 
+/* kvs.is_error(v): true for the error tables of runtime failures (class apify.kvs.error,
+ * apify.kvs.openresty's too), false for anything else, such as the strings programmer
+ * mistakes raise.  The class's metatable is locked: a script cannot make one. */
+static int kvs_is_error(lua_State *L)
+{
+    int yes = 0;
+    if (lua_type(L, 1) == LUA_TTABLE && lua_getmetatable(L, 1)) {
+        luaL_getmetatable(L, KVS_ERROR_MT);
+        yes = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+    }
+    lua_pushboolean(L, yes);
+    return 1;
+}
+
 KVS_EXPORT int luaopen_apify_kvs(lua_State *L)
 {
     static const luaL_Reg client_meta[] = {
         { "__gc", client_gc }, { "__tostring", client_tostring }, { NULL, NULL }
     };
-    static const luaL_Reg client_methods[] = { { "store", client_store }, { NULL, NULL } };
+    static const luaL_Reg client_methods[] = {
+        { "store", client_store }, { "base_url", client_base_url }, { NULL, NULL }
+    };
     static const luaL_Reg store_meta[] = {
         { "__gc", store_gc }, { "__tostring", store_tostring }, { NULL, NULL }
     };
     static const luaL_Reg store_methods[] = { { "id", store_id }, { NULL, NULL } };
-    static const luaL_Reg functions[] = { { "new", kvs_new }, { NULL, NULL } };
+    static const luaL_Reg functions[] = {
+        { "new", kvs_new }, { "is_error", kvs_is_error }, { NULL, NULL }
+    };
 
     if (kvs_http_global_init() != 0)
         return luaL_error(L, "apify.kvs: libcurl failed to initialise");

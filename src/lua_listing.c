@@ -10,27 +10,6 @@
 
 /* --- options -> core config -------------------------------------------------------- */
 
-#define K  KVS_CALL_KEYS
-#define LI KVS_CALL_LISTING
-#define LK KVS_CALL_LIST_KEYS
-#define J  KVS_CALL_JOB
-
-const kvs_optspec kvs_listing_options[] = {
-    { "prefix", LUA_TSTRING, K | LI | LK },
-    { "collection", LUA_TSTRING, K | LI | LK },
-    { "signature", LUA_TSTRING, K | LI | LK },
-    { "exclusiveStartKey", LUA_TSTRING, K | LI | LK },
-    { "limit", LUA_TNUMBER, K | LI | LK },
-    { "urls", LUA_TBOOLEAN, K | LI | LK },
-    { "page_size", LUA_TNUMBER, K | LI },
-    { "prefetch", LUA_TBOOLEAN, K },
-    { "parallel", LUA_TNUMBER, K | LI | J },    /* or "auto" */
-    { "rate_limit", LUA_TNUMBER, K | J },
-    { "ordered", LUA_TBOOLEAN, K | J },
-    { "seed", LUA_TNUMBER, LI },
-    { NULL, 0, 0 }
-};
-
 int kvs_call_on_retry(void *ud, const kvs_error *e, int attempt, double delay,
                       char *why, size_t why_cap)
 {
@@ -52,16 +31,23 @@ int kvs_call_on_retry(void *ud, const kvs_error *e, int attempt, double delay,
     return verdict;
 }
 
-void kvs_read_config(lua_State *L, kvs_client *c, const char *id, kvs_listing_config *cfg,
-                     kvs_retry_hook *hook)
+void kvs_read_config(lua_State *L, kvs_client *c, const char *id, const kvs_opts *o,
+                     kvs_listing_config *cfg, kvs_retry_hook *hook)
 {
     memset(cfg, 0, sizeof *cfg);
     cfg->base_url = c->settings.base_url;
     cfg->store_id = id;
-    cfg->prefix = kvs_opt_string(L, 2, "prefix", NULL);
-    cfg->collection = kvs_opt_string(L, 2, "collection", NULL);
-    cfg->signature = kvs_opt_string(L, 2, "signature", NULL);
-    cfg->start_key = kvs_opt_string(L, 2, "exclusiveStartKey", &cfg->start_key_len);
+    cfg->prefix = o->prefix.s;
+    cfg->prefix_len = o->prefix.len;
+    cfg->collection = o->collection.s;
+    cfg->collection_len = o->collection.len;
+    cfg->signature = o->signature.s;
+    cfg->signature_len = o->signature.len;
+    cfg->start_key = o->start_key.s;
+    cfg->start_key_len = o->start_key.len;
+    cfg->page_size = (int)o->page_size.i;
+    cfg->limit = o->limit.i;
+    cfg->seed = kvs_seed(o->seed.i, hook);
     cfg->max_retries = c->settings.max_retries;
     cfg->min_delay = c->settings.min_delay;
     cfg->max_delay = c->settings.max_delay;
@@ -95,14 +81,14 @@ void kvs_read_config(lua_State *L, kvs_client *c, const char *id, kvs_listing_co
 #  define get_uv(L, idx) lua_getfenv(L, idx)
 #endif
 
-listing_ud *kvs_new_listing(lua_State *L, unsigned call, const char *mt, kvs_listing_config *cfg,
-                            int iterator_slot)
+listing_ud *kvs_new_listing(lua_State *L, unsigned call, const char *mt, kvs_opts *o,
+                            kvs_listing_config *cfg, int iterator_slot)
 {
     const char *id;
     kvs_client *c = kvs_check_store(L, 1, &id);
     listing_ud *u;
 
-    kvs_check_options(L, 2, kvs_listing_options, call);
+    kvs_read_options(L, 2, call, o);
     u = new_listing_ud(L, sizeof *u, iterator_slot);   /* first: cfg points into its hook */
     memset(u, 0, sizeof *u);
     kvs_page_init(&u->page);
@@ -113,13 +99,8 @@ listing_ud *kvs_new_listing(lua_State *L, unsigned call, const char *mt, kvs_lis
         lua_createtable(L, 1, 0);
         set_uv(L, -2);
     }
-    kvs_read_config(L, c, id, cfg, &u->hook);
-    cfg->page_size = (int)kvs_opt_integer(L, 2, "page_size", 1, KVS_MAX_PAGE_SIZE,
-                                          KVS_MAX_PAGE_SIZE);
-    cfg->limit = kvs_opt_integer(L, 2, "limit", 0, 0x7fffffffffffffffLL, -1);
-    cfg->seed = kvs_opt_seed(L, 2, u);
-    u->view.urls = kvs_opt_boolean(L, 2, "urls", 1);
-    u->prefetch = kvs_opt_boolean(L, 2, "prefetch", 1);
+    kvs_read_config(L, c, id, o, cfg, &u->hook);
+    u->view.urls = (int32_t)o->urls.i;
     u->client = c;
     c->refs++;
     u->run = L_RUNNING;
@@ -132,38 +113,16 @@ void kvs_listing_start(lua_State *L, listing_ud *u, const kvs_listing_config *cf
         luaL_error(L, "apify.kvs: out of memory");
 }
 
-int kvs_opt_parallel(lua_State *L, int arg, int dflt)
+void kvs_listing_start_driver(lua_State *L, listing_ud *u, const kvs_opts *o,
+                              const kvs_listing_config *cfg, int prefetch, double budget)
 {
-    long long n = dflt;
-    if (lua_isnoneornil(L, arg)) return dflt;
-    lua_getfield(L, arg, "parallel");
-    if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "auto") == 0)
-        n = KVS_PLAN_AUTO;
-    else if (!lua_isnil(L, -1) && (!kvs_tointeger(L, -1, &n) || n < 1 || n > KVS_PLAN_MAX))
-        luaL_argerror(L, arg, "option 'parallel' must be \"auto\" or an integer in 1..64");
-    lua_pop(L, 1);
-    return (int)n;
-}
-
-int kvs_listing_start_parallel(lua_State *L, listing_ud *u, const kvs_listing_config *cfg)
-{
-    int parallel = kvs_opt_parallel(L, 2, kvs_opt_boolean(L, 2, "prefetch", 1) ? KVS_PLAN_AUTO : 1);
-    int ordered = kvs_opt_boolean(L, 2, "ordered", 1);
-    double rate = 0;
-    if (!lua_isnoneornil(L, 2)) {
-        lua_getfield(L, 2, "rate_limit");
-        if (!lua_isnil(L, -1)) {
-            rate = (double)lua_tonumber(L, -1);
-            if (!(rate > 0 && rate <= 1e6))
-                luaL_argerror(L, 2, "option 'rate_limit' must be a number in (0, 1e6]");
-        }
-        lua_pop(L, 1);
-    }
-    if (parallel <= 1 && rate <= 0) return 0;
-    /* the ranges' driver runs cores of its own */
-    if (!(u->par = kvs_par_new(&u->client->settings, cfg, parallel, rate, ordered)))
-        luaL_error(L, "apify.kvs: out of memory");
-    return 1;
+    const kvs_settings *s = &u->client->settings;
+    /* parallel = "auto" unless said; prefetch = false: page by page unless said */
+    int parallel = !o->parallel.given && !prefetch ? 1 : (int)o->parallel.i;
+    int rc = parallel > 1 || o->rate_limit.n > 0
+        ? kvs_driver_parallel(&u->drv, s, cfg, parallel, o->rate_limit.n, (int)o->ordered.i)
+        : kvs_driver_sequential(&u->drv, s, cfg, prefetch, budget);
+    if (rc != 0) luaL_error(L, "apify.kvs: out of memory");
 }
 
 void kvs_keep_iterator(lua_State *L, int idx)
@@ -184,12 +143,57 @@ void kvs_push_kept_iterator(lua_State *L, int idx)
 
 /* --- handing out ------------------------------------------------------------------------- */
 
-void kvs_view_page(listing_ud *u)
+void kvs_view_page(lua_State *L, listing_ud *u)
 {
     u->view.items = u->page.items;
     u->view.bytes = u->page.bytes.data;
     u->view.count = (int32_t)u->page.count;
     u->view.pos = 0;
+    kvs_listing_account(L, u);
+}
+
+/* --- what the garbage collector cannot see ---------------------------------------------- */
+
+/* A listing's pages, buffers and libcurl handles live in C memory, about 20 KiB to a few
+ * MiB of it, under a userdata of a few hundred bytes: a program that drops listings
+ * without close() (a break before Lua 5.4, an error in the loop) would pile them up
+ * while its collector, pacing itself on what Lua allocated, saw no reason to run.  So
+ * each growth of it is charged once, as if Lua had allocated it (LUA_GCSTEP with the
+ * KiB): dropped listings are collected at the pace of the program's own garbage, whatever
+ * the size of its heap.  A stopped collector is left stopped (Lua 5.1 cannot tell: a
+ * charge restarts it there).
+ * Descriptors are not left to that pace: a listing dropped with a request in flight
+ * gives its connection back at the next turn of the client's transfers (driver_http.c),
+ * and when a socket could not be had (EMFILE, ENFILE), a full collection closes the
+ * listings and clients the program dropped before the request is tried again. */
+static size_t held_memory(const listing_ud *u)
+{
+    return (u->core ? kvs_listing_memory(u->core) : 0)
+         + (u->drv.ops ? u->drv.ops->memory(u->drv.d) : 0) + kvs_page_memory(&u->page);
+}
+
+static int collector_running(lua_State *L)
+{
+#ifdef LUA_GCISRUNNING                  /* 5.2+, LuaJIT 2.1 */
+    return lua_gc(L, LUA_GCISRUNNING, 0);
+#else
+    (void)L;
+    return 1;
+#endif
+}
+
+void kvs_listing_account(lua_State *L, listing_ud *u)
+{
+    size_t now;
+    if (!u->client) return;
+    if (kvs_http_take_shortages(u->client->settings.http) > 0 && collector_running(L))
+        lua_gc(L, LUA_GCCOLLECT, 0);    /* may close listings, this one too: look again */
+    now = held_memory(u);
+    if (now >= u->charged + 1024) {
+        size_t kb = (now - u->charged) >> 10;
+        u->charged = now;
+        if (collector_running(L)) lua_gc(L, LUA_GCSTEP, kb > 0x7fffffff ? 0x7fffffff : (int)kb);
+    }
 }
 
 int kvs_push_item(lua_State *L, listing_ud *u)
@@ -208,32 +212,29 @@ int kvs_push_item(lua_State *L, listing_ud *u)
 
 void kvs_listing_release(lua_State *L, listing_ud *u)
 {
-    if (u->core && u->run == L_FAILED && kvs_listing_error(u->core))
-        u->err = *kvs_listing_error(u->core);
-    kvs_async_free(u->async);           /* first: it drives the core */
-    kvs_par_free(u->par);               /* cancels every range's transfer */
+    if (u->drv.ops) u->drv.ops->free(u->drv.d);     /* cancels what is in flight */
     kvs_listing_free(u->core);
+    kvs_http_reader_free(u->http);
     kvs_page_free(&u->page);
     kvs_client_release(L, u->client);
-    u->async = NULL;
-    u->par = NULL;
+    u->drv.ops = NULL;
     u->core = NULL;
+    u->http = NULL;
     u->client = NULL;
     u->view.items = NULL;
     u->view.bytes = NULL;
     u->view.pos = u->view.count = 0;
 }
 
-void kvs_listing_drive(lua_State *L, listing_ud *u)
-{
-    if (!u->async && !(u->async = kvs_async_new(&u->client->settings, u->core, u->prefetch)))
-        luaL_error(L, "apify.kvs: out of memory");
-}
-
 void kvs_listing_settle(lua_State *L, listing_ud *u)
 {
-    if (u->run == L_RUNNING)
-        u->run = kvs_listing_failed(u->core) ? L_FAILED : L_DONE;
+    if (u->run == L_RUNNING) {
+        const kvs_error *e = u->drv.ops ? u->drv.ops->error(u->drv.d)
+                           : u->core && kvs_listing_failed(u->core) ? kvs_listing_error(u->core)
+                           : NULL;
+        if (e) u->err = *e;
+        u->run = e ? L_FAILED : L_DONE;
+    }
     kvs_listing_release(L, u);
 }
 

@@ -3,34 +3,37 @@
  * (core_parallel.c) for drivers of one's own (OpenResty, luasocket, a
  * simulator).  The plan says which requests to send now and which to abort,
  * and takes the replies by request id; the driver moves the bytes, keeps the
- * clock (`now`, seconds, any origin) and does the waiting.
+ * clock (`now`, seconds, any origin) and does the waiting.  A driver that moves raw
+ * bytes takes requests as HTTP/1.1 bytes (http_requests) and feeds each reply's bytes
+ * back by request id as they come (http_feed): one reader per request in flight.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "lua_listing.h"
 
 #define KVS_PLAN_MT "apify.kvs.plan"
 
+/* A request of http_requests() awaiting the rest of its reply. */
+typedef struct http_xfer {
+    kvs_plan        *plan;
+    unsigned         id;
+    kvs_http_reader *r;
+} http_xfer;
+
 typedef struct plan_ud {
     kvs_plan      *plan;        /* NULL: closed */
     kvs_client    *client;
     kvs_page       page;        /* the page taken last */
     size_t         pos;
-    kvs_retry_hook hook;        /* hook.L: set by every call that may drive the plan */
     int            urls;        /* hand out recordPublicUrl (option urls, default true) */
+    kvs_retry_hook hook;        /* hook.L: set by every call that may drive the plan */
+    http_xfer    **xfers;       /* raw replies being read, by request id */
+    size_t         nxfers, xfers_cap;
 } plan_ud;
 
-static const kvs_optspec options[] = {
-    { "prefix", LUA_TSTRING, 1 }, { "collection", LUA_TSTRING, 1 },
-    { "signature", LUA_TSTRING, 1 }, { "exclusiveStartKey", LUA_TSTRING, 1 },
-    { "limit", LUA_TNUMBER, 1 }, { "page_size", LUA_TNUMBER, 1 },
-    { "parallel", LUA_TNUMBER, 1 }, { "rate_limit", LUA_TNUMBER, 1 },
-    { "ordered", LUA_TBOOLEAN, 1 }, { "seed", LUA_TNUMBER, 1 }, { "urls", LUA_TBOOLEAN, 1 },
-    { NULL, 0, 0 }
-};
-
-/* store:listing{} plans key ranges ("auto"), unless parallel = 1 without rate_limit or
- * ordered asks for the page-by-page listing. */
+/* store:listing{} plans key ranges (parallel = "auto"), unless parallel = 1 without
+ * rate_limit or ordered asks for the page-by-page listing. */
 int kvs_plan_wanted(lua_State *L)
 {
     int one;
@@ -70,58 +73,151 @@ int kvs_store_plan(lua_State *L)
     const char *id;
     kvs_client *c = kvs_check_store(L, 1, &id);
     kvs_listing_config cfg;
+    kvs_opts o;
     plan_ud *u;
-    int parallel, ordered;
-    double rate = 0;
 
-    kvs_check_options(L, 2, options, 1);
-    memset(&cfg, 0, sizeof cfg);
-    cfg.base_url = c->settings.base_url;
-    cfg.store_id = id;
-    cfg.prefix = kvs_opt_string(L, 2, "prefix", NULL);
-    cfg.collection = kvs_opt_string(L, 2, "collection", NULL);
-    cfg.signature = kvs_opt_string(L, 2, "signature", NULL);
-    cfg.start_key = kvs_opt_string(L, 2, "exclusiveStartKey", &cfg.start_key_len);
-    cfg.page_size = (int)kvs_opt_integer(L, 2, "page_size", 1, KVS_MAX_PAGE_SIZE,
-                                         KVS_MAX_PAGE_SIZE);
-    cfg.limit = kvs_opt_integer(L, 2, "limit", 0, 0x7fffffffffffffffLL, -1);
-    parallel = kvs_opt_parallel(L, 2, KVS_PLAN_AUTO);
-    lua_getfield(L, 2, "rate_limit");
-    if (!lua_isnil(L, -1)) {
-        rate = (double)lua_tonumber(L, -1);
-        if (!(rate > 0 && rate <= 1e6))
-            luaL_argerror(L, 2, "option 'rate_limit' must be a number in (0, 1e6]");
-    }
-    lua_getfield(L, 2, "ordered");
-    ordered = lua_isnil(L, -1) || lua_toboolean(L, -1);
-    lua_pop(L, 2);
-    cfg.max_retries = c->settings.max_retries;
-    cfg.min_delay = c->settings.min_delay;
-    cfg.max_delay = c->settings.max_delay;
-    cfg.max_elapsed = c->settings.max_elapsed;
-    cfg.secret = c->settings.token;
-    cfg.secret_len = c->settings.token ? strlen(c->settings.token) : 0;
-    cfg.http_date_delay = kvs_http_date_delay;
-
-    u = kvs_newuserdata(L, sizeof *u);
+    kvs_read_options(L, 2, KVS_CALL_PLAN, &o);
+    u = kvs_newuserdata(L, sizeof *u);   /* first: cfg points into its hook */
     memset(u, 0, sizeof *u);
     kvs_page_init(&u->page);
     luaL_getmetatable(L, KVS_PLAN_MT);
     lua_setmetatable(L, -2);
-    u->hook.L = L;
-    u->hook.client = c;
-    if (c->on_retry_ref != LUA_NOREF) {
-        cfg.on_retry = kvs_call_on_retry;
-        cfg.on_retry_ud = &u->hook;
-    }
-    u->urls = kvs_opt_boolean(L, 2, "urls", 1);
-    cfg.seed = kvs_opt_seed(L, 2, u);
-    if (!(u->plan = kvs_plan_new(&cfg, parallel, rate, ordered)))
+    kvs_read_config(L, c, id, &o, &cfg, &u->hook);
+    u->urls = (int)o.urls.i;
+    if (!(u->plan = kvs_plan_new(&cfg, (int)o.parallel.i, o.rate_limit.n, (int)o.ordered.i)))
         luaL_error(L, "apify.kvs: out of memory");
     kvs_plan_decode_gzip(u->plan, 1);   /* its driver hands over bodies as they came */
     u->client = c;
     c->refs++;
     return 1;
+}
+
+/* --- raw HTTP/1.1: one reader per request in flight --------------------------- */
+
+static void xfer_begin(void *ud, int status)
+{
+    http_xfer *x = ud;
+    kvs_plan_reply_begin(x->plan, x->id, status);
+}
+
+static void xfer_header(void *ud, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    http_xfer *x = ud;
+    kvs_plan_reply_header(x->plan, x->id, name, nlen, value, vlen);
+}
+
+static int xfer_body(void *ud, const char *data, size_t len)
+{
+    http_xfer *x = ud;
+    return kvs_plan_reply_body(x->plan, x->id, data, len);
+}
+
+static const kvs_http_sink xfer_sink = { xfer_begin, xfer_header, xfer_body };
+
+static size_t xfer_find(const plan_ud *u, unsigned id)
+{
+    size_t i;
+    for (i = 0; i < u->nxfers; i++)
+        if (u->xfers[i]->id == id) break;
+    return i;
+}
+
+/* Forgets the reader of request id (its reply ended, failed or was cancelled). */
+static void xfer_drop(plan_ud *u, unsigned id)
+{
+    size_t i = xfer_find(u, id);
+    if (i == u->nxfers) return;
+    kvs_http_reader_free(u->xfers[i]->r);
+    free(u->xfers[i]);
+    u->xfers[i] = u->xfers[--u->nxfers];
+}
+
+/* A reader for request id, reading from its first byte; NULL: out of memory. */
+static http_xfer *xfer_start(plan_ud *u, unsigned id)
+{
+    http_xfer *x;
+    if (u->nxfers == u->xfers_cap) {
+        size_t cap = u->xfers_cap ? 2 * u->xfers_cap : 8;
+        http_xfer **more = realloc(u->xfers, cap * sizeof *more);
+        if (!more) return NULL;
+        u->xfers = more;
+        u->xfers_cap = cap;
+    }
+    if (!(x = malloc(sizeof *x))) return NULL;
+    if (!(x->r = kvs_http_reader_new(&xfer_sink))) {
+        free(x);
+        return NULL;
+    }
+    x->plan = u->plan;
+    x->id = id;
+    kvs_http_reader_begin(x->r, x);
+    u->xfers[u->nxfers++] = x;
+    return x;
+}
+
+static void xfers_free(plan_ud *u)
+{
+    while (u->nxfers) xfer_drop(u, u->xfers[0]->id);
+    free(u->xfers);
+    u->xfers = NULL;
+    u->xfers_cap = 0;
+}
+
+/* plan:http_requests([now]) -> { { id =, shard =, attempt =, request =, host =, port =,
+ * tls =, timeout = }, ... }: the requests to send now as raw HTTP/1.1 bytes; their replies
+ * to http_feed.  One that cannot be sent as it is fails the plan (plan:error()). */
+static int plan_http_requests(lua_State *L)
+{
+    plan_ud *u = check_plan(L);
+    double now = opt_now(L, 2);
+    kvs_plan_request req;
+    int n = 0;
+    lua_newtable(L);
+    while (kvs_plan_next_request(u->plan, now, &req)) {
+        const char *why = kvs_push_http_request(L, &u->client->settings, req.url, req.url_len);
+        if (!why && !xfer_start(u, req.id)) {
+            lua_pop(L, 1);
+            why = "out of memory";
+        }
+        if (why) {
+            kvs_plan_reply_end(u->plan, req.id, KVS_FAULT_REQUEST, why, now);
+            continue;
+        }
+        lua_pushinteger(L, (lua_Integer)req.id);
+        lua_setfield(L, -2, "id");
+        lua_pushinteger(L, (lua_Integer)req.shard);
+        lua_setfield(L, -2, "shard");
+        lua_pushinteger(L, req.attempt);
+        lua_setfield(L, -2, "attempt");
+        lua_rawseti(L, -2, ++n);
+    }
+    return 1;
+}
+
+/* plan:http_feed(id, bytes | nil [, now]) -> nothing while the reply goes on (nil: the
+ * connection closed); at its end (the plan took it) true and whether the connection may
+ * carry the next request.  A request the plan no longer waits for ends at once. */
+static int plan_http_feed(lua_State *L)
+{
+    plan_ud *u = check_plan(L);
+    unsigned id = check_id(L, 2);
+    size_t i = xfer_find(u, id);
+    http_xfer *x;
+    int st;
+    if (i == u->nxfers) {
+        luaL_checkany(L, 3);
+        lua_pushboolean(L, 1);
+        lua_pushboolean(L, 0);
+        return 2;
+    }
+    x = u->xfers[i];
+    if ((st = kvs_http_feed_arg(L, x->r, 3)) == KVS_HTTP_MORE) return 0;
+    kvs_plan_reply_end(u->plan, id, st == KVS_HTTP_DONE ? KVS_FAULT_NONE : KVS_FAULT_NETWORK,
+                       st == KVS_HTTP_DONE ? NULL : kvs_http_reader_message(x->r), opt_now(L, 4));
+    lua_pushboolean(L, 1);
+    lua_pushboolean(L, kvs_http_reader_reusable(x->r));
+    xfer_drop(u, id);
+    return 2;
 }
 
 /* plan:requests([now]) -> { { id =, url =, headers =, shard =, attempt = }, ... } */
@@ -157,6 +253,7 @@ static int plan_cancels(lua_State *L)
     int n = 0;
     lua_newtable(L);
     while (kvs_plan_next_cancel(u->plan, &id)) {
+        xfer_drop(u, id);
         lua_pushinteger(L, (lua_Integer)id);
         lua_rawseti(L, -2, ++n);
     }
@@ -212,6 +309,7 @@ static int plan_finish(lua_State *L)
     unsigned id = check_id(L, 2);
     kvs_fault fault = kvs_check_fault(L, 3);
     const char *msg = luaL_optstring(L, 4, NULL);
+    xfer_drop(u, id);
     kvs_plan_reply_end(u->plan, id, fault, msg, opt_now(L, 5));
     return 0;
 }
@@ -330,6 +428,7 @@ static int plan_stats(lua_State *L)
 static int plan_close(lua_State *L)
 {
     plan_ud *u = kvs_check_class(L, 1, KVS_PLAN_MT);
+    xfers_free(u);
     kvs_plan_free(u->plan);
     kvs_page_free(&u->page);
     if (u->client) kvs_client_release(L, u->client);
@@ -359,6 +458,7 @@ void kvs_open_plan(lua_State *L)
     };
     static const luaL_Reg methods[] = {
         { "requests", plan_requests }, { "cancels", plan_cancels }, { "begin", plan_begin },
+        { "http_requests", plan_http_requests }, { "http_feed", plan_http_feed },
         { "header", plan_header }, { "body", plan_body }, { "finish", plan_finish },
         { "reply", plan_reply }, { "timeout", plan_timeout }, { "take", plan_take },
         { "page_keys", plan_page_keys }, { "finished", plan_finished }, { "error", plan_error },

@@ -2,7 +2,9 @@
  * lua_sansio.c — store:listing{...} (type apify.kvs.listing), for drivers of
  * one's own (OpenResty, luasocket, any event loop): the C core says what to
  * request and what each reply means; the driver moves the bytes and does the
- * waiting.  listing:page_keys() iterates the latest page.
+ * waiting.  listing:page_keys() iterates the latest page.  A driver that moves raw
+ * bytes (an nginx cosocket) takes each request as HTTP/1.1 bytes (http_request) and
+ * feeds the reply's bytes back as they come (http_feed), lua_http.c.
  */
 #include "lua_ffi.h"
 #include "lua_listing.h"
@@ -70,7 +72,7 @@ static int push_step(lua_State *L, listing_ud *u, kvs_step step, double wait)
     switch (step) {
     case KVS_STEP_PAGE:
         kvs_listing_take_page(u->core, &u->page);
-        kvs_view_page(u);
+        kvs_view_page(L, u);
         lua_pushliteral(L, "page");
         lua_pushinteger(L, (lua_Integer)u->page.count);
         return 2;
@@ -125,6 +127,61 @@ static int listing_reply(lua_State *L)
     return push_step(L, u, step, wait);
 }
 
+/* A request that cannot be sent as it is (the URL, the client's settings): the listing fails. */
+static int refuse(lua_State *L, listing_ud *u, const char *why)
+{
+    double wait;
+    u->hook.L = L;
+    kvs_listing_reply_end(u->core, KVS_FAULT_REQUEST, why, kvs_monotonic(), &wait);
+    u->run = L_FAILED;
+    u->err = *kvs_listing_error(u->core);
+    lua_pushnil(L);
+    kvs_push_error(L, &u->err);
+    return 2;
+}
+
+/* listing:http_request() -> { request =, host =, port =, tls =, timeout = } | nil (finished)
+ * | nil, err (failed): the next request as raw HTTP/1.1 bytes, its reply to http_feed */
+static int listing_http_request(lua_State *L)
+{
+    listing_ud *u = check_open(L);
+    kvs_request req;
+    const char *why;
+    if (!kvs_listing_next_request(u->core, &req)) {
+        lua_pushnil(L);
+        if (!kvs_listing_failed(u->core)) return 1;
+        kvs_push_error(L, kvs_listing_error(u->core));
+        return 2;
+    }
+    if ((why = kvs_push_http_request(L, &u->client->settings, req.url, req.url_len)))
+        return refuse(L, u, why);
+    if (!u->http && !(u->http = kvs_http_reader_new(&kvs_listing_sink)))
+        return refuse(L, u, "out of memory");
+    kvs_http_reader_begin(u->http, u->core);
+    return 1;
+}
+
+/* listing:http_feed(bytes | nil [, now]) -> nothing while the reply goes on (nil: the
+ * connection closed); at its end "page", n | "retry", seconds | "failed", err, and whether
+ * the connection may carry the next request */
+static int listing_http_feed(lua_State *L)
+{
+    listing_ud *u = check_open(L);
+    int st, n;
+    double wait, now;
+    kvs_step step;
+    if (!u->http) luaL_argerror(L, 1, "no http_request() awaits its reply");
+    if ((st = kvs_http_feed_arg(L, u->http, 2)) == KVS_HTTP_MORE) return 0;
+    now = opt_now(L, 3);
+    u->hook.L = L;
+    step = kvs_listing_reply_end(u->core, st == KVS_HTTP_DONE ? KVS_FAULT_NONE : KVS_FAULT_NETWORK,
+                                 st == KVS_HTTP_DONE ? NULL : kvs_http_reader_message(u->http),
+                                 now, &wait);
+    n = push_step(L, u, step, wait);
+    lua_pushboolean(L, kvs_http_reader_reusable(u->http));
+    return n + 1;
+}
+
 static int page_next(lua_State *L)
 {
     listing_ud *u = lua_touserdata(L, lua_upvalueindex(1));
@@ -160,9 +217,10 @@ static int listing_error(lua_State *L)
 static int store_listing(lua_State *L)
 {
     kvs_listing_config cfg;
+    kvs_opts o;
     listing_ud *u;
     if (kvs_plan_wanted(L)) return kvs_store_plan(L);    /* parallel: lua_plan.c */
-    u = kvs_new_listing(L, KVS_CALL_LISTING, KVS_LISTING_MT, &cfg, 1);
+    u = kvs_new_listing(L, KVS_CALL_LISTING, KVS_LISTING_MT, &o, &cfg, 1);
     kvs_listing_start(L, u, &cfg);
     kvs_listing_decode_gzip(u->core, 1);   /* its driver hands over bodies as they came */
     if (!kvs_ffi_iterator(L, -1, "page", u->view.urls)) {
@@ -201,7 +259,8 @@ void kvs_sansio_open(lua_State *L, int store_methods)
     static const luaL_Reg methods[] = {
         { "request", listing_request }, { "begin", listing_begin },
         { "header", listing_header }, { "body", listing_body }, { "finish", listing_finish },
-        { "reply", listing_reply }, { "page_keys", listing_page_keys },
+        { "reply", listing_reply }, { "http_request", listing_http_request },
+        { "http_feed", listing_http_feed }, { "page_keys", listing_page_keys },
         { "finished", listing_finished }, { "error", listing_error },
         { "close", listing_close }, { NULL, NULL }
     };

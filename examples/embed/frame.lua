@@ -1,16 +1,16 @@
 -- examples/embed/frame.lua — the Lua side of examples/embed/host.c.
 --
--- host.c runs this chunk once with (base_url, token, store, keys_per_frame): it creates the
--- job (no I/O yet) and defines two globals the host calls:
+-- host.c runs this chunk once with (base_url, store, keys_per_frame): it creates the job (no
+-- I/O yet; the token comes from APIFY_TOKEN) and defines two globals the host calls:
 --   frame()    once per 60 Hz frame: polls the job, takes at most keys_per_frame keys;
 --              returns running (false once the job is done or failed), keys taken
 --   summary()  after the loop: returns status, keys, bytes, error message (or nil)
-local base_url, token, store_name, per_frame = ...
+local base_url, store_name, per_frame = ...
 
 local kvs = require "apify.kvs"
 
-local client = kvs.new({ base_url = base_url, token = token,
-                         max_retries = 8, min_delay = 0.5, timeout = 30 })
+-- no token option: kvs.new reads APIFY_TOKEN
+local client = kvs.new({ base_url = base_url, max_retries = 8, min_delay = 0.5, timeout = 30 })
 -- a bigger page means fewer requests but more JSON to decode in the frame it arrives in
 local page_size = tonumber(os.getenv("KVS_PAGE_SIZE") or "") or 1000
 local job = client:store(store_name):job({ page_size = page_size })

@@ -2,8 +2,10 @@
  * examples/embed/host.c — a C program that embeds Lua 5.4 and lists a store's
  * keys from a 60 Hz frame loop, the way a game engine or a GUI would.
  *
- *   host BASE_URL TOKEN STORE [expected_keys]
+ *   APIFY_TOKEN=... host BASE_URL STORE [expected_keys]
  *
+ * The token is read from the environment (APIFY_TOKEN) only, never from the command line,
+ * where it would land in the shell history and in every process listing.
  * The Lua side (frame.lua) creates an apify.kvs job; every frame the loop
  * calls the Lua function frame(), which polls the job (never blocking) and
  * takes at most KVS_KEYS_PER_FRAME keys, then sleeps until the next frame
@@ -15,11 +17,13 @@
  * sets the checkout's build/5.4/?.so), then in package.cpath (LUA_CPATH_5_4 /
  * LUA_CPATH, or Lua's default).
  *
- * Environment (all optional):
+ * Environment (all optional but the token):
+ *   APIFY_TOKEN         the API token (read by kvs.new in frame.lua)
  *   KVS_FRAME_SCRIPT    the Lua script (default: frame.lua, compiled in by the Makefile)
- *   KVS_KEYS_PER_FRAME  keys handed out per frame at most (default 250)
- *   KVS_MAX_SECONDS     give up after this long (default 60)
+ *   KVS_KEYS_PER_FRAME  keys handed out per frame at most, 1..1000000 (default 250)
+ *   KVS_MAX_SECONDS     give up after this long, 0 < s <= 3600 (default 60)
  *   KVS_LATE_FRAMES_OK  1: late frames are reported, not a failure (a busy machine)
+ * A number that is not one (expected_keys "abc", KVS_KEYS_PER_FRAME=0) is a usage error.
  *
  * Exit status: 0 ok, 1 incomplete / failed / late frames, 2 usage or Lua error.
  */
@@ -78,6 +82,28 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* A whole number in [min, max], digits only: *out, or 0 when s is not one. */
+static int parse_count(const char *s, long long min, long long max, long long *out)
+{
+    char *end;
+    long long v;
+
+    if (*s < '0' || *s > '9') return 0;
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno || *end || v < min || v > max) return 0;
+    *out = v;
+    return 1;
+}
+
+static int usage(const char *prog, const char *problem, const char *value)
+{
+    if (problem) fprintf(stderr, "host: %s%s%s%s\n", problem, value ? ", got '" : "", value ? value : "",
+                         value ? "'" : "");
+    fprintf(stderr, "usage: APIFY_TOKEN=... %s BASE_URL STORE [expected_keys]\n", prog);
+    return 2;
+}
+
 /* nearest-rank percentile of a sorted array */
 static double percentile(const double *sorted, size_t n, double p)
 {
@@ -109,8 +135,11 @@ static void prepend_cpath(lua_State *L, const char *cpath)
 int main(int argc, char **argv)
 {
     const char *script = env_or("KVS_FRAME_SCRIPT", HOST_SCRIPT);
-    long per_frame = atol(env_or("KVS_KEYS_PER_FRAME", "250"));
-    double max_seconds = atof(env_or("KVS_MAX_SECONDS", "60"));
+    const char *per_frame_s = env_or("KVS_KEYS_PER_FRAME", "250");
+    const char *max_seconds_s = env_or("KVS_MAX_SECONDS", "60");
+    long long per_frame;
+    double max_seconds;
+    char *end;
     int late_ok = strcmp(env_or("KVS_LATE_FRAMES_OK", "0"), "1") == 0;
     long long expected = -1;
     size_t max_frames, frames = 0;
@@ -123,13 +152,17 @@ int main(int argc, char **argv)
     struct timespec next, now;
     lua_State *L;
 
-    if (argc < 4 || argc > 5) {
-        fprintf(stderr, "usage: %s BASE_URL TOKEN STORE [expected_keys]\n", argv[0]);
-        return 2;
-    }
-    if (argc == 5) expected = atoll(argv[4]);
-    if (per_frame < 1) per_frame = 1;
-    if (max_seconds <= 0) max_seconds = 60;
+    if (argc < 3) return usage(argv[0], argc < 2 ? "missing BASE_URL and STORE" : "missing STORE", NULL);
+    if (argc > 4) return usage(argv[0], "too many arguments (the token comes from APIFY_TOKEN only)", NULL);
+    if (argc == 4 && !parse_count(argv[3], 0, 1LL << 53, &expected))
+        return usage(argv[0], "expected_keys must be a whole number >= 0", NULL);   /* not echoed */
+    if (!parse_count(per_frame_s, 1, 1000000, &per_frame))
+        return usage(argv[0], "KVS_KEYS_PER_FRAME must be a whole number from 1 to 1000000", per_frame_s);
+    errno = 0;
+    max_seconds = strtod(max_seconds_s, &end);
+    if (errno || *end || end == max_seconds_s || !(max_seconds > 0 && max_seconds <= 3600))
+        return usage(argv[0], "KVS_MAX_SECONDS must be a number of seconds, more than 0 and at most 3600",
+                     max_seconds_s);
     max_frames = (size_t)(max_seconds * HZ) + 1;
     work = malloc(max_frames * sizeof *work);
     sorted = malloc(max_frames * sizeof *sorted);
@@ -155,9 +188,8 @@ int main(int argc, char **argv)
     }
     lua_pushstring(L, argv[1]);
     lua_pushstring(L, argv[2]);
-    lua_pushstring(L, argv[3]);
     lua_pushinteger(L, (lua_Integer)per_frame);
-    if (lua_pcall(L, 4, 0, 1) != LUA_OK) {
+    if (lua_pcall(L, 3, 0, 1) != LUA_OK) {
         fprintf(stderr, "host: %s\n", lua_tostring(L, -1));
         lua_close(L);
         return 2;
@@ -169,7 +201,7 @@ int main(int argc, char **argv)
     }
     frame_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
-    printf("host: %d Hz frame loop, %s, up to %ld keys per frame\n", HZ, LUA_RELEASE, per_frame);
+    printf("host: %d Hz frame loop, %s, up to %lld keys per frame\n", HZ, LUA_RELEASE, per_frame);
 
     clock_gettime(CLOCK_MONOTONIC, &next);
     for (;;) {

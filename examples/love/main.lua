@@ -5,7 +5,7 @@
 --   APIFY_API_BASE_URL=... APIFY_TOKEN=... KVS_STORE=demo love examples/love
 --
 -- Quits with 0 when the job is done (printing "<n> keys, <bytes> bytes"), 1 when it failed
--- (printing the error). See README.md for where the LuaJIT build of the module must live.
+-- (printing the error). See docs/embedding.md for where the LuaJIT build of the module must live.
 
 local KEYS_PER_FRAME = tonumber(os.getenv("KVS_KEYS_PER_FRAME") or "") or 250
 

@@ -86,6 +86,48 @@ function M.collect(store, opts)
   return keys, sizes, urls
 end
 
+-- Every key a listing hands out, and the error it ended with (nil when it finished).
+-- Through store:keys (its error caught):
+function M.keys_via_keys(store, opts)
+  local keys = {}
+  local ok, err = pcall(function()
+    for k in store:keys(opts) do keys[#keys + 1] = k end
+  end)
+  return keys, (not ok) and err or nil
+end
+
+-- Through store:job, polled until it is over; 30 s at most (x KVS_SLOW), then it is closed
+-- and the error says so.
+function M.keys_via_job(store, opts)
+  local socket = require "socket"
+  local job = store:job(opts)
+  local keys = {}
+  local deadline = M.now() + 30 * M.slow
+  while job:status() == "running" do
+    for k in job:poll() do keys[#keys + 1] = k end
+    if M.now() > deadline then
+      job:close()
+      return keys, "the job did not finish within " .. 30 * M.slow .. " s"
+    end
+    socket.sleep(math.max(0.001, math.min(job:timeout() or 0, 0.01)))
+  end
+  for k in job:poll() do keys[#keys + 1] = k end
+  local status, err = job:status()
+  return keys, status == "failed" and (err or "failed without an error") or nil
+end
+
+-- Waits until something accepts connections on 127.0.0.1:port, `seconds` (10) at most;
+-- true when it does.
+function M.wait_listening(port, seconds)
+  local socket = require "socket"
+  local deadline = M.now() + (seconds or 10)
+  repeat
+    if launch.listening(port) then return true end
+    socket.sleep(0.05)
+  until M.now() > deadline
+  return false
+end
+
 -- Runs f and returns the error value it raised (fails the spec if none).
 function M.raised(f, ...)
   local ok, err = pcall(f, ...)

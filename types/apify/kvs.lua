@@ -1,12 +1,12 @@
 ---@meta apify.kvs
 -- lua-language-server definitions for apify.kvs (the C module): put this directory
--- (types/) on `workspace.library` (see README.md, "Editor support"). Never on package.path:
+-- (types/) on `workspace.library` (see docs/reference.md, "Editor support"). Never on package.path:
 -- it declares the API, it does not implement it.
 -- spec/types_spec.lua keeps it in step with the module: every function, method and option
 -- below exists in the module, and the other way round.
 
 ---@class apify.kvs
----@field _VERSION string "apify.kvs 0.3.0"
+---@field _VERSION string "apify.kvs 0.4.0"
 ---@field _TRANSPORT string the libcurl version string the module runs on
 ---@field _FFI boolean true when the iterators read pages through LuaJIT's FFI (LuaJIT only; APIFY_KVS_FFI=0 turns it off)
 local kvs = {}
@@ -22,17 +22,28 @@ local kvs = {}
 ---@field min_delay? number seconds: first backoff step, doubling per retry, default 0.5
 ---@field max_delay? number seconds: the longest wait between tries, default 60
 ---@field max_elapsed? number seconds one page may spend retrying (default: no cap)
----@field on_retry? apify.kvs.on_retry|false called before each retry; returning false gives up
+---@field on_retry? apify.kvs.on_retry called before each retry; returning false gives up
 ---@field user_agent? string default "apify.kvs/<version> (<Lua>; <libcurl>)"
 ---@field gzip? boolean ask for compressed replies, default true
+---@field ca_file? string CA certificates (PEM) to trust instead of the system store; checked to exist at kvs.new
+---@field ca_path? string a directory of CA certificates hashed by `openssl rehash`, trusted instead of the system store
 
 ---A client: shared connections, DNS cache and retry policy.
 ---@param opts? apify.kvs.ClientOptions
 ---@return apify.kvs.Client
 function kvs.new(opts) end
 
+---True for the error tables of runtime failures (`apify.kvs.Error`), false for anything
+---else, such as the strings programmer mistakes raise.
+---@param v any
+---@return boolean
+function kvs.is_error(v) end
+
 ---@class apify.kvs.Client
 local Client = {}
+
+---@return string base_url the base URL the requests go to (scheme in lower case, no trailing slash or /v2); never a token
+function Client:base_url() end
 
 ---@param id string a store id, "username~store-name" or "~store-name"
 ---@return apify.kvs.Store
@@ -50,18 +61,21 @@ local Store = {}
 ---@field limit? integer most keys (list_keys: 1..1000)
 ---@field urls? boolean false: no recordPublicUrl (iterators give nil, items have no field), faster; default true
 
----Options of `store:listing` and `store:job`.
+---What every listing of many pages takes (`store:keys`, `store:listing`, `store:job`).
 ---@class apify.kvs.ListingOptions: apify.kvs.ListKeysOptions
 ---@field page_size? integer keys per request, 1..1000
 
----Options of `store:listing`: the parallel planner (`apify.kvs.Plan`), which takes `rate_limit`
----and `ordered` as `store:keys` does; with `parallel = 1` (and neither of those), the
----page-by-page listing (`apify.kvs.Listing`).
+---Options of `store:listing{ parallel = 1 }`: a sans-I/O listing of one range, page by page.
 ---@class apify.kvs.StoreListingOptions: apify.kvs.ListingOptions
----@field parallel? integer|"auto" requests in flight: "auto" (default) as many as the rate times the round trip asks for, at most 64; n: at most n (1..64); 1: the page-by-page apify.kvs.Listing
+---@field parallel integer|"auto" 1 here; anything else (or none, or with `rate_limit` or `ordered`) and `store:listing` returns the planner: see apify.kvs.PlanOptions
+---@field seed? integer seed of the retry delays' jitter (0..2^53-1): the same replies and clock give the same run; default: a new seed each call
+
+---Options of `store:listing{}`: the parallel planner (`apify.kvs.Plan`).
+---@class apify.kvs.PlanOptions: apify.kvs.ListingOptions
+---@field parallel? integer|"auto" requests in flight: "auto" (default) as many as the rate times the round trip asks for, at most 64; n: at most n (1..64)
 ---@field rate_limit? number requests per second
 ---@field ordered? boolean false: pages in arrival order, default true
----@field seed? integer seed of the retry delays' jitter (0..2^53-1): the same replies and clock give the same run; default: a new seed each call
+---@field seed? integer seed of the retry delays' jitter (0..2^53-1), default: a new seed each call
 
 ---Options of `store:job`: key ranges side by side, still without waiting.
 ---@class apify.kvs.JobOptions: apify.kvs.ListingOptions
@@ -72,7 +86,7 @@ local Store = {}
 
 ---Options of `store:keys`.
 ---@class apify.kvs.KeysOptions: apify.kvs.ListingOptions
----@field prefetch? boolean fetch page k+1 while the loop works through page k, default true; false: page by page (parallel defaults to 1)
+---@field prefetch? boolean fetch page k+1 while the loop works through page k, default true; false: page by page (parallel then defaults to 1)
 ---@field parallel? integer|"auto" requests in flight: "auto" (default) as many as the rate times the round trip asks for, at most 64; n: at most n (1..64); 1: page by page
 ---@field rate_limit? number requests per second
 ---@field ordered? boolean false: pages in arrival order, default true
@@ -111,11 +125,12 @@ function Store:list_keys(opts) end
 ---@return apify.kvs.Job
 function Store:job(opts) end
 
----A sans-I/O listing: the core decides, your driver moves the bytes: the parallel planner
+---A sans-I/O listing: the core decides, your driver moves the bytes.  The parallel planner
 ---(`apify.kvs.Plan`); with `parallel = 1` (no `rate_limit`, no `ordered`), the page-by-page
 ---listing (`apify.kvs.Listing`) instead.
----@param opts? apify.kvs.StoreListingOptions|apify.kvs.KeysOptions
----@return apify.kvs.Listing|apify.kvs.Plan
+---@param opts? apify.kvs.PlanOptions
+---@return apify.kvs.Plan
+---@overload fun(self: apify.kvs.Store, opts: apify.kvs.StoreListingOptions): apify.kvs.Listing
 function Store:listing(opts) end
 
 ---@return string id the store id as given
@@ -175,6 +190,30 @@ function Listing:finish(fault, message, now) end
 ---@return integer|number|apify.kvs.Error x
 function Listing:reply(status, headers, body, now) end
 
+---A request as raw HTTP/1.1 bytes, for a driver that moves bytes itself.
+---@class apify.kvs.HttpRequest
+---@field request string the bytes to send: GET line, Host, Accept, Accept-Encoding, User-Agent, Authorization (a secret)
+---@field host string where to connect (an IPv6 address without brackets)
+---@field port integer
+---@field tls boolean https: verify the certificate and the host name
+---@field timeout number the client's seconds per attempt
+
+---The next request as raw HTTP/1.1 bytes (its reply goes to `http_feed`); nil when finished,
+---nil and the error when failed.
+---@return apify.kvs.HttpRequest|nil request
+---@return apify.kvs.Error? err
+function Listing:http_request() end
+
+---Bytes of the reply to `http_request` as they came, cut anywhere; nil: the connection closed.
+---Returns nothing while the reply goes on; at its end what `reply` returns, and whether the
+---connection may carry the next request.
+---@param bytes string|nil
+---@param now? number
+---@return apify.kvs.Step? step
+---@return integer|number|apify.kvs.Error|nil x
+---@return boolean? keep_alive
+function Listing:http_feed(bytes, now) end
+
 ---Iterator over the keys of the latest page (the same function every call).
 ---@return fun(): string?, integer?, string?
 function Listing:page_keys() end
@@ -231,6 +270,27 @@ local Plan = {}
 ---@return apify.kvs.PlanRequest[]
 function Plan:requests(now) end
 
+---A request of `http_requests`: raw HTTP/1.1 bytes and where they go.
+---@class apify.kvs.PlanHttpRequest: apify.kvs.HttpRequest
+---@field id integer names the transfer in `http_feed` and cancels
+---@field shard integer which key range it is for
+---@field attempt integer 0 for the first try of a page
+
+---The requests that may go out now, as raw HTTP/1.1 bytes; their replies go to `http_feed`.
+---@param now? number
+---@return apify.kvs.PlanHttpRequest[]
+function Plan:http_requests(now) end
+
+---Bytes of the reply to request `id` as they came, cut anywhere; nil: the connection closed.
+---Returns nothing while the reply goes on; at its end true (the plan took it) and whether the
+---connection may carry the next request.
+---@param id integer
+---@param bytes string|nil
+---@param now? number
+---@return boolean? ended
+---@return boolean? keep_alive
+function Plan:http_feed(id, bytes, now) end
+
 ---Ids of transfers to abort: a range was cut or stopped (their replies would be ignored).
 ---@return integer[]
 function Plan:cancels() end
@@ -273,7 +333,7 @@ function Plan:timeout(now) end
 ---@return integer? count keys of the page, then iterate `page_keys`
 function Plan:take() end
 
----Iterates the keys of the page taken last: key, size, url (nil with urls = false).
+---Iterates the keys of the page taken last.
 ---@return fun(): string?, integer?, string?
 function Plan:page_keys() end
 

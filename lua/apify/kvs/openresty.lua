@@ -1,83 +1,55 @@
 -- apify.kvs.openresty — list the keys of an Apify key-value store inside nginx (OpenResty, or
--- nginx with lua-nginx-module) without blocking the worker, in every phase that can do I/O.
+-- nginx with lua-nginx-module) without blocking the worker: nginx cosockets move the bytes, the
+-- C core writes the requests and reads the replies (raw HTTP/1.1, core_http.c). The guide, with
+-- the complete nginx.conf it needs (resolver, lua_ssl_trusted_certificate): docs/openresty.md.
 --
---   local kvs = require "apify.kvs"
 --   local ngx_kvs = require "apify.kvs.openresty"
---   local store = kvs.new{ token = ... }:store(id)        -- create the client once per worker
+--   local store = require("apify.kvs").new{}:store(id)     -- the client: once per worker
 --   for key, size, url in ngx_kvs.keys(store, { prefix = "img-" }) do ... end
 --
---   local pages = ngx_kvs.open(store, { ... })            -- or page by page:
---   local n, err = pages:next_page()                      -- n keys ready in pages:page_keys(),
---                                                         -- nil when done, nil + err on failure
---   pages:close()
+--   local pages = ngx_kvs.open(store, { parallel = 4 })    -- or page by page:
+--   local n, err = pages:next_page()                       -- n keys in pages:page_keys(); nil
+--   pages:close()                                          -- when done; nil, err on failure
 --
--- Which mechanism runs where (ngx.get_phase()):
+-- Runs in rewrite_by_lua*, access_by_lua*, content_by_lua* (whether the visitor came over
+-- HTTP/1.1 or HTTP/2) and ngx.timer.* callbacks (those started from init_worker_by_lua*
+-- included): one code path. The worker sleeps in cosocket reads while a reply is on its way and
+-- in ngx.sleep for retry waits. parallel = n: the planner's requests (store:listing{ parallel })
+-- each in an ngx.thread light thread. Anywhere else (init, init_worker itself, set,
+-- header_filter, body_filter, log, ...) nginx allows no cosocket: the call raises an
+-- unsupported-phase error table.
 --
---   rewrite, access, content   nginx subrequests (ngx.location.capture) to the internal location
---                              of examples/openresty/apify_kvs.conf, which proxies each page to
---                              the URL the C listing (store:listing, sans-I/O) chose. nginx does
---                              HTTP, TLS and keep-alive and wakes this code when the reply is in.
---                              parallel = n: the sans-I/O planner (store:listing{parallel}),
---                              its requests as subrequests side by side in ngx.thread threads.
---   timer (ngx.timer.at/every, also those started in init_worker_by_lua*)
---                              subrequests do not exist there: the libcurl multi listing
---                              (store:job) does the I/O, polled between ngx.sleep calls bounded
---                              by job:timeout() and M.poll_interval. nginx has no API to wait on
---                              libcurl's sockets, so this polls: about 100 wake-ups a second per
---                              listing waiting on the network (README "OpenResty": the measured
---                              cost). Settings are the client's (timeout, CA bundle of libcurl).
---                              parallel = n: the same job over the planner (store:job{parallel}),
---                              every range's transfer on one libcurl multi handle.
---   anything else (init, init_worker itself, set, log, header_filter, body_filter, balancer,
---   ssl_*, exit_worker)        no I/O is possible or allowed: the call raises an error table
---                              { type = "unsupported-phase", ... } saying what to do instead
---                              (start a timer: ngx.timer.at(0, function() ... end)).
+-- TLS: sslhandshake with the host name (SNI) and certificate verification always on, against
+-- nginx's lua_ssl_trusted_certificate; the client's ca_file / ca_path do not apply here.
+-- Connections go back to a keep-alive pool per origin (setkeepalive: lua_socket_keepalive_timeout
+-- and lua_socket_pool_size). The client's `timeout` bounds each attempt (connect, TLS, request,
+-- reply).
 --
 -- Do not call store:keys{} or store:list_keys{} in nginx: they do their I/O with libcurl and
--- block the whole worker (every request it serves) until the listing ends.
---
--- No C function is ever on the stack when this code yields (ngx.location.capture, ngx.sleep):
--- the C calls return before the next yield. So call the iterators from Lua code (LuaJIT also
--- yields across pcall), not from a C callback such as a table.sort comparator.
+-- block the whole worker (every request it serves) until the listing ends. No C function is on
+-- the stack when this code yields; the client's on_retry hook runs inside C and must not yield.
 
 local ngx = ngx
-local kvs = require "apify.kvs"
+require "apify.kvs"      -- registers the error class
 
 local M = {}
 
--- URI of the internal location (see apify_kvs.conf); change it if you renamed the location.
-M.location = "/_apify_kvs"
-
--- Origins ("https://host[:port]", as in base_url) whose requests go to an upstream{} block of
--- that name, for keep-alive connection pools: nginx uses an upstream{} block for
--- `proxy_pass $apify_kvs_url` only when the URL's host is the block's name and has no port.
---   ngx_kvs.upstreams["https://kvs.example.com:8443"] = "apify_kvs_example"
---   upstream apify_kvs_example { server kvs.example.com:8443; keepalive 16; }
-M.upstreams = {}
-
--- Longest ngx.sleep (seconds) between two polls of a timer's listing: the most a reply waits
--- in the socket before it is read. Shorter costs more idle wake-ups.
-M.poll_interval = 0.01
-
 local ERROR_MT = debug.getregistry()["apify.kvs.error"]
+local unpack = table.unpack or unpack
+local READ_MAX = 65536
 
-local function new_error(t)
-  t.retries = t.retries or 0
-  return setmetatable(t, ERROR_MT)
+local COSOCKET_PHASES = { rewrite = true, access = true, content = true, timer = true }
+
+-- Raises an error table, logged first: nginx writes an error that is no string as "unknown
+-- reason" when nobody catches it.
+local function raise(err)
+  ngx.log(ngx.ERR, err)
+  error(err)
 end
 
-local SUBREQUEST_PHASES = { rewrite = true, access = true, content = true }
-local TIMER_PHASES = { timer = true }
-
--- "subrequest", "timer", or nil and the phase when no I/O is possible in this one.
-function M.mechanism()
+local function check_phase(call)
   local phase = ngx.get_phase()
-  if SUBREQUEST_PHASES[phase] then return "subrequest", phase end
-  if TIMER_PHASES[phase] then return "timer", phase end
-  return nil, phase
-end
-
-local function phase_error(call, phase, level)
+  if COSOCKET_PHASES[phase] then return end
   local hint
   if phase == "init_worker" or phase == "init" then
     hint = "start the listing in a timer: ngx.timer.at(0, function(premature) ... end)"
@@ -85,305 +57,272 @@ local function phase_error(call, phase, level)
     hint = "list in rewrite_by_lua*, access_by_lua*, content_by_lua*, or in a timer started "
       .. "from here: ngx.timer.at(0, function(premature) ... end)"
   end
-  error(new_error{ type = "unsupported-phase", message = "apify.kvs.openresty." .. call
-    .. " cannot do I/O in nginx's " .. phase .. " phase; " .. hint }, level or 3)
+  raise(setmetatable({ type = "unsupported-phase", retries = 0, message = "apify.kvs.openresty."
+    .. call .. " cannot do I/O in nginx's " .. phase .. " phase; " .. hint }, ERROR_MT))
 end
 
 ---------------------------------------------------------------------------------------------------
--- request phases: subrequests
+-- one exchange over a cosocket
 
--- Request header -> nginx variable of the internal location (set per subrequest, never logged).
-local HEADER_VARS = {
-  ["accept"] = "apify_kvs_accept",
-  ["user-agent"] = "apify_kvs_user_agent",
-  ["authorization"] = "apify_kvs_authorization",
-}
-
-local function is_ip(host)
-  return host:match("^%d+%.%d+%.%d+%.%d+$") ~= nil or host:sub(1, 1) == "["
+local function ms_left(deadline)
+  return math.max(1, math.floor((deadline - ngx.now()) * 1000))
 end
 
--- After nginx got no reply from an https upstream: was it TLS? The same request again, without
--- the token, through the location's twin that does not check certificates (apify_kvs.conf): a
--- reply there (any status) means nginx refused the certificate or its name, a TLS failure no
--- retry can mend; no reply there either is a network fault (retried).
-local function diagnose_tls(vars, host)
-  local check = {}
-  for k, v in pairs(vars) do check[k] = v end
-  check.apify_kvs_authorization = ""
-  local res = ngx.location.capture(M.location .. "_tls_check", { method = ngx.HTTP_GET, vars = check })
-  if res.truncated and (res.status == 502 or res.status == 504) then return nil end
-  -- nginx's own 404: no such location (an apify_kvs.conf older than this module), no answer
-  if res.status == 404 and not (res.header["Content-Type"] or ""):find("json", 1, true) then
-    return nil
-  end
-  local msg = "nginx did not accept the certificate of " .. host .. ": see "
-    .. "proxy_ssl_trusted_certificate and the nginx error log"
-  if is_ip(host) then
-    msg = msg .. "; nginx matches certificates against host names only, never an IP address:"
-      .. " put the host name in base_url (an upstream{} block can pin its address)"
-  end
-  return msg
+local function origin(req)
+  return (req.tls and "https://" or "http://") .. req.host .. ":" .. req.port
 end
 
--- One exchange as a subrequest: "reply", status, headers, body (the body as it came, gzip
--- when the API compressed it: the C core inflates it) or "fault", kind, message for the
--- listing's finish(). gzip = false: ask for an uncompressed reply.
-local function exchange(url, headers, gzip)
-  local scheme, origin_host, host, path = url:match("^(https?)://(([^/:]+):?%d*)(.*)$")
-  if not scheme then
-    return "fault", "request", "apify.kvs.openresty: cannot read the URL's host"
+-- A certificate nginx refused: no retry mends it.
+local function refused(req, why)
+  local msg = "the certificate of " .. origin(req) .. " was refused (" .. why .. "): nginx "
+    .. "verifies it against lua_ssl_trusted_certificate (a CA bundle such as "
+    .. "/etc/ssl/certs/ca-certificates.crt, or your private CA) with lua_ssl_verify_depth "
+    .. "(3 or more for public CAs)"
+  if req.host:find("^[%d.]+$") or req.host:find(":", 1, true) then
+    msg = msg .. "; nginx matches certificates against host names, not IP addresses: put the "
+      .. "host name in base_url"
   end
-  local target = url
-  local upstream = M.upstreams[scheme .. "://" .. origin_host]
-  if upstream then target = scheme .. "://" .. upstream .. path end
-  local vars = {
-    apify_kvs_url = target, apify_kvs_host = origin_host, apify_kvs_ssl_name = host,
-    apify_kvs_accept = "", apify_kvs_user_agent = "", apify_kvs_authorization = "",
-    apify_kvs_accept_encoding = gzip == false and "" or "gzip",
-  }
-  for name, value in pairs(headers) do
-    local var = HEADER_VARS[name:lower()]
-    if not var then
-      error("apify.kvs.openresty: no variable of " .. M.location .. " carries the request header "
-        .. name .. " (apify_kvs.conf is older than the module?)", 0)
+  return "tls", msg
+end
+
+-- What a failed connect or handshake means for the listing: fault and words.
+local function connect_fault(req, what, err)
+  if err == "timeout" then
+    return "timeout", what .. " " .. origin(req) .. " timed out"
+  elseif err:find("no resolver defined", 1, true) then
+    return "request", "nginx has no resolver for " .. req.host .. ": add `resolver <DNS server>;`"
+      .. " to nginx.conf (http{}, or the server{} that lists)"
+  elseif what == "TLS handshake with" and (err:find("^%d+: ") or err:find("host mismatch", 1, true)) then
+    return refused(req, err)
+  end
+  return "network", what .. " " .. origin(req) .. " failed: " .. err
+end
+
+-- A connection to the request's origin, from its keep-alive pool or new (TLS verified).
+local function connect(req, deadline)
+  local sock = ngx.socket.tcp()
+  sock:settimeout(ms_left(deadline))
+  local host = req.host:find(":", 1, true) and "[" .. req.host .. "]" or req.host
+  local ok, err = sock:connect(host, req.port, { pool = origin(req) })
+  if not ok then return nil, connect_fault(req, "connecting to", err) end
+  if req.tls and sock:getreusedtimes() == 0 then
+    sock:settimeout(ms_left(deadline))
+    -- When the handshake ends within the call and the certificate is refused, lua-resty-core
+    -- 0.1.25 fails an assertion (asked for a session) or answers true (asked for none): caught
+    -- here, with the words nginx logs it under.
+    local caught, session, herr = pcall(sock.sslhandshake, sock, nil, req.host, true)
+    if not caught then
+      if not tostring(session):find("assertion failed", 1, true) then error(session, 0) end
+      sock:close()
+      return nil, refused(req, "nginx's error log says why: \"lua ssl certificate ...\"")
     end
-    vars[var] = value
+    if not session then
+      sock:close()
+      return nil, connect_fault(req, "TLS handshake with", herr)
+    end
   end
-  local res = ngx.location.capture(M.location, { method = ngx.HTTP_GET, vars = vars })
-  local status = res.status
-  if res.truncated then
-    -- No complete reply. When nginx itself failed (no connection, no reply in time) the capture
-    -- has its status (502, 504) and no body; when the upstream broke off in the middle of the
-    -- body, the upstream's status. Either way the transport failed: a fault the listing retries.
-    if status == 504 then
-      return "fault", "timeout", "no reply within the proxy timeouts of " .. M.location
-        .. " (see the nginx error log)"
-    elseif status == 502 then
-      if scheme == "https" and res.body == "" then
-        local tls = diagnose_tls(vars, host)
-        if tls then return "fault", "tls", tls end
+  return sock
+end
+
+-- Sends req.request and hands the reply's bytes to feed(bytes | nil at the close) until it
+-- returns whether to keep the connection (the reply ended); nil, or a fault and its words.
+-- A kept-alive connection the server closed before answering is replaced once.
+local function exchange(req, feed)
+  ngx.update_time()
+  local deadline = ngx.now() + req.timeout
+  for _ = 1, 2 do
+    local sock, fault, msg = connect(req, deadline)
+    if not sock then return fault, msg end
+    local reused, got = (sock:getreusedtimes() or 0) > 0, false
+    local ok, err = sock:send(req.request)
+    while ok do
+      sock:settimeout(ms_left(deadline))
+      local data
+      data, err = sock:receiveany(READ_MAX)
+      if not data and not (err == "closed" and got) then break end
+      got = got or data ~= nil
+      local keep = feed(data)
+      if keep ~= nil then
+        if keep and data then
+          sock:setkeepalive()     -- lua_socket_keepalive_timeout, lua_socket_pool_size
+        else
+          sock:close()
+        end
+        return nil
       end
-      return "fault", "network", "nginx got no reply from the upstream (see its error log)"
-    elseif status >= 300 and res.body == "" then
-      -- nginx refused the subrequest itself: a configuration error, not a network fault
-      return "reply", status, nil, "nginx answered HTTP " .. status .. " itself to the "
-        .. "subrequest to " .. M.location .. " (is apify_kvs.conf included in this server{}?)"
+      if not data then break end
     end
-    return "fault", "network", "reply cut short (see the nginx error log)"
-  elseif status < 100 or status > 999 then
-    return "fault", "network", "subrequest to " .. M.location .. " ended with status "
-      .. tostring(status)
+    sock:close()
+    if err == "timeout" then
+      return "timeout", "no reply from " .. origin(req) .. " within " .. req.timeout .. " s"
+    end
+    if not (reused and not got) then
+      return "network", (got and "the reply of " or "the request to ") .. origin(req)
+        .. " failed: " .. (err == "closed" and "the connection closed" or tostring(err))
+    end
   end
-  return "reply", status, res.header, res.body
+  return "network", "the connections to " .. origin(req) .. " closed before a reply"
 end
 
-local function subrequest_next(listing)
+local function retry_wait(seconds)
+  ngx.sleep(math.max(seconds, 0.001))   -- (ngx.sleep(0) warns without OpenResty's patch)
+end
+
+---------------------------------------------------------------------------------------------------
+-- one range: store:listing{}
+
+local function listing_next(listing)
   while true do
-    local url, headers = listing:request()
-    if not url then return nil, headers end
-    local what, a, b, c = exchange(url, headers)
+    local req, err = listing:http_request()
+    if not req then return nil, err end
     local step, x
-    if what == "fault" then step, x = listing:finish(a, b) else step, x = listing:reply(a, b, c) end
-    if step == "page" then
-      return x
-    elseif step == "retry" then
-      ngx.sleep(x)
-    else
-      return nil, x
-    end
+    local fault, msg = exchange(req, function(bytes)
+      local s, v, keep = listing:http_feed(bytes, ngx.now())
+      if s then step, x = s, v return keep end
+    end)
+    if fault then step, x = listing:finish(fault, msg, ngx.now()) end
+    if step == "page" then return x end
+    if step ~= "retry" then return nil, x end
+    retry_wait(x)
   end
 end
 
--- parallel = n: the sans-I/O planner (store:listing{ parallel = n }) decides which key ranges
--- to request and in what order pages come out; its requests run side by side as subrequests in
--- light threads (ngx.thread), and whichever reply comes first wakes the loop. A sleeper thread
--- stands in for the planner's pace (plan:timeout). A subrequest cannot be aborted: the reply
--- of a request the planner cancelled is dropped when it comes. Pages travel gzip-compressed, as
--- on the one-range path: the planner's range listings inflate them.
-local unpack = table.unpack or unpack
+---------------------------------------------------------------------------------------------------
+-- parallel = n: the planner (store:listing{ parallel = n }), a light thread per request
 
-local function plan_fetch(id, url, headers)
-  return id, exchange(url, headers)
+-- One request of the plan, in a light thread. A plan closed meanwhile (finished: every page
+-- handed out) takes no more bytes.
+local function plan_fetch(plan, r)
+  local fault, msg = exchange(r, function(bytes)
+    if plan:finished() then return false end
+    local ended, keep = plan:http_feed(r.id, bytes, ngx.now())
+    if ended then return keep end
+  end)
+  if fault and not plan:finished() then plan:finish(r.id, fault, msg, ngx.now()) end
+  return r.id
 end
 
 local function plan_sleep(seconds)   -- a Lua function: ngx.thread.spawn takes no C function
   ngx.sleep(seconds)
 end
 
-local function plan_next(p)
-  local plan, inflight = p.plan, p.inflight
+local function kill_all(threads)
+  for id, t in pairs(threads) do
+    ngx.thread.kill(t)
+    threads[id] = nil
+  end
+end
+
+local function plan_next(plan, threads)
   while true do
     local n = plan:take()
     if n then return n end
     local err = plan:error()
-    if err then return nil, err end
-    if plan:finished() then return nil end
+    if err or plan:finished() then
+      kill_all(threads)
+      return nil, err
+    end
     for _, id in ipairs(plan:cancels()) do
-      if inflight[id] then inflight[id].cancelled = true end
+      if threads[id] then ngx.thread.kill(threads[id]) threads[id] = nil end
     end
-    for _, r in ipairs(plan:requests(ngx.now())) do
-      inflight[r.id] = { thread = assert(ngx.thread.spawn(plan_fetch, r.id, r.url, r.headers)) }
+    ngx.update_time()
+    for _, r in ipairs(plan:http_requests(ngx.now())) do
+      threads[r.id] = assert(ngx.thread.spawn(plan_fetch, plan, r))
     end
-    local threads = {}
-    for _, f in pairs(inflight) do threads[#threads + 1] = f.thread end
+    local list = {}
+    for _, t in pairs(threads) do list[#list + 1] = t end
+    -- the plan's pace: a sleeper stands for the moment the next request may go out
     local wait, sleeper = plan:timeout(ngx.now()), nil
-    if wait ~= nil or #threads == 0 then
+    if wait ~= nil or #list == 0 then
       sleeper = assert(ngx.thread.spawn(plan_sleep, math.max(wait or 0.001, 0.001)))
-      threads[#threads + 1] = sleeper
+      list[#list + 1] = sleeper
     end
-    local ok, id, what, a, b, c = ngx.thread.wait(unpack(threads))
+    local ok, id = ngx.thread.wait(unpack(list))
     if sleeper then ngx.thread.kill(sleeper) end
-    if not ok then error(id, 0) end
-    local f = id and inflight[id]
-    if f then
-      inflight[id] = nil
-      if not f.cancelled then
-        ngx.update_time()
-        if what == "fault" then plan:finish(id, a, b, ngx.now()) else plan:reply(id, a, b, c, ngx.now()) end
-      end
+    if not ok then
+      kill_all(threads)
+      error(id, 0)         -- a bug, not a failed listing: let it surface
     end
+    if id then threads[id] = nil end
   end
 end
 
 ---------------------------------------------------------------------------------------------------
--- timers: the libcurl multi listing, polled
-
-local function job_next(p)
-  local job, keys, sizes, urls = p.job, p.keys, p.sizes, p.urls
-  local idle = 0
-  for i = p.n, 1, -1 do keys[i], sizes[i], urls[i] = nil, nil, nil end
-  p.n = 0
-  while true do
-    local n = 0
-    for key, size, url in job:poll(p.batch) do
-      n = n + 1
-      keys[n], sizes[n], urls[n] = key, size, url or false
-    end
-    if n > 0 then
-      p.n = n
-      return n
-    end
-    local status, err = job:status()
-    if status == "failed" then return nil, err end
-    if status ~= "running" then return nil end
-    local t = job:timeout() or 0
-    if t > M.poll_interval then t = M.poll_interval end
-    -- t == 0: libcurl has work right now: poll again at once (it decodes a page in slices of
-    -- about 0.4 ms), but give the event loop a turn every few polls, and never spin. (Not
-    -- ngx.sleep(0): without OpenResty's delayed-events patch, Debian's nginx warns about it.)
-    if t <= 0 and idle < 4 then
-      idle = idle + 1
-    else
-      idle = 0
-      ngx.sleep(t > 0.001 and t or 0.001)
-    end
-  end
-end
-
-local function job_page_keys(p)
-  local i, keys, sizes, urls = 0, p.keys, p.sizes, p.urls
-  return function()
-    i = i + 1
-    local key = keys[i]
-    if key == nil then return nil end
-    local url = urls[i]
-    return key, sizes[i], url or nil
-  end
-end
-
----------------------------------------------------------------------------------------------------
--- the phase-independent API
+-- the API
 
 local Pages = {}
 Pages.__index = Pages
 
--- The keys of a store page by page, with the mechanism of the current phase. opts are those of
--- store:listing (prefix, collection, signature, exclusiveStartKey, page_size, limit).
-function M.open(store, opts)
-  local mechanism, phase = M.mechanism()
-  if not mechanism then phase_error("open", phase) end
-  local p = setmetatable({ mechanism = mechanism }, Pages)
-  if opts and opts.parallel and opts.parallel ~= 1 and mechanism == "subrequest" then
-    p.plan, p.inflight = store:listing(opts), {}
-    return p
-  end
-  if opts and opts.parallel == 1 and mechanism == "subrequest" then   -- an ordinary listing
-    local copy = {}
-    for k, v in pairs(opts) do copy[k] = v end
-    copy.parallel = nil
-    opts = copy
-  end
-  if mechanism == "subrequest" then
-    p.listing = store:listing(opts)
-  else
-    p.job = store:job(opts)
-    p.batch = opts and opts.page_size or 1000
-    p.keys, p.sizes, p.urls, p.n = {}, {}, {}, 0
-  end
-  return p
+local function wrap(obj)
+  if obj.http_requests then return setmetatable({ plan = obj, threads = {} }, Pages) end
+  return setmetatable({ listing = obj }, Pages)
 end
 
--- Drives the listing until its next keys are ready: their number (read them with
--- pages:page_keys() before the next call), nil when finished, nil and the error when failed.
--- In timers a "page" is what arrived since the last call (at most page_size keys).
+-- The keys of a store page by page. opts are those of store:listing{} (prefix, collection,
+-- signature, exclusiveStartKey, page_size, limit, urls, seed; parallel with ordered, rate_limit).
+function M.open(store, opts)
+  check_phase("open")
+  return wrap(store:listing(opts))
+end
+
+-- Drives the listing to its next page: the number of keys ready (read them with page_keys()
+-- before the next call), nil when finished, nil and the error table when it failed.
 function Pages:next_page()
-  if self.listing then return subrequest_next(self.listing) end
-  if self.plan then return plan_next(self) end
-  return job_next(self)
+  check_phase("next_page")
+  if self.plan then return plan_next(self.plan, self.threads) end
+  return listing_next(self.listing)
 end
 
 function Pages:page_keys()
-  if self.listing then return self.listing:page_keys() end
-  if self.plan then return self.plan:page_keys() end
-  return job_page_keys(self)
+  return (self.plan or self.listing):page_keys()
 end
 
+-- Stops what is in flight and lets go of the listing; idempotent.
 function Pages:close()
-  if self.listing then self.listing:close()
-  elseif self.plan then self.plan:close()
-  else self.job:close() end
+  if self.threads then kill_all(self.threads) end
+  return (self.plan or self.listing):close()
 end
 
--- Page by page over a store:listing{} (request phases), or over M.open's object (any phase):
--- the number of keys of the next page, nil when finished, nil and the error when failed.
+-- Page by page over an object of ngx_kvs.open, or over a store:listing{} (with parallel = n
+-- too): as pages:next_page().
+local wrapped = setmetatable({}, { __mode = "k" })
+
 function M.next_page(listing)
   if getmetatable(listing) == Pages then return listing:next_page() end
-  local mechanism, phase = M.mechanism()
-  if mechanism ~= "subrequest" then
-    if mechanism == "timer" then
-      error(new_error{ type = "unsupported-phase", message = "apify.kvs.openresty.next_page("
-        .. "store:listing{}) needs subrequests, which nginx has not in a timer: use "
-        .. "ngx_kvs.open(store, opts):next_page() (or ngx_kvs.keys), which work there" }, 2)
-    end
-    phase_error("next_page", phase)
+  check_phase("next_page")
+  local p = wrapped[listing]
+  if not p then
+    p = wrap(listing)
+    wrapped[listing] = p
   end
-  return subrequest_next(listing)
+  return p:next_page()
 end
 
 -- Generic-for iterator over all keys: for key, size, url in M.keys(store, opts) do ... end.
--- Raises the error table ({type, message, status, retries}) when the listing fails, again on
--- every later call.
+-- A failed listing raises its error table (kvs.is_error), logged at level error first, and
+-- again on every later call.
 function M.keys(store, opts)
-  local mechanism, phase = M.mechanism()
-  if not mechanism then phase_error("keys", phase) end
+  check_phase("keys")
   local p = M.open(store, opts)
-  local page_next   -- the iterator over the current page
+  local page_next     -- the iterator over the current page
   local done, err = false, nil
   return function()
     while true do
-      if err then error(err) end
+      if err then error(err, 2) end
       if done then return nil end
       if page_next then
         local key, size, url = page_next()
         if key ~= nil then return key, size, url end
         page_next = nil
       end
-      local n
-      n, err = p:next_page()
+      local n, e = p:next_page()
       if not n then
         done = true
         p:close()
+        if e then
+          err = e
+          raise(e)
+        end
       elseif n > 0 then
         page_next = p:page_keys()
       end
