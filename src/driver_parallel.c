@@ -184,7 +184,8 @@ static void wait_some(kvs_par *p)
     if (t < 0 || t > 1.0) t = 1.0;
     if (p->running > 0) {
         long cms = kvs_http_timeout(p->settings->http);
-        if (cms >= 0 && (double)cms / 1000.0 < t) t = (double)cms / 1000.0;
+        if (cms < 0) cms = 50;          /* no opinion (a transfer just added): look again soon */
+        if ((double)cms / 1000.0 < t) t = (double)cms / 1000.0;
     }
     ms = (int)(t * 1000.0);
     if ((double)ms < t * 1000.0) ms++;
