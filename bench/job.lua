@@ -14,7 +14,8 @@ if jit and os.getenv("KVS_JV") then require("jit.v").start(os.getenv("KVS_JV")) 
 local socket = require "socket"
 local kvs = require "apify.kvs"
 local client = kvs.new{ base_url = assert(arg[1], "usage: job.lua BASE_URL"), token = "bench" }
-local job = client:store("bench"):job{ urls = os.getenv("KVS_URLS") ~= "0" }
+-- page by page (parallel = 1): the bench's server knows only the pages that follow each other
+local job = client:store("bench"):job{ parallel = 1, urls = os.getenv("KVS_URLS") ~= "0" }
 
 local n, sum = 0, 0
 while true do

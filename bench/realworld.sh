@@ -5,24 +5,32 @@
 # sequential and with `parallel`, and the official JavaScript client. See docs/performance.md
 # ("Real-world mode").
 #
-#   bench/realworld.sh                          N=300000, every shape and run, R=1
-#   N=30000 bench/realworld.sh                  small
-#   SHAPES='uniform gap' RUNS='seq p8' bench/realworld.sh
+#   bench/realworld.sh                          N=300000, every shape and run, R=1, plus a
+#                                               uniform store of BIG keys and small ones
+#   N=30000 BIG=0 bench/realworld.sh            small, no 3,000,000-key store
+#   SHAPES='uniform gap' RUNS='seq auto' SMALL= bench/realworld.sh
 #   LATENCY=0.15 JITTER=0.03 RATE=60 LOW_RATE=30 TIMEOUT=300 R=3 LUA=luajit bench/realworld.sh
 #   WORKERS=2                                   the emulator's nginx workers (default 1; one
 #                                               spends ~3 ms of CPU on a 1000-key page of a
 #                                               300,000-key store, half of it in stat())
 #
-# Shapes (bench/realworld_gen.c): uniform prefixes gap random.
-# Runs: seq (apify.kvs, one page at a time), p4 p8 p16 p32 (store:keys{parallel = n}),
-#       js (apify-client, sequential), p8-low p16-low (parallel 8 / 16 against a server that
-#       enforces LOW_RATE requests/s while its X-RateLimit-Limit says RATE).
+# Shapes (bench/realworld_gen.c): uniform prefixes gap random, N keys each, listed by RUNS.
+# BIG (3000000; 0: none): a uniform store of that many keys, listed by BIG_RUNS (auto).
+# SMALL (5 50): uniform stores of that many pages, listed by SMALL_RUNS (seq auto js).
+# Runs: seq (apify.kvs, one page at a time: parallel = 1), auto (store:keys{}, its default
+#       parallel = "auto"), p4 p8 p16 p32 (store:keys{parallel = n}), js (apify-client,
+#       sequential), auto-low p8-low p16-low (the same against a server that enforces LOW_RATE
+#       requests/s while its X-RateLimit-Limit says RATE).
 set -euo pipefail
 
 N=${N:-300000}
 R=${R:-1}
 SHAPES=${SHAPES:-uniform prefixes gap random}
-RUNS=${RUNS:-seq p4 p8 p16 p32 js p16-low}
+RUNS=${RUNS:-seq auto p8 p16 js auto-low}
+BIG=${BIG-3000000}
+BIG_RUNS=${BIG_RUNS:-auto}
+SMALL=${SMALL-5 50}
+SMALL_RUNS=${SMALL_RUNS:-seq auto js}
 LATENCY=${LATENCY:-0.15}
 JITTER=${JITTER:-0.03}
 RATE=${RATE:-60}
@@ -33,6 +41,8 @@ LUA=${LUA:-lua5.4}
 
 die() { echo "bench/realworld.sh: $*" >&2; exit 1; }
 [[ "$N" =~ ^[1-9][0-9]*$ ]] || die "N must be a positive whole number, got '$N'"
+[[ "$BIG" =~ ^[0-9]+$ ]] || die "BIG must be a whole number (0: no big store), got '$BIG'"
+for p in $SMALL; do [[ "$p" =~ ^[1-9][0-9]*$ ]] || die "SMALL must be whole numbers of pages, got '$SMALL'"; done
 [[ "$R" =~ ^[1-9][0-9]*$ ]] || die "R must be a positive whole number, got '$R'"
 for v in LATENCY JITTER; do [[ "${!v}" =~ ^[0-9]*\.?[0-9]+$ ]] || die "$v must be seconds, got '${!v}'"; done
 for v in RATE LOW_RATE SEED WORKERS; do [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"; done
@@ -41,9 +51,16 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 cd "$ROOT"
 
-PAGES=$(( (N + 999) / 1000 ))
+# The stores: "name shape keys runs" a line.
+STORES=$(
+    for shape in $SHAPES; do echo "$shape $shape $N ${RUNS// /,}"; done
+    [ "$BIG" -gt 0 ] && echo "uniform-$BIG uniform $BIG ${BIG_RUNS// /,}"
+    for p in $SMALL; do echo "uniform-${p}p uniform $((p * 1000)) ${SMALL_RUNS// /,}"; done
+)
+ALL_RUNS=$(echo "$RUNS $BIG_RUNS $SMALL_RUNS" | tr ' ' '\n' | awk 'NF && !seen[$0]++' | tr '\n' ' ')
 # a run that takes longer than 3 sequential listings plus a minute has run away
-TIMEOUT=${TIMEOUT:-$(lua5.4 -e "print(math.ceil($PAGES * ($LATENCY + $JITTER) * 3 + 60))")}
+timeout_for() { [ -n "${TIMEOUT:-}" ] && echo "$TIMEOUT" \
+    || lua5.4 -e "print(math.ceil(math.ceil($1 / 1000) * ($LATENCY + $JITTER) * 3 + 60))"; }
 
 need() { command -v "$1" >/dev/null 2>&1 || die "missing tool '$1' ($2)"; }
 need nginx "apt-get install nginx libnginx-mod-http-lua"
@@ -69,7 +86,7 @@ if [ ! -x "$BIN/realworld-gen" ] || [ "$HERE/realworld_gen.c" -nt "$BIN/realworl
 fi
 
 # --- the JavaScript client ------------------------------------------------------
-if [[ " $RUNS " == *" js "* ]]; then
+if [[ " $ALL_RUNS " == *" js "* ]]; then
     need node "apt-get install nodejs npm"
     if [ ! -d "$HERE/js/node_modules/apify-client" ]; then
         need npm "apt-get install npm"
@@ -94,11 +111,11 @@ trap 'exit 130' INT TERM
 # --- the stores (made for each run of the bench: 300,000 files take about a second on a tmpfs) --
 STORAGE=$RUN/storage
 mkdir -p "$STORAGE/key_value_stores"
-for shape in $SHAPES; do
-    dir=$STORAGE/key_value_stores/$shape
-    echo "generating $N keys of shape '$shape' in $dir" >&2
-    "$BIN/realworld-gen" "$shape" "$N" "$dir" || die "generating '$shape' failed"
-done
+while read -r name shape n _; do
+    dir=$STORAGE/key_value_stores/$name
+    echo "generating $n keys of shape '$shape' in $dir" >&2
+    "$BIN/realworld-gen" "$shape" "$n" "$dir" || die "generating '$name' failed"
+done <<< "$STORES"
 
 # The emulator caches a store's key list only once its directory has been still for a second.
 sleep 1.2
@@ -114,33 +131,38 @@ config() {
 
 # warm-up: the first listing of each store scans its directory
 config '{"delay":0,"jitter":0,"rate_limit":0,"enforce":false}'
-for shape in $SHAPES; do
-    curl -sf -o /dev/null -H 'Authorization: Bearer bench' "$BASE/v2/key-value-stores/$shape/keys?limit=1" \
-        || die "the emulator does not list '$shape'"
-done
+while read -r name _; do
+    curl -sf -o /dev/null -H 'Authorization: Bearer bench' "$BASE/v2/key-value-stores/$name/keys?limit=1" \
+        || die "the emulator does not list '$name'"
+done <<< "$STORES"
 
 # --- the runs -------------------------------------------------------------------
 RAW=$RUN/raw.tsv
 : > "$RAW"
 run_label() {
     case "$1" in
-        seq) echo "apify.kvs sequential" ;;
+        seq) echo "apify.kvs sequential (parallel = 1)" ;;
         js) echo "apify-client (JS, sequential)" ;;
+        auto) echo "apify.kvs \"auto\" (the default)" ;;
+        auto-low) echo "apify.kvs \"auto\", server $LOW_RATE/s (header $RATE)" ;;
         p*-low) echo "apify.kvs parallel = ${1//[!0-9]/}, server $LOW_RATE/s (header $RATE)" ;;
         p*) echo "apify.kvs parallel = ${1#p}" ;;
     esac
 }
 for ((r = 1; r <= R; r++)); do
-    for shape in $SHAPES; do
+    while read -r shape _ n runs; do
         read -r exp_count exp_sum < "$STORAGE/key_value_stores/$shape.expected"
-        for run in $RUNS; do
+        limit_s=$(timeout_for "$n")
+        for run in ${runs//,/ }; do
             enforce=$RATE
             case "$run" in
                 seq) cmd=("$LUA" bench/realworld.lua "$BASE" "$shape" 1) ;;
                 js) cmd=(node bench/realworld.mjs "$BASE" "$shape") ;;
+                auto) cmd=("$LUA" bench/realworld.lua "$BASE" "$shape" auto) ;;
+                auto-low) cmd=("$LUA" bench/realworld.lua "$BASE" "$shape" auto); enforce=$LOW_RATE ;;
                 p[0-9]*-low) cmd=("$LUA" bench/realworld.lua "$BASE" "$shape" "${run//[!0-9]/}"); enforce=$LOW_RATE ;;
                 p[0-9]*) cmd=("$LUA" bench/realworld.lua "$BASE" "$shape" "${run#p}") ;;
-                *) die "unknown run '$run' (seq, p<n>, p<n>-low, js)" ;;
+                *) die "unknown run '$run' (seq, auto, auto-low, p<n>, p<n>-low, js)" ;;
             esac
             # fresh buckets and the same jitter sequence for every run
             config "{\"latency\":$LATENCY,\"jitter\":$JITTER,\"seed\":$SEED,\"rate_limit\":$RATE,\"enforce\":$enforce}"
@@ -148,7 +170,7 @@ for ((r = 1; r <= R; r++)); do
             rc=0
             t0=$(date +%s%N)
             /usr/bin/time -f '%e %M' -o "$RUN/time.txt" \
-                timeout -k 5 "$TIMEOUT" "${cmd[@]}" > "$RUN/out.txt" 2> "$RUN/err.txt" || rc=$?
+                timeout -k 5 "$limit_s" "${cmd[@]}" > "$RUN/out.txt" 2> "$RUN/err.txt" || rc=$?
             t1=$(date +%s%N)
             wall=$(lua5.4 -e "print(string.format('%.2f', ($t1 - $t0) / 1e9))")
             rss=$(tail -n 1 "$RUN/time.txt" | awk '{print $2}')
@@ -164,7 +186,7 @@ for ((r = 1; r <= R; r++)); do
                 | awk '/ "GET \/v2\/key-value-stores\// { n++; if ($0 ~ /" 429 /) l++ } END { print n + 0, l + 0 }')
             read -r count sum order < <(head -n 1 "$RUN/out.txt") || true
             if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-                check="timeout after ${TIMEOUT} s"
+                check="timeout after ${limit_s} s"
             elif [ $rc -ne 0 ]; then
                 check="failed (exit $rc): $(tail -n 1 "$RUN/err.txt" | cut -c1-120)"
             elif [ "${count:-}" = "$exp_count" ] && [ "${sum:-}" = "$exp_sum" ] && [ "${order:-}" = ok ]; then
@@ -172,28 +194,27 @@ for ((r = 1; r <= R; r++)); do
             else
                 check="MISMATCH: '${count:-} ${sum:-} ${order:-}', the store holds '$exp_count $exp_sum'"
             fi
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$shape" "$run" "$wall" "$reqs" "$limited" "${rss:-0}" "$enforce" "$check" >> "$RAW"
-            printf 'round %d/%d  %-9s %-42s %7s s  %5s requests  %4s x 429  %s\n' "$r" "$R" "$shape" \
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$shape" "$run" "$wall" "$reqs" "$limited" "${rss:-0}" "$enforce" "$check" "$n" >> "$RAW"
+            printf 'round %d/%d  %-15s %-42s %7s s  %5s requests  %4s x 429  %s\n' "$r" "$R" "$shape" \
                 "$(run_label "$run")" "$wall" "$reqs" "$limited" "$check" >&2
         done
-    done
+    done <<< "$STORES"
 done
 
 # --- the table ------------------------------------------------------------------
 RESULTS=${RESULTS:-$HERE/results-realworld-$N.md}
 LABELS=$RUN/labels.tsv
-for run in $RUNS; do printf '%s\t%s\n' "$run" "$(run_label "$run")"; done > "$LABELS"
+for run in $ALL_RUNS; do printf '%s\t%s\n' "$run" "$(run_label "$run")"; done > "$LABELS"
 {
     echo "# apify.kvs real-world listing: N=$N"
     echo
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); apify.kvs $(git describe --always --dirty 2>/dev/null || echo '-'); $LUA"
     echo "- server: the emulator (emulator/, $WORKERS nginx workers), ${LATENCY} s per page ± ${JITTER} s (seed $SEED), a token bucket of $RATE requests/s per store (burst $RATE) answering 429, X-RateLimit-Limit: $RATE"
-    echo "- $PAGES pages of 1000 keys; bound = the rate cap's ceil(N/1000) / rate s; R=$R (medians); machine: nproc=$(nproc), load $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "- stores of N=$N keys a shape$([ "$BIG" -gt 0 ] && echo ", $BIG uniform keys")$([ -n "$SMALL" ] && echo ", $(echo $SMALL | sed 's/ /, /g') pages"); bound = the rate cap's ceil(keys/1000) / rate s; R=$R (medians); machine: nproc=$(nproc), load $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- apify-client $(node -p 'require("./bench/js/node_modules/apify-client/package.json").version' 2>/dev/null || echo '-') on node $(node --version 2>/dev/null || echo '-')"
     echo
-    lua5.4 - "$RAW" "$LABELS" "$N" <<'LUA'
-local raw, labels_file, n = arg[1], arg[2], tonumber(arg[3])
-local pages = math.ceil(n / 1000)
+    lua5.4 - "$RAW" "$LABELS" <<'LUA'
+local raw, labels_file = arg[1], arg[2]
 local labels, order = {}, {}
 for line in io.lines(labels_file) do
   local run, label = line:match("^([^\t]+)\t(.*)$")
@@ -206,7 +227,8 @@ for line in io.lines(raw) do
   for x in (line .. "\t"):gmatch("([^\t]*)\t") do f[#f + 1] = x end
   local key = f[1] .. "\0" .. f[2]
   if not rows[key] then
-    rows[key] = { shape = f[1], run = f[2], wall = {}, reqs = {}, limited = {}, rss = {}, rate = tonumber(f[7]), checks = {} }
+    rows[key] = { shape = f[1], run = f[2], wall = {}, reqs = {}, limited = {}, rss = {}, rate = tonumber(f[7]),
+                  checks = {}, pages = math.ceil(tonumber(f[9]) / 1000) }
     local seen = false
     for _, s in ipairs(shapes) do if s == f[1] then seen = true end end
     if not seen then shapes[#shapes + 1] = f[1] end
@@ -227,12 +249,13 @@ local function median(t)
   if m % 2 == 1 then return c[(m + 1) / 2] end
   return (c[m / 2] + c[m / 2 + 1]) / 2
 end
-print("| shape | client | wall s | requests | requests / page | 429s | RSS MB | bound s | wall / bound | keys |")
+print("| store | client | wall s | requests | requests / page | 429s | RSS MB | bound s | wall / bound | keys |")
 print("|---|---|--:|--:|--:|--:|--:|--:|--:|---|")
 for _, shape in ipairs(shapes) do
   for _, run in ipairs(order) do
     local r = rows[shape .. "\0" .. run]
     if r then
+      local pages = r.pages
       local bound = pages / r.rate
       local check = "ok"
       for _, c in ipairs(r.checks) do if c ~= "ok" then check = c break end end

@@ -4,6 +4,7 @@
 -- switched by the store's metadata or by the control API's config:
 --   - the per-store rate limit: a token bucket (GCRA) shared by all workers in the
 --     lua_shared_dict, answering 429 rate-limit-exceeded over it, and X-RateLimit-Limit;
+--     on by default at the API's 60 requests/s (config enforce = false turns it off);
 --   - per-page latency with deterministic, seedable jitter;
 --   - collections from the store's schema in <store>/__metadata__.json;
 --   - URL signatures (keys-list signatures checked, record URLs signed) when the store's
@@ -78,7 +79,7 @@ function M.init()
   d:set("cfg:jitter", 0)
   d:set("cfg:seed", 1)
   d:set("rng:n", 0)
-  d:set("cfg:enforce", 0)
+  d:set("cfg:enforce", -1)      -- on, as on the API: 60 requests/s a store (enforce = false: off)
   d:set("cfg:burst", 0)
   d:set("tb:gen", 0)
 end
@@ -87,7 +88,7 @@ end
 local function limits()
   local d = dict()
   local header = d:get("cfg:rate_limit") or 0
-  local enforce = d:get("cfg:enforce") or 0
+  local enforce = d:get("cfg:enforce") or -1
   if enforce < 0 then enforce = header > 0 and header or DEFAULT_RATE end
   local burst = d:get("cfg:burst") or 0
   if burst < 1 then burst = math.max(1, math.floor(enforce)) end

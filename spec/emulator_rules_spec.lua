@@ -98,7 +98,7 @@ local KEYS_SIGNATURES = {
 }
 
 describe("kvs emulator: the API's rules", function()
-  local tmp, emu, port
+  local tmp, emu, port, started_with
   local DOCS, IMGS = {}, {}
 
   local function reset()
@@ -135,6 +135,7 @@ describe("kvs emulator: the API's rules", function()
       cjson.encode({ id = SIGNED_ID, name = "signed", urlSigningSecretKey = SECRET }))
     emu = launch.start{ storage = tmp }
     port = emu.port
+    started_with = emu:config()      -- the defaults, before any test changes them
   end)
 
   lazy_teardown(function()
@@ -165,7 +166,9 @@ describe("kvs emulator: the API's rules", function()
   end
 
   describe("rate limit", function()
-    it("is off by default: no 429 and no X-RateLimit-Limit, however fast the requests come", function()
+    it("is on by default, as on the API (60 requests/s, burst 60); enforce = false: no 429 and no X-RateLimit-Limit, however fast the requests come", function()
+      assert.equal(60, started_with.enforce)
+      assert.equal(60, started_with.burst)
       local statuses, _, headers = burst_of(300)
       assert.equal(300, count(statuses, 200))
       assert.is_nil(headers[1]["x-ratelimit-limit"])

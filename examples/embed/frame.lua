@@ -13,7 +13,9 @@ local kvs = require "apify.kvs"
 local client = kvs.new({ base_url = base_url, max_retries = 8, min_delay = 0.5, timeout = 30 })
 -- a bigger page means fewer requests but more JSON to decode in the frame it arrives in
 local page_size = tonumber(os.getenv("KVS_PAGE_SIZE") or "") or 1000
-local job = client:store(store_name):job({ page_size = page_size })
+-- page by page: a page's decoding spread over frames (the default, "auto", decodes every page
+-- that arrived in the poll that sees it)
+local job = client:store(store_name):job({ page_size = page_size, parallel = 1 })
 
 local count, bytes = 0, 0
 

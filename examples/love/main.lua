@@ -40,7 +40,9 @@ function love.load(args)
   local ok, client = pcall(kvs.new, { base_url = base_url, token = os.getenv("APIFY_TOKEN"),
                                       max_retries = 8, min_delay = 0.5, timeout = 30 })
   if not ok then return fail(client) end
-  job = client:store(store_name):job({ page_size = 1000 })   -- no I/O yet
+  -- page by page: a page's decoding spread over frames (the default, "auto", decodes every
+  -- page that arrived in the poll that sees it); no I/O yet
+  job = client:store(store_name):job({ page_size = 1000, parallel = 1 })
   started = love.timer.getTime()
 end
 

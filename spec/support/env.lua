@@ -142,11 +142,16 @@ end
 
 -- For a describe block: a temp storage holding `stores` (name -> keys, see
 -- make_store), an emulator over it started once, a client, and a clean slate
--- (no faults, no logged requests, no delay) before each test.  The returned
--- table is filled in when the block starts: ctx.emu, ctx.client, ctx.storage.
-function M.emulated(stores, token)
+-- (no faults, no logged requests, no delay, fresh rate-limit buckets) before each
+-- test.  The returned table is filled in when the block starts: ctx.emu,
+-- ctx.client, ctx.storage.  opts.enforce = false: no rate-limit bucket.
+function M.emulated(stores, token, opts)
   local busted = require "busted"
   local ctx = {}
+  -- the emulator enforces the API's 60 requests/s a store, as the API does; a block that
+  -- needs no bucket says so: T.emulated(stores, token, { enforce = false })
+  local enforce = opts and opts.enforce
+  if enforce == nil then enforce = true end
   busted.lazy_setup(function()
     ctx.storage = M.tmpdir()
     for name, records in pairs(stores) do M.make_store(ctx.storage, name, records) end
@@ -160,7 +165,7 @@ function M.emulated(stores, token)
   busted.before_each(function()
     ctx.emu:clear_faults()
     ctx.emu:clear_requests()
-    ctx.emu:config({ delay = 0 })
+    ctx.emu:config({ delay = 0, enforce = enforce })
   end)
   return ctx
 end
