@@ -210,7 +210,7 @@ for run in $ALL_RUNS; do printf '%s\t%s\n' "$run" "$(run_label "$run")"; done > 
     echo
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); apify.kvs $(git describe --always --dirty 2>/dev/null || echo '-'); $LUA"
     echo "- server: the emulator (emulator/, $WORKERS nginx workers), ${LATENCY} s per page ± ${JITTER} s (seed $SEED), a token bucket of $RATE requests/s per store (burst $RATE) answering 429, X-RateLimit-Limit: $RATE"
-    echo "- stores of N=$N keys a shape$([ "$BIG" -gt 0 ] && echo ", $BIG uniform keys")$([ -n "$SMALL" ] && echo ", $(echo $SMALL | sed 's/ /, /g') pages"); bound = the rate cap's ceil(keys/1000) / rate s; R=$R (medians); machine: nproc=$(nproc), load $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "- stores: $(echo "$STORES" | awk '{ printf "%s%s (%d keys)", (NR > 1 ? ", " : ""), $1, $3 }'); bound = the rate cap's ceil(keys/1000) / rate s; R=$R (medians); machine: nproc=$(nproc), load $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- apify-client $(node -p 'require("./bench/js/node_modules/apify-client/package.json").version' 2>/dev/null || echo '-') on node $(node --version 2>/dev/null || echo '-')"
     echo
     lua5.4 - "$RAW" "$LABELS" <<'LUA'

@@ -280,9 +280,10 @@ static size_t common(const char *a, size_t na, const char *b, size_t nb)
 
 /* The first key from `lo` on of the group the page ends in: the keys that
  * share with its last key as long a prefix as its last eighth does, 4 bytes
- * more than the key at `lo`, when there are enough of them (a page that ends in "run-...-page-00000250" after
- * 750 "crawlee-snapshot-..." keys: its density is the page group's, which
- * the next ranges hold, not a blend of the two). */
+ * more than the key at `lo`, when there are enough of them (a page that
+ * ends in "run-...-page-00000250" after 750 "crawlee-snapshot-..." keys: its
+ * density is the page group's, which the next ranges hold, not a blend of
+ * the two). */
 static size_t tail_group(const kvs_page *p, size_t lo)
 {
     size_t n = p->count, hlen, len, t, i;

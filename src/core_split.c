@@ -8,21 +8,21 @@
  * page, so that other parts of the store do not blur how its keys spread;
  * the last range, until it has a page of its own, from the nearest page
  * behind it).  The first page goes out alone; if the listing goes on, the
- * key space past it gets boundaries from that page's density: ordered, at 1,
- * 2, 4, 6, 9, ... pages' worth (ranges of 1, 1, 2, 2, 3, ... pages up to
- * p->len: what is in flight is what is handed out next, and a store of a few
- * pages is soon listed); unordered, at 1, 2, 4, 8, ... pages' worth.  Then a range is cut only when a
- * request slot is idle and the pace has a token for it (so that no more
- * ranges are made than the rate can feed): the one with the most estimated
- * work beyond what it may fetch before it must wait: ordered, after what
- * fits in its buffer (a full one waiting for its turn hands the rest of its
- * range over), and no more than half the pages listed so far (a small store
- * is listed in short ranges side by side, a big one in long ones); unordered,
- * in halves.  A range is cut to hold a little less
- * than whole pages (slack: how far off the estimates are).  Ranges that
- * showed no keys are not cut (nor a probe: see past_group), and no range
- * opens more than a window past the greatest key a page showed keys after
- * (see window): past a store's end, probing stops.
+ * key space past it gets boundaries from that page's density: ordered, at
+ * 1, 2, 4, 6, 9, ... pages' worth (ranges of 1, 1, 2, 2, 3, ... pages up
+ * to p->len: what is in flight is what is handed out next, and a store of a
+ * few pages is soon listed); unordered, at 1, 2, 4, 8, ... pages' worth.
+ * Then a range is cut only when a request slot is idle and the pace has a
+ * token for it (so that no more ranges are made than the rate can feed):
+ * the one with the most estimated work beyond what it may fetch before it
+ * must wait: ordered, after what fits in its buffer (a full one waiting for
+ * its turn hands the rest of its range over), and no more than half the
+ * pages listed so far (a small store is listed in short ranges side by
+ * side, a big one in long ones); unordered, in halves.  A range is cut to
+ * hold a little less than whole pages (slack: how far off the estimates
+ * are).  Ranges that showed no keys are not cut (nor a probe: see
+ * past_group), and no range opens more than a window past the greatest key
+ * a page showed keys after (see window): past a store's end, probing stops.
  *
  * Whatever the estimates say, every key is listed exactly once: a boundary
  * is a key strictly between the shard's cursor and its bound (compared
@@ -41,14 +41,14 @@
 
 /* --- how far off the estimates are ---------------------------------------------------- */
 
-/* The share of n pages' worth of keys range s gets when cut to hold n pages:
- * so that it rarely holds more (a request for a few keys, a page that runs
- * into the next range), with two standard deviations of how far off such an
- * estimate is: the part of chance, from how unevenly its latest page's keys
- * lie (keys at random: their number in a range of p->len pages varies by
- * the square root of it), and once five ranges have ended, the
- * part left of how the latest ones compared with their estimates (their mean
- * too).  Uniform keys come to 0.995, random ones to about 0.96. */
+/* The share of n pages' worth of keys range s gets when cut to hold n
+ * pages: so that it rarely holds more (a request for a few keys, a page
+ * that runs into the next range), with two standard deviations of how far
+ * off such an estimate is: the part of chance, from how unevenly its latest
+ * page's keys lie (keys at random: their number in a range of p->len pages
+ * varies by the square root of it), and once five ranges have ended, the
+ * part left of how the latest ones compared with their estimates (their
+ * mean too).  Uniform keys come to 0.995, random ones to about 0.96. */
 static long double slack(const kvs_plan *p, const kvs_shard *s)
 {
     double d = s->dens.disp >= 0 ? s->dens.disp : p->disp, mean = 0, var, sd, x;

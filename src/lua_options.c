@@ -28,8 +28,9 @@ static const option_row rows[] = {
 
 static const struct { unsigned call; const char *name; } call_names[] = {
     { KVS_CALL_NEW, "kvs.new" }, { KVS_CALL_KEYS, "store:keys" },
-    { KVS_CALL_LIST_KEYS, "store:list_keys" }, { KVS_CALL_LISTING, "store:listing{ parallel = 1 }" },
-    { KVS_CALL_PLAN, "store:listing" }, { KVS_CALL_JOB, "store:job" },
+    { KVS_CALL_LIST_KEYS, "store:list_keys" },
+    { KVS_CALL_LISTING, "store:listing{ parallel = 1 }" }, { KVS_CALL_PLAN, "store:listing" },
+    { KVS_CALL_JOB, "store:job" },
 };
 
 static kvs_optval *slot(kvs_opts *o, const option_row *r)
