@@ -141,13 +141,17 @@ local SHAPES = {
     for _, g in ipairs(groups) do
       local m = math.floor(n * g[2])
       if g[1] == "log-" then    -- bursts: many records within a second, then quiet minutes
-        local t, burst = 0, 0
+        local t, burst, seq, last = 0, 0, 0, -1
         for _ = 1, m do
           if burst <= 0 then t, burst = t + 60000 + rnd(600000), 1 + rnd(2000) end
           burst = burst - 1
           t = t + rnd(3)
-          keys[#keys + 1] = ("log-2026-11-28T%02d-%02d-%02d.%03dZ-%05d"):format(math.floor(t / 3600000) % 24,
-            math.floor(t / 60000) % 60, math.floor(t / 1000) % 60, t % 1000, #keys % 100000)
+          seq = t == last and seq + 1 or 0      -- records of the same millisecond
+          last = t
+          keys[#keys + 1] = ("log-2026-%02d-%02dT%02d-%02d-%02d.%03dZ-%03d"):format(
+            1 + math.floor(t / 2419200000), 1 + math.floor(t / 86400000) % 28,
+            math.floor(t / 3600000) % 24, math.floor(t / 60000) % 60, math.floor(t / 1000) % 60,
+            t % 1000, seq)
         end
       else
         lexical_numbers(m, function(i) keys[#keys + 1] = g[1] .. i end)
