@@ -40,14 +40,7 @@ local function same_keys(expected, got)
   end
 end
 
--- Distinct TCP connections in a request log of the emulator.
-local function connections(reqs)
-  local seen, n = {}, 0
-  for _, q in ipairs(reqs) do
-    if not seen[q.connection] then seen[q.connection], n = true, n + 1 end
-  end
-  return n
-end
+local connections = T.connections
 
 -- The JSON lines of a reply of the example handler: keys, and its error line (if any).
 local function lines_of(body)

@@ -57,14 +57,7 @@ local function drive(listing, piece)
   end
 end
 
--- Distinct TCP connections in a request log of the emulator.
-local function connections(reqs)
-  local seen, n = {}, 0
-  for _, q in ipairs(reqs) do
-    if not seen[q.connection] then seen[q.connection], n = true, n + 1 end
-  end
-  return n
-end
+local connections = T.connections
 
 describe("raw HTTP/1.1 through the core (http_request / http_feed)", function()
   local ctx = T.emulated({ s = T.numbered(2500) }, TOKEN)

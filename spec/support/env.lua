@@ -116,6 +116,15 @@ function M.keys_via_job(store, opts)
   return keys, status == "failed" and (err or "failed without an error") or nil
 end
 
+-- Distinct TCP connections in a request log of the emulator (emu:requests()).
+function M.connections(reqs)
+  local seen, n = {}, 0
+  for _, q in ipairs(reqs) do
+    if not seen[q.connection] then seen[q.connection], n = true, n + 1 end
+  end
+  return n
+end
+
 -- Waits until something accepts connections on 127.0.0.1:port, `seconds` (10) at most;
 -- true when it does.
 function M.wait_listening(port, seconds)
