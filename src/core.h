@@ -387,11 +387,15 @@ typedef struct kvs_plan_request {
     int         attempt;    /* 0 for the first try of a page */
 } kvs_plan_request;
 
-/* `cfg` is copied (its upper_key and single_page are ignored); `parallel` is
- * clamped to 1..KVS_PLAN_MAX.  rate > 0: at most that many requests a second,
- * whatever the API says; else KVS_PLAN_RATE, then each reply's
- * X-RateLimit-Limit.  After a 429 the plan sends slower for a while, whatever
- * the rate.  `ordered`: pages come out in key order; else as they arrive. */
+/* `cfg` is copied (its upper_key and single_page are ignored).  `parallel`
+ * caps the requests in flight (clamped to 1..KVS_PLAN_MAX; KVS_PLAN_AUTO:
+ * "auto"): the first goes alone, then the plan keeps as many in flight as the
+ * rate times the round trip it measures asks for, at most that.  rate > 0: at
+ * most that many requests a second, whatever the API says; else
+ * KVS_PLAN_RATE, then each reply's X-RateLimit-Limit.  After a 429 the plan
+ * sends slower for a while, whatever the rate, and none before its
+ * Retry-After has passed.  `ordered`: pages come out in key order; else as
+ * they arrive. */
 kvs_plan *kvs_plan_new(const kvs_listing_config *cfg, int parallel, double rate, int ordered);
 void      kvs_plan_free(kvs_plan *p);
 size_t    kvs_plan_memory(const kvs_plan *p);      /* as kvs_page_memory */

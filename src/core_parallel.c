@@ -8,11 +8,13 @@
  * range has no hi); retries are its own; one shard failing fails all.  No
  * I/O, no clock: time comes as `now`.
  *
- * Memory: a shard holds at most KVS_PLAN_PAGES decoded pages, the one being
- * received included, and sends nothing while full; all shards together hold
- * at most parallel x KVS_PLAN_PAGES pages, requests in flight included, of
- * which room is kept for the range handed out next (it never waits for the
- * ranges behind it).  At most `parallel` requests are in flight, and at most
+ * Memory: with `parallel` requests wanted in flight (core_pace.c: the rate
+ * times the round trip, at most the cap asked for), all shards together hold
+ * at most max(KVS_PLAN_MEMORY, 3 x parallel) decoded pages, requests in flight
+ * included, of which room is kept for the range handed out next (it never
+ * waits for the ranges behind it); a shard holds its share of them (p->len:
+ * 3 to KVS_PLAN_PAGES, the one being received included) and sends nothing
+ * while full.  At most `parallel` requests are in flight, and at most
  * 2 x parallel ranges exist.
  */
 #include <stdlib.h>
@@ -111,9 +113,9 @@ static int schedule(kvs_plan *p, double now)
 /* --- requests -------------------------------------------------------------------------- */
 
 /* Room for one more request of shard i: at most `parallel` in flight, and
- * at most parallel x K pages held and in flight, of which the room the range
+ * at most p->memory pages held and in flight, of which the room the range
  * handed out next (ordered) may still need is kept for it: it must never
- * wait for the pages behind it. */
+ * wait for the pages behind it (and it may always send). */
 static int room_for(const kvs_plan *p, int i)
 {
     int j, head = -1, held = kvs_plan_pages_held(p), reserve = 0;

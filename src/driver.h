@@ -130,8 +130,9 @@ size_t     kvs_async_sockets(const kvs_async *a, const kvs_socket **sockets);
 /* --- parallel key-range listing (driver_parallel.c) ------------------------------- */
 
 typedef struct kvs_par kvs_par;
-/* One listing of `cfg` (copied) split into up to `parallel` key ranges
- * (1..KVS_PLAN_MAX; memory and pace as in core.h's planner).
+/* One listing of `cfg` (copied) split into key ranges, at most `parallel`
+ * requests in flight (1..KVS_PLAN_MAX, KVS_PLAN_AUTO for "auto"; memory and
+ * pace as in core.h's planner).
  * rate > 0: at most that many requests per second, whatever the API says;
  * rate <= 0: KVS_PLAN_RATE, then each reply's X-RateLimit-Limit.  `ordered`:
  * pages come out in key order; else as they arrive.  Makes no request yet. */
