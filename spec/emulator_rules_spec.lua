@@ -53,7 +53,13 @@ describe("kvs emulator with two workers (launch.start{ workers = 2 })", function
       if worker_of(c) ~= pid_a then b = c break end
       c:close()
     end
-    assert.is_not_nil(b, ("every connection went to worker %d"):format(pid_a))
+    if not b then
+      -- nginx wakes one idle worker per connection (EPOLLEXCLUSIVE): on a busy machine the
+      -- same one can take every connection of the burst, and there is nothing to compare
+      a:close()
+      pending(("every one of 200 connections went to worker %d: nothing to compare"):format(pid_a))
+      return
+    end
     -- the same pages through either worker
     local function page_via(c, query)
       local res = assert(c:request("GET", keys_path("w", query)))
